@@ -1,0 +1,89 @@
+//! The router and the server loop, kept apart so tests can drive the real
+//! router in-process or on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::state::AppState;
+use crate::{http, observe, openapi, page, user};
+
+/// The whole HTTP surface of the kernel.
+pub fn app(state: AppState) -> Router {
+    app_with(state, Router::new())
+}
+
+/// The kernel's router with `extra` routes mounted inside the same
+/// middleware (tests use it to add fault-injecting routes).
+pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .merge(extra)
+        .merge(page::router())
+        .merge(user::routes::router())
+        .merge(observe::routes::router())
+        .merge(openapi::router())
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        // Applied per route (innermost first), so each sees MatchedPath.
+        .layer(CatchPanicLayer::custom(http::panic_response))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(from_fn(http::json_errors))
+        .layer(from_fn(http::record_metrics))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(http::make_span)
+                .on_request(())
+                .on_response(http::on_response)
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves; in-flight
+/// requests are allowed to finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

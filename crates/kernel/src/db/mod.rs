@@ -1,0 +1,103 @@
+//! PostgreSQL: the pool, embedded migrations, and query timing.
+//!
+//! Queries live next to the subsystem that owns them, in small functions
+//! taking `impl PgExecutor<'_>` so the caller owns the transaction; each is
+//! wrapped in [`timed`] so its duration lands in
+//! `trovato_db_query_duration_seconds{query=...}`.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::config::redact_url;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database could not be reached (refused, timed out, pool closed).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database query failed: {0}")]
+    Query(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                DbError::Unavailable(e.to_string())
+            }
+            other => DbError::Query(other),
+        }
+    }
+}
+
+impl DbError {
+    /// The name of the violated constraint, if this is a constraint error.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            DbError::Query(sqlx::Error::Database(db)) => db.constraint(),
+            _ => None,
+        }
+    }
+}
+
+/// Parses `url` and opens a pool, failing within `timeout` if the server
+/// does not answer. The error names the (redacted) URL.
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    timeout: Duration,
+) -> Result<PgPool, DbError> {
+    let options: PgConnectOptions = url
+        .parse::<PgConnectOptions>()
+        .map_err(|e| DbError::Unavailable(format!("{}: {e}", redact_url(url))))?
+        .application_name("trovato");
+    // One direct connection first: its error says what is wrong (refused,
+    // authentication, unknown database) where the pool would only time out.
+    let probe = tokio::time::timeout(timeout, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| {
+            DbError::Unavailable(format!("{}: timed out after {timeout:?}", redact_url(url)))
+        })?
+        .map_err(|e| DbError::Unavailable(format!("{}: {e}", redact_url(url))))?;
+    let _ = probe.close().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(timeout)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .map_err(|e| DbError::Unavailable(format!("{}: {e}", redact_url(url))))?;
+    Ok(pool)
+}
+
+/// Applies all pending migrations; idempotent.
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Runs `fut`, recording its duration under the query name `query`
+/// (a short fixed string such as `"user.find_by_name"`).
+pub async fn timed<T, E>(
+    query: &'static str,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let start = Instant::now();
+    let result = fut.await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::histogram!(
+        "trovato_db_query_duration_seconds",
+        "query" => query,
+        "outcome" => outcome
+    )
+    .record(start.elapsed().as_secs_f64());
+    result
+}

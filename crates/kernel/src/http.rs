@@ -1,0 +1,192 @@
+//! HTTP plumbing shared by every route: body-kind detection, extractor
+//! rejections as JSON errors, the request span, request metrics, and the
+//! fallbacks that keep every error response JSON.
+
+use std::time::Instant;
+
+use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tracing::Span;
+
+use crate::error::{AppError, code_for_status, error_response};
+
+/// What a request body claims to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    Form,
+    Other,
+}
+
+pub fn body_kind(headers: &HeaderMap) -> BodyKind {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        BodyKind::Json
+    } else if mime == "application/x-www-form-urlencoded" {
+        BodyKind::Form
+    } else {
+        BodyKind::Other
+    }
+}
+
+fn from_rejection(status: StatusCode, text: String) -> AppError {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::UnsupportedMediaType(text),
+        _ => AppError::bad_request("invalid_body", text),
+    }
+}
+
+impl From<JsonRejection> for AppError {
+    fn from(r: JsonRejection) -> Self {
+        from_rejection(r.status(), r.body_text())
+    }
+}
+
+impl From<FormRejection> for AppError {
+    fn from(r: FormRejection) -> Self {
+        from_rejection(r.status(), r.body_text())
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(r: QueryRejection) -> Self {
+        AppError::bad_request("invalid_query", r.body_text())
+    }
+}
+
+/// The route template of a request, or `unmatched`: the only path label
+/// spans and metrics ever carry.
+pub fn route_label(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned())
+}
+
+/// The request span: request id, method, route template; status and latency
+/// are recorded when the response is ready.
+pub fn make_span(req: &Request) -> Span {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        route = %route_label(req),
+        status = tracing::field::Empty,
+        latency_ms = tracing::field::Empty,
+    )
+}
+
+pub fn on_response(resp: &Response, latency: std::time::Duration, span: &Span) {
+    span.record("status", resp.status().as_u16());
+    span.record("latency_ms", latency.as_secs_f64() * 1000.0);
+    tracing::info!(
+        status = resp.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "request completed"
+    );
+}
+
+fn status_class(s: StatusCode) -> &'static str {
+    match s.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Records `trovato_http_request_duration_seconds{method, route, status}`.
+pub async fn record_metrics(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = route_label(&req);
+    let resp = next.run(req).await;
+    metrics::histogram!(
+        "trovato_http_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => status_class(resp.status()),
+    )
+    .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// Rewrites error responses that are not already JSON or HTML (framework
+/// rejections, 405s, body-limit 413s) into the JSON error shape.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let ct = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct.starts_with("application/json") || ct.starts_with("text/html") {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    // Framework rejection texts are short, client-facing explanations.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .filter(|t| !t.trim().is_empty() && !status.is_server_error())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    let mut out = error_response(status, code_for_status(status), &text, Value::Null);
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Unknown routes.
+pub async fn not_found() -> Response {
+    AppError::NotFound("route".into()).into_response()
+}
+
+/// Known route, wrong method.
+pub async fn method_not_allowed() -> Response {
+    AppError::MethodNotAllowed.into_response()
+}
+
+/// A panic in a handler becomes a 500 JSON error, not a dropped connection.
+pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = %detail, "handler panicked");
+    metrics::counter!("trovato_http_panics_total").increment(1);
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal Server Error",
+        Value::Null,
+    )
+}

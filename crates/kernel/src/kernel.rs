@@ -1,0 +1,105 @@
+//! Start-up: resolve the services (configured URLs, else the embedded
+//! ones), connect, migrate, and assemble the shared state.
+
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError};
+use crate::db::{self, DbError};
+use crate::embedded::postgres::PgListen;
+use crate::embedded::redis::RedisListen;
+use crate::embedded::{Durability, Embedded, EmbeddedError, PostgresServer, RedisServer};
+use crate::kv::{Kv, KvError};
+use crate::page::{PageError, Templates};
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    #[error("database_url (DATABASE_URL): {0}")]
+    Db(#[from] DbError),
+    #[error("redis_url (REDIS_URL): {0}")]
+    Kv(#[from] KvError),
+    #[error(transparent)]
+    Page(#[from] PageError),
+}
+
+/// The database the embedded PostgreSQL serves the kernel from.
+pub const EMBEDDED_DATABASE: &str = "trovato";
+
+/// A booted kernel: the shared state and whatever embedded servers it
+/// started (stopped again by [`Kernel::shutdown`]).
+pub struct Kernel {
+    pub state: AppState,
+    pub embedded: Embedded,
+}
+
+impl Kernel {
+    /// Fills in missing service URLs by starting the embedded servers.
+    pub async fn resolve_services(config: &mut Config) -> Result<Embedded, BootError> {
+        let mut embedded = Embedded {
+            postgres: None,
+            redis: None,
+        };
+        if config.database_url.is_none() {
+            let pg = PostgresServer::ensure(&config.data_dir, PgListen::Unix, Durability::Durable)
+                .await?;
+            pg.create_database(EMBEDDED_DATABASE).await?;
+            config.database_url = Some(pg.url(EMBEDDED_DATABASE));
+            embedded.postgres = Some(pg);
+        }
+        if config.redis_url.is_none() {
+            let r = RedisServer::ensure(&config.data_dir, RedisListen::Unix, Durability::Durable)
+                .await?;
+            config.redis_url = Some(r.url());
+            embedded.redis = Some(r);
+        }
+        Ok(embedded)
+    }
+
+    /// Validates `config`, starts embedded services where no URL is given,
+    /// connects, migrates, and builds the state.
+    pub async fn boot(mut config: Config) -> Result<Self, BootError> {
+        config.validate()?;
+        let embedded = Self::resolve_services(&mut config).await?;
+        match Self::connect(config).await {
+            Ok(state) => Ok(Self { state, embedded }),
+            Err(e) => {
+                embedded.stop().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Connects to the configured services and migrates (no embedded
+    /// servers are started here).
+    pub async fn connect(config: Config) -> Result<AppState, BootError> {
+        let (Some(db_url), Some(redis_url)) = (&config.database_url, &config.redis_url) else {
+            return Err(ConfigError::Invalid {
+                setting: "database_url / redis_url",
+                message: "must be resolved before connecting".into(),
+            }
+            .into());
+        };
+        let metrics = crate::observe::metrics::install();
+        let db = db::connect(db_url, config.db_max_connections, config.connect_timeout).await?;
+        db::migrate(&db).await?;
+        let kv = Kv::connect(redis_url, &config.redis_prefix, config.connect_timeout).await?;
+        let templates = Arc::new(Templates::new()?);
+        Ok(AppState {
+            config: Arc::new(config),
+            db,
+            kv,
+            templates,
+            metrics,
+        })
+    }
+
+    /// Closes the pool and stops the embedded servers this process started.
+    pub async fn shutdown(self) {
+        self.state.db.close().await;
+        self.embedded.stop().await;
+    }
+}

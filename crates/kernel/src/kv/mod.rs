@@ -1,0 +1,148 @@
+//! Redis: one multiplexed, self-reconnecting connection shared by the whole
+//! process, and the key namespace every kernel key lives under.
+//!
+//! Never open a connection per request: clone [`Kv`] (cheap) instead. Every
+//! key the kernel writes goes through [`Kv::key`], so it starts with the
+//! configured prefix (`TROVATO_REDIS_PREFIX`, default `trovato:`), and
+//! nothing ever flushes a whole Redis database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError};
+
+use crate::config::redact_url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error("redis unreachable: {0}")]
+    Unavailable(String),
+    #[error("redis command timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("redis command failed: {0}")]
+    Command(#[from] RedisError),
+}
+
+/// How long one command may take before it is abandoned.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The shared Redis handle: connection manager plus key prefix.
+#[derive(Clone)]
+pub struct Kv {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+}
+
+impl Kv {
+    /// Connects (failing within `timeout` if Redis does not answer) and
+    /// returns a handle that reconnects by itself after Redis restarts.
+    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, KvError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| KvError::Unavailable(format!("{}: {e}", redact_url(url))))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(COMMAND_TIMEOUT)
+            // Reconnect quickly: 50 ms, 100 ms, ... capped at 500 ms.
+            .set_exponent_base(2)
+            .set_factor(50)
+            .set_max_delay(500)
+            .set_number_of_retries(3);
+        let conn =
+            tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
+                .await
+                .map_err(|_| KvError::Unavailable(format!("{}: timed out", redact_url(url))))?
+                .map_err(|e| KvError::Unavailable(format!("{}: {e}", redact_url(url))))?;
+        Ok(Self {
+            conn,
+            prefix: prefix.into(),
+        })
+    }
+
+    /// The namespace prefix, e.g. `trovato:`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The full Redis key for a kernel key: `<prefix><key>`.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Runs one command, counting it as in flight while it runs.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, KvError> {
+        let mut conn = self.conn.clone();
+        self.tracked(async move { cmd.query_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs a pipeline (or `MULTI`/`EXEC` transaction) in one round trip.
+    pub async fn pipeline<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, KvError> {
+        let mut conn = self.conn.clone();
+        self.tracked(async move { pipe.query_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs a Lua script.
+    pub async fn script<T: FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, KvError> {
+        let mut conn = self.conn.clone();
+        self.tracked(async move { inv.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// A clone of the shared connection, for APIs that need one directly.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn tracked<T>(
+        &self,
+        fut: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, KvError> {
+        let gauge = metrics::gauge!("trovato_redis_commands_in_flight");
+        gauge.increment(1.0);
+        let result = tokio::time::timeout(COMMAND_TIMEOUT, fut).await;
+        gauge.decrement(1.0);
+        match result {
+            Err(_) => Err(KvError::Timeout(COMMAND_TIMEOUT)),
+            Ok(Err(e))
+                if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() =>
+            {
+                Err(KvError::Unavailable(e.to_string()))
+            }
+            Ok(Err(e)) => Err(KvError::Command(e)),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// Deletes every key under `<prefix><sub_prefix>`, by SCAN confined to
+    /// that pattern; never touches keys outside the namespace.
+    pub async fn delete_prefixed(&self, sub_prefix: &str) -> Result<u64, KvError> {
+        let pattern = format!("{}{sub_prefix}*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut deleted = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(500),
+                )
+                .await?;
+            if !keys.is_empty() {
+                let n: u64 = self.query(redis::cmd("UNLINK").arg(&keys)).await?;
+                deleted += n;
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(deleted);
+            }
+        }
+    }
+}

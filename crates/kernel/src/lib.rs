@@ -1,0 +1,25 @@
+//! Trovato: a content management kernel. See `ARCHITECTURE.md` and the
+//! README's code tour for how the modules fit together.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod embedded;
+pub mod error;
+pub mod http;
+pub mod kernel;
+pub mod kv;
+pub mod observe;
+pub mod openapi;
+pub mod page;
+pub mod plugin;
+pub mod state;
+pub mod user;
+
+pub use app::{app, serve};
+pub use config::Config;
+pub use error::AppError;
+pub use kernel::Kernel;
+pub use state::AppState;

@@ -1,0 +1,19 @@
+//! The state every handler shares. Cloning is cheap (handles and `Arc`s).
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::kv::Kv;
+use crate::page::Templates;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: PgPool,
+    pub kv: Kv,
+    pub templates: Arc<Templates>,
+    pub metrics: PrometheusHandle,
+}

@@ -1,0 +1,252 @@
+//! Users and access: accounts, Argon2id passwords, roles with named
+//! permissions, server-side sessions in Redis, CSRF tokens and API bearer
+//! tokens.
+
+pub mod access;
+pub mod password;
+pub mod routes;
+pub mod session;
+pub mod token;
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+use crate::db::{DbError, timed};
+use crate::kv::KvError;
+
+pub use access::Account;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    /// Wrong password or unknown user: deliberately indistinguishable.
+    #[error("invalid user name or password")]
+    InvalidCredentials,
+    #[error("a user with this name already exists")]
+    NameTaken,
+    #[error("invalid user name: {0}")]
+    InvalidName(String),
+    #[error("invalid email: {0}")]
+    InvalidEmail(String),
+    #[error("password rejected: {0}")]
+    WeakPassword(String),
+    #[error("user {0} not found")]
+    NotFound(String),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Kv(#[from] KvError),
+}
+
+impl From<sqlx::Error> for UserError {
+    fn from(e: sqlx::Error) -> Self {
+        UserError::Db(e.into())
+    }
+}
+
+/// Every permission the kernel knows. Administrators hold all of them.
+pub mod permission {
+    pub const ACCESS_CONTENT: &str = "access content";
+    pub const ADMINISTER_SITE: &str = "administer site";
+    pub const ADMINISTER_PLUGINS: &str = "administer plugins";
+}
+
+/// The built-in role names.
+pub mod role {
+    pub const ANONYMOUS: &str = "anonymous";
+    pub const AUTHENTICATED: &str = "authenticated";
+    pub const ADMINISTRATOR: &str = "administrator";
+}
+
+/// A user row (without the password hash).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct User {
+    pub id: Uuid,
+    pub name: String,
+    pub email: String,
+    /// 1 = active, 0 = blocked.
+    pub status: i16,
+    pub created: DateTime<Utc>,
+    pub changed: DateTime<Utc>,
+}
+
+/// A validated user name: 1-60 characters, no control characters, no
+/// leading or trailing space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(String);
+
+impl UserName {
+    pub fn parse(raw: &str) -> Result<Self, UserError> {
+        let len = raw.chars().count();
+        if len == 0 || len > 60 {
+            return Err(UserError::InvalidName("must be 1 to 60 characters".into()));
+        }
+        if raw.trim() != raw {
+            return Err(UserError::InvalidName(
+                "must not start or end with a space".into(),
+            ));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(UserError::InvalidName(
+                "must not contain control characters".into(),
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A syntactically plausible email address (one `@`, non-empty parts, no
+/// spaces); deliverability is not our concern.
+fn check_email(raw: &str) -> Result<(), UserError> {
+    let ok = raw.len() <= 254
+        && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(raw.split_once('@'), Some((local, domain))
+            if !local.is_empty() && domain.contains('.') && !domain.contains('@')
+                && !domain.starts_with('.') && !domain.ends_with('.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(UserError::InvalidEmail(format!(
+            "`{raw}` is not an address"
+        )))
+    }
+}
+
+/// What `create` needs.
+pub struct NewUser<'a> {
+    pub name: &'a str,
+    pub email: &'a str,
+    pub password: &'a str,
+    pub admin: bool,
+}
+
+/// Creates a user (and its administrator role if asked) in one transaction.
+pub async fn create(pool: &PgPool, new: NewUser<'_>) -> Result<User, UserError> {
+    let name = UserName::parse(new.name)?;
+    check_email(new.email)?;
+    password::check_strength(new.password)?;
+    let hash = password::hash(new.password.to_owned()).await?;
+    let id = Uuid::now_v7();
+    let mut tx = pool.begin().await?;
+    let user = timed(
+        "user.insert",
+        sqlx::query_as::<_, User>(
+            "INSERT INTO users (id, name, email, pass) VALUES ($1, $2, $3, $4)
+             RETURNING id, name, email, status, created, changed",
+        )
+        .bind(id)
+        .bind(name.as_str())
+        .bind(new.email)
+        .bind(&hash)
+        .fetch_one(&mut *tx),
+    )
+    .await
+    .map_err(|e| {
+        let e = DbError::from(e);
+        if e.constraint() == Some("users_name_lower_key") {
+            UserError::NameTaken
+        } else {
+            UserError::Db(e)
+        }
+    })?;
+    if new.admin {
+        timed(
+            "user.grant_role",
+            sqlx::query("INSERT INTO user_role (user_id, role) VALUES ($1, $2)")
+                .bind(id)
+                .bind(role::ADMINISTRATOR)
+                .execute(&mut *tx),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Finds a user by name, case-insensitively, with the password hash.
+pub async fn find_credentials(
+    db: impl PgExecutor<'_>,
+    name: &str,
+) -> Result<Option<(User, String)>, UserError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        user: User,
+        pass: String,
+    }
+    let row = timed(
+        "user.find_credentials",
+        sqlx::query_as::<_, Row>(
+            "SELECT id, name, email, status, created, changed, pass
+             FROM users WHERE lower(name) = lower($1)",
+        )
+        .bind(name)
+        .fetch_optional(db),
+    )
+    .await?;
+    Ok(row.map(|r| (r.user, r.pass)))
+}
+
+pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<User>, UserError> {
+    Ok(timed(
+        "user.find_by_id",
+        sqlx::query_as::<_, User>(
+            "SELECT id, name, email, status, created, changed FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(db),
+    )
+    .await?)
+}
+
+pub async fn find_by_name(db: impl PgExecutor<'_>, name: &str) -> Result<Option<User>, UserError> {
+    Ok(timed(
+        "user.find_by_name",
+        sqlx::query_as::<_, User>(
+            "SELECT id, name, email, status, created, changed FROM users
+             WHERE lower(name) = lower($1)",
+        )
+        .bind(name)
+        .fetch_optional(db),
+    )
+    .await?)
+}
+
+/// The roles a user holds explicitly (administrator, custom roles).
+pub async fn roles_of(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Vec<String>, UserError> {
+    Ok(timed(
+        "user.roles",
+        sqlx::query_scalar::<_, String>(
+            "SELECT role FROM user_role WHERE user_id = $1 ORDER BY role",
+        )
+        .bind(user_id)
+        .fetch_all(db),
+    )
+    .await?)
+}
+
+/// The union of the permissions of `roles`.
+pub async fn permissions_of(
+    db: impl PgExecutor<'_>,
+    roles: &[String],
+) -> Result<BTreeSet<String>, UserError> {
+    let perms = timed(
+        "user.permissions",
+        sqlx::query_scalar::<_, String>(
+            "SELECT DISTINCT permission FROM role_permission WHERE role = ANY($1)",
+        )
+        .bind(roles)
+        .fetch_all(db),
+    )
+    .await?;
+    Ok(perms.into_iter().collect())
+}

@@ -1,0 +1,291 @@
+//! `/user/login`, `/user/logout`, `/user/me`.
+
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::access::{self, Account, CSRF_COOKIE};
+use super::{User, UserError, password, session};
+use crate::config::CookieSecure;
+use crate::error::{AppError, ErrorBody};
+use crate::http::{BodyKind, body_kind};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/user/login", get(login_page).post(login))
+        .route("/user/logout", post(logout))
+        .route("/user/me", get(me))
+}
+
+/// JSON login body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct LoginRequest {
+    pub name: String,
+    pub password: String,
+}
+
+/// The browser login form.
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    name: String,
+    password: String,
+    csrf_token: Option<String>,
+    destination: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LogoutForm {
+    csrf_token: Option<String>,
+}
+
+/// The signed-in account.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MeResponse {
+    pub user: User,
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+    /// The token browser scripts send as `X-CSRF-Token` (session logins only).
+    pub csrf_token: Option<String>,
+}
+
+fn me_response(account: &Account) -> Option<MeResponse> {
+    let user = account.user.clone()?;
+    Some(MeResponse {
+        user,
+        roles: account.roles.clone(),
+        permissions: account.permissions.iter().cloned().collect(),
+        csrf_token: account.session.as_ref().map(|(_, s)| s.csrf_token.clone()),
+    })
+}
+
+fn secure(state: &AppState, headers: &HeaderMap) -> bool {
+    match state.config.cookie_secure {
+        CookieSecure::Always => true,
+        CookieSecure::Never => false,
+        CookieSecure::Auto => access::is_tls(headers),
+    }
+}
+
+fn cookie_header(name: &str, value: &str, secure: bool, remove: bool) -> HeaderValue {
+    let mut c = cookie::Cookie::build((name, value))
+        .path("/")
+        .http_only(true)
+        .same_site(cookie::SameSite::Lax)
+        .secure(secure);
+    if remove {
+        c = c.max_age(cookie::time::Duration::ZERO);
+    }
+    // Names are constants and values URL-safe base64, so this is a valid
+    // header value.
+    HeaderValue::from_str(&c.build().to_string()).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// A local path to go to after login; anything else becomes `/`.
+fn safe_destination(d: Option<&str>) -> &str {
+    match d {
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p,
+        _ => "/",
+    }
+}
+
+async fn login_page(
+    State(state): State<AppState>,
+    account: Account,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    render_login(&state, &account, &headers, StatusCode::OK, None)
+}
+
+fn render_login(
+    state: &AppState,
+    account: &Account,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Result<Response, AppError> {
+    let (csrf, new_cookie) = match &account.session {
+        Some((_, s)) => (s.csrf_token.clone(), false),
+        None => match access::cookie(headers, CSRF_COOKIE) {
+            Some(c) if c.len() >= 32 => (c, false),
+            _ => (session::random_token(), true),
+        },
+    };
+    let html = state.templates.render(
+        "login.html",
+        minijinja::context! {
+            user => account.user.as_ref().map(|u| u.name.clone()),
+            csrf_token => csrf,
+            error => error,
+        },
+    )?;
+    let mut resp = (status, Html(html)).into_response();
+    if new_cookie {
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            cookie_header(CSRF_COOKIE, &csrf, secure(state, headers), false),
+        );
+    }
+    Ok(resp)
+}
+
+/// Log in with a name and password (JSON, or the HTML form with its CSRF
+/// token). Unknown user and wrong password give the same 401.
+#[utoipa::path(
+    post, path = "/user/login", tag = "user",
+    request_body(content = LoginRequest, description = "JSON, or an HTML form (name, password, csrf_token)"),
+    responses(
+        (status = 200, description = "Logged in; the session cookie is set", body = MeResponse),
+        (status = 303, description = "Form login succeeded; redirect"),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Invalid user name or password", body = ErrorBody),
+        (status = 403, description = "Form post without a valid CSRF token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor a form", body = ErrorBody),
+    )
+)]
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    account: Account,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, AppError> {
+    match body_kind(&headers) {
+        BodyKind::Json => {
+            let Json(body) = Json::<LoginRequest>::from_request(req, &state).await?;
+            let (token, account) =
+                authenticate(&state, &account, &body.name, &body.password).await?;
+            let mut resp = Json(me_response(&account)).into_response();
+            resp.headers_mut().append(
+                header::SET_COOKIE,
+                cookie_header(session::COOKIE, &token, secure(&state, &headers), false),
+            );
+            Ok(resp)
+        }
+        BodyKind::Form => {
+            let Form(body) = Form::<LoginForm>::from_request(req, &state).await?;
+            account.check_csrf(&headers, body.csrf_token.as_deref())?;
+            match authenticate(&state, &account, &body.name, &body.password).await {
+                Ok((token, _)) => {
+                    let mut resp =
+                        Redirect::to(safe_destination(body.destination.as_deref())).into_response();
+                    resp.headers_mut().append(
+                        header::SET_COOKIE,
+                        cookie_header(session::COOKIE, &token, secure(&state, &headers), false),
+                    );
+                    Ok(resp)
+                }
+                Err(AppError::User(UserError::InvalidCredentials)) => render_login(
+                    &state,
+                    &account,
+                    &headers,
+                    StatusCode::UNAUTHORIZED,
+                    Some("Invalid user name or password."),
+                ),
+                Err(e) => Err(e),
+            }
+        }
+        BodyKind::Other => Err(AppError::UnsupportedMediaType(
+            "send application/json or application/x-www-form-urlencoded".into(),
+        )),
+    }
+}
+
+/// Verifies credentials and starts a fresh session (any previous session of
+/// this browser is ended, so a planted session id is useless).
+async fn authenticate(
+    state: &AppState,
+    current: &Account,
+    name: &str,
+    pass: &str,
+) -> Result<(String, Account), AppError> {
+    let found = super::find_credentials(&state.db, name).await?;
+    let (user, hash) = match found {
+        Some((u, h)) if u.status == 1 => (Some(u), Some(h)),
+        _ => (None, None),
+    };
+    let ok = password::verify(pass.to_owned(), hash).await?;
+    let user = match (ok, user) {
+        (true, Some(u)) => u,
+        _ => {
+            tracing::info!("login failed");
+            return Err(UserError::InvalidCredentials.into());
+        }
+    };
+    if let Some((old, _)) = &current.session {
+        session::destroy(&state.kv, old).await?;
+    }
+    let (token, sess) =
+        session::create(&state.kv, user.id, state.config.session_idle_timeout).await?;
+    tracing::info!(user_id = %user.id, "login");
+    let mut headers = HeaderMap::new();
+    // Resolve as the new session would, to report roles and permissions.
+    let cookie = format!("{}={token}", session::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        headers.insert(header::COOKIE, v);
+    }
+    let mut account = Account::resolve(state, &headers).await?;
+    if account.session.is_none() {
+        account.session = Some((token.clone(), sess));
+    }
+    Ok((token, account))
+}
+
+/// End the current session.
+#[utoipa::path(
+    post, path = "/user/logout", tag = "user",
+    responses(
+        (status = 204, description = "Logged out; the session is gone"),
+        (status = 303, description = "Form logout; redirect to /"),
+        (status = 401, description = "Not logged in with a session", body = ErrorBody),
+        (status = 403, description = "Form post without a valid CSRF token", body = ErrorBody),
+    )
+)]
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    account: Account,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, AppError> {
+    let Some((token, _)) = &account.session else {
+        return Err(AppError::Unauthenticated);
+    };
+    let is_form = body_kind(&headers) == BodyKind::Form;
+    if is_form {
+        let Form(body) = Form::<LogoutForm>::from_request(req, &state).await?;
+        account.check_csrf(&headers, body.csrf_token.as_deref())?;
+    } else {
+        // Script clients using the cookie must prove same origin.
+        let header_token = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+        if body_kind(&headers) != BodyKind::Json || header_token.is_some() {
+            account.check_csrf(&headers, header_token)?;
+        }
+    }
+    session::destroy(&state.kv, token).await?;
+    let clear = cookie_header(session::COOKIE, "", secure(&state, &headers), true);
+    let mut resp = if is_form {
+        Redirect::to("/").into_response()
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    };
+    resp.headers_mut().append(header::SET_COOKIE, clear);
+    Ok(resp)
+}
+
+/// The current user, roles and permissions.
+#[utoipa::path(
+    get, path = "/user/me", tag = "user",
+    responses(
+        (status = 200, description = "The signed-in account", body = MeResponse),
+        (status = 401, description = "Anonymous", body = ErrorBody),
+    ),
+    security((), ("session" = []), ("bearer" = []))
+)]
+pub(crate) async fn me(account: Account) -> Result<Json<MeResponse>, AppError> {
+    me_response(&account)
+        .map(Json)
+        .ok_or(AppError::Unauthenticated)
+}

@@ -1,0 +1,310 @@
+//! Test harness: a kernel per test, in-process on port 0 ([`TestApp`]) or as
+//! separate `trovato serve` processes ([`Cluster`]), each with its own
+//! database and Redis namespace.
+
+pub mod services;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use tokio::sync::oneshot;
+use trovato::config::Config;
+use trovato::{AppState, Kernel};
+
+pub use services::services;
+
+/// A kernel served in-process on 127.0.0.1:0.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    /// A client with a cookie store (a browser, in effect).
+    pub client: reqwest::Client,
+    db_name: String,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+/// A per-test Redis prefix.
+pub fn test_prefix() -> String {
+    format!("trovato-test:{}:", uuid::Uuid::now_v7().simple())
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("reqwest client")
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}, Router::new()).await
+    }
+
+    /// Spawns with a customised config, and `extra` routes mounted inside
+    /// the kernel's middleware (for panic and similar tests).
+    pub async fn spawn_with(customise: impl FnOnce(&mut Config), extra: Router<AppState>) -> Self {
+        let s = services().await;
+        let (db_name, db_url) = services::create_test_database().await;
+        let mut config = Config {
+            database_url: Some(db_url),
+            redis_url: Some(s.redis_url.clone()),
+            redis_prefix: test_prefix(),
+            ..Config::default()
+        };
+        customise(&mut config);
+        let state = Kernel::connect(config).await.expect("kernel connects");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = trovato::app::app_with(state.clone(), extra);
+        tokio::spawn(async move {
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Self {
+            addr,
+            state,
+            client: client(),
+            db_name,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// Creates a user directly through the kernel's user module.
+    pub async fn create_user(
+        &self,
+        name: &str,
+        password: &str,
+        admin: bool,
+    ) -> trovato::user::User {
+        trovato::user::create(
+            &self.state.db,
+            trovato::user::NewUser {
+                name,
+                email: &format!("{}@example.com", name.to_lowercase()),
+                password,
+                admin,
+            },
+        )
+        .await
+        .expect("create user")
+    }
+
+    /// Logs in with the JSON API using this app's cookie-keeping client.
+    pub async fn login(&self, name: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/user/login"))
+            .json(&serde_json::json!({"name": name, "password": password}))
+            .send()
+            .await
+            .expect("POST /user/login")
+    }
+
+    /// The value of this client's session cookie, if any.
+    pub fn session_token(&self, resp: &reqwest::Response) -> Option<String> {
+        resp.cookies()
+            .find(|c| c.name() == trovato::user::session::COOKIE)
+            .map(|c| c.value().to_owned())
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.state.db.close_event();
+        services::cleanup(self.db_name.clone(), self.state.config.redis_prefix.clone());
+    }
+}
+
+/// One `trovato serve` process.
+pub struct Process {
+    pub addr: SocketAddr,
+    child: Child,
+    /// Every log line the process wrote to stderr so far.
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.child.wait().expect("wait for trovato")
+    }
+
+    pub fn logs_contain(&self, needle: &str) -> bool {
+        self.logs
+            .lock()
+            .map(|l| l.iter().any(|x| x.contains(needle)))
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.terminate();
+        }
+    }
+}
+
+/// N separate `trovato serve` processes sharing one database and one Redis
+/// namespace, as behind a load balancer.
+pub struct Cluster {
+    pub nodes: Vec<Process>,
+    pub db_url: String,
+    pub redis_prefix: String,
+    db_name: String,
+}
+
+/// The `trovato` binary built for these tests.
+pub fn trovato_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_trovato")
+}
+
+impl Cluster {
+    pub async fn spawn(n: usize) -> Self {
+        Self::spawn_with_env(n, &[]).await
+    }
+
+    pub async fn spawn_with_env(n: usize, env: &[(&str, &str)]) -> Self {
+        let s = services().await;
+        let (db_name, db_url) = services::create_test_database().await;
+        let redis_prefix = test_prefix();
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n {
+            nodes.push(spawn_process(&db_url, &s.redis_url, &redis_prefix, env));
+        }
+        Self {
+            nodes,
+            db_url,
+            redis_prefix,
+            db_name,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        services::cleanup(self.db_name.clone(), self.redis_prefix.clone());
+    }
+}
+
+/// Starts `trovato serve` on an ephemeral port and waits for its
+/// "listening" log line.
+pub fn spawn_process(db_url: &str, redis_url: &str, prefix: &str, env: &[(&str, &str)]) -> Process {
+    let mut cmd = Command::new(trovato_bin());
+    cmd.arg("serve")
+        .env("DATABASE_URL", db_url)
+        .env("REDIS_URL", redis_url)
+        .env("TROVATO_REDIS_PREFIX", prefix)
+        .env("TROVATO_LISTEN", "127.0.0.1:0")
+        .env("TROVATO_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn trovato serve");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = listening_addr(&line)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr);
+            }
+            if let Ok(mut l) = sink.lock() {
+                l.push(line);
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        if let Ok(addr) = rx.recv_timeout(Duration::from_millis(100)) {
+            break addr;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "trovato serve exited with {status}: {:?}",
+                logs.lock().map(|l| l.clone()).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trovato serve did not start within 60 s"
+        );
+    };
+    Process { addr, child, logs }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = v.get("fields")?;
+    if fields.get("message")?.as_str()? != "listening" {
+        return None;
+    }
+    fields.get("addr")?.as_str()?.parse().ok()
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes;
+/// returns how long it took, or `None`.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A free loopback TCP port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}

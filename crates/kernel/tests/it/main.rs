@@ -1,0 +1,10 @@
+//! Integration tests against real PostgreSQL and Redis. One binary, so the
+//! kernel is linked once; modules by subsystem.
+
+mod harness;
+
+mod cli;
+mod errors;
+mod faults;
+mod observe;
+mod user;

@@ -1,0 +1,147 @@
+//! /health, /healthz, /metrics, the OpenAPI document, and the multi-process
+//! harness.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::{Cluster, TestApp};
+
+#[tokio::test]
+async fn health_is_200_when_postgres_and_redis_answer() {
+    let app = TestApp::spawn().await;
+    let resp = app.get("/health").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["checks"]["postgres"]["status"], "ok");
+    assert_eq!(body["checks"]["redis"]["status"], "ok");
+    assert!(body["checks"]["postgres"]["latency_ms"].is_number());
+}
+
+#[tokio::test]
+async fn healthz_answers_without_checking_dependencies() {
+    let app = TestApp::spawn().await;
+    // Close the pool: /healthz must not care.
+    app.state.db.close().await;
+    let resp = app.get("/healthz").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let health = app.get("/health").await;
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn metrics_report_requests_by_route_template() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get("/does-not-exist-abc123").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    app.get("/health").await;
+    let text = app.get("/metrics").await.text().await.expect("text");
+    assert!(
+        text.contains("# TYPE trovato_http_request_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(text.contains("route=\"/healthz\""), "{text}");
+    assert!(text.contains("route=\"unmatched\""), "{text}");
+    assert!(
+        !text.contains("does-not-exist-abc123"),
+        "raw paths must never be labels"
+    );
+    assert!(text.contains("trovato_db_query_duration_seconds"), "{text}");
+    assert!(text.contains("trovato_redis_commands_in_flight"), "{text}");
+    assert!(text.contains("trovato_db_pool_connections"), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_are_forbidden_outside_the_allowed_networks() {
+    let app = TestApp::spawn_with(
+        |c| c.metrics_allow = vec!["10.0.0.0/8".parse().expect("cidr")],
+        axum::Router::new(),
+    )
+    .await;
+    let resp = app.get("/metrics").await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"], "forbidden");
+}
+
+#[tokio::test]
+async fn openapi_document_describes_every_json_endpoint() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app
+        .get("/api/openapi.json")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        doc["openapi"].as_str().unwrap_or("").starts_with("3."),
+        "{doc}"
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/health", "get"),
+        ("/healthz", "get"),
+        ("/metrics", "get"),
+        ("/user/login", "post"),
+        ("/user/logout", "post"),
+        ("/user/me", "get"),
+        ("/api/openapi.json", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_session_started_on_one_process_is_valid_on_another() {
+    let cluster = Cluster::spawn(2).await;
+    let a = &cluster.nodes[0];
+    let b = &cluster.nodes[1];
+    let pool = sqlx::PgPool::connect(&cluster.db_url).await.expect("db");
+    trovato::user::create(
+        &pool,
+        trovato::user::NewUser {
+            name: "pat",
+            email: "pat@example.com",
+            password: "correct horse battery",
+            admin: false,
+        },
+    )
+    .await
+    .expect("user");
+    pool.close().await;
+    let client = crate::harness::client();
+    let resp = client
+        .post(a.url("/user/login"))
+        .json(&serde_json::json!({"name": "pat", "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("login on A");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let me: Value = reqwest::Client::new()
+        .get(b.url("/user/me"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("me on B")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["user"]["name"], "pat");
+    assert!(
+        a.logs_contain("\"route\":\"/user/login\""),
+        "request span carries the route template"
+    );
+}

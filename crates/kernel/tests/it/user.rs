@@ -1,0 +1,422 @@
+//! Login, logout, sessions, CSRF and bearer tokens.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::TestApp;
+
+const PASSWORD: &str = "correct horse battery";
+
+fn csrf_from_html(html: &str) -> String {
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = html.find(marker).expect("csrf field in form") + marker.len();
+    let end = html[start..].find('"').expect("end of value") + start;
+    html[start..end].to_owned()
+}
+
+#[tokio::test]
+async fn json_login_starts_a_session_stored_in_redis() {
+    let app = TestApp::spawn().await;
+    let alice = app.create_user("Alice", PASSWORD, false).await;
+
+    let resp = app.login("alice", PASSWORD).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("trovato_session="))
+        .expect("session cookie")
+        .to_owned();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP must not get Secure: {cookie}"
+    );
+    let token = app.session_token(&resp).expect("token");
+    assert!(
+        trovato::user::session::exists(&app.state.kv, &token)
+            .await
+            .expect("redis")
+    );
+
+    let me: Value = app.get("/user/me").await.json().await.expect("json");
+    assert_eq!(me["user"]["id"], alice.id.to_string());
+    assert_eq!(me["user"]["name"], "Alice");
+    assert!(
+        me["roles"]
+            .as_array()
+            .expect("roles")
+            .iter()
+            .any(|r| r == "authenticated")
+    );
+}
+
+#[tokio::test]
+async fn session_cookie_is_secure_behind_tls() {
+    let app = TestApp::spawn().await;
+    app.create_user("bob", PASSWORD, false).await;
+    let resp = app
+        .client
+        .post(app.url("/user/login"))
+        .header("x-forwarded-proto", "https")
+        .json(&serde_json::json!({"name": "bob", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(cookie.contains("Secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_get_the_same_401() {
+    let app = TestApp::spawn().await;
+    app.create_user("carol", PASSWORD, false).await;
+
+    let wrong = app.login("carol", "not the password").await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let wrong_body: Value = wrong.json().await.expect("json");
+
+    let unknown = app.login("nobody", "not the password").await;
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    let unknown_body: Value = unknown.json().await.expect("json");
+
+    assert_eq!(wrong_body, unknown_body);
+    assert_eq!(wrong_body["error"], "invalid_credentials");
+    // No session was started.
+    assert_eq!(app.get("/user/me").await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn blocked_user_cannot_log_in() {
+    let app = TestApp::spawn().await;
+    let u = app.create_user("dave", PASSWORD, false).await;
+    sqlx::query("UPDATE users SET status = 0 WHERE id = $1")
+        .bind(u.id)
+        .execute(&app.state.db)
+        .await
+        .expect("block");
+    assert_eq!(
+        app.login("dave", PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn form_login_without_csrf_token_is_403_and_starts_no_session() {
+    let app = TestApp::spawn().await;
+    app.create_user("erin", PASSWORD, false).await;
+    let resp = app
+        .client
+        .post(app.url("/user/login"))
+        .form(&[("name", "erin"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"], "csrf_token_invalid");
+    assert_eq!(app.get("/user/me").await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn form_login_with_a_forged_csrf_token_is_403() {
+    let app = TestApp::spawn().await;
+    app.create_user("frank", PASSWORD, false).await;
+    // Load the page so a CSRF cookie is set, then submit a different token.
+    let _ = app.get("/user/login").await;
+    let resp = app
+        .client
+        .post(app.url("/user/login"))
+        .form(&[
+            ("name", "frank"),
+            ("password", PASSWORD),
+            ("csrf_token", "forged"),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn form_login_through_the_login_page_redirects_with_a_session() {
+    let app = TestApp::spawn().await;
+    app.create_user("grace", PASSWORD, false).await;
+    let page = app.get("/user/login").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/html")
+    );
+    let csrf = csrf_from_html(&page.text().await.expect("html"));
+
+    let resp = app
+        .client
+        .post(app.url("/user/login"))
+        .form(&[
+            ("name", "grace"),
+            ("password", PASSWORD),
+            ("csrf_token", &csrf),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/");
+    let me: Value = app.get("/user/me").await.json().await.expect("json");
+    assert_eq!(me["user"]["name"], "grace");
+}
+
+#[tokio::test]
+async fn form_login_with_wrong_password_shows_the_form_again_with_401() {
+    let app = TestApp::spawn().await;
+    app.create_user("heidi", PASSWORD, false).await;
+    let csrf = csrf_from_html(&app.get("/user/login").await.text().await.expect("html"));
+    let resp = app
+        .client
+        .post(app.url("/user/login"))
+        .form(&[
+            ("name", "heidi"),
+            ("password", "nope nope"),
+            ("csrf_token", &csrf),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let html = resp.text().await.expect("html");
+    assert!(html.contains("Invalid user name or password"), "{html}");
+}
+
+#[tokio::test]
+async fn login_page_escapes_nothing_unsafe_and_renders_the_form() {
+    let app = TestApp::spawn().await;
+    let html = app.get("/user/login").await.text().await.expect("html");
+    assert!(html.contains("<form"), "{html}");
+    assert!(html.contains("name=\"password\""));
+}
+
+#[tokio::test]
+async fn logout_deletes_the_session_from_redis() {
+    let app = TestApp::spawn().await;
+    app.create_user("ivan", PASSWORD, false).await;
+    let resp = app.login("ivan", PASSWORD).await;
+    let token = app.session_token(&resp).expect("token");
+
+    let out = app
+        .client
+        .post(app.url("/user/logout"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert!(
+        !trovato::user::session::exists(&app.state.kv, &token)
+            .await
+            .expect("redis")
+    );
+    assert_eq!(app.get("/user/me").await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn form_logout_without_csrf_token_keeps_the_session() {
+    let app = TestApp::spawn().await;
+    app.create_user("judy", PASSWORD, false).await;
+    let token = app
+        .session_token(&app.login("judy", PASSWORD).await)
+        .expect("token");
+    let out = app
+        .client
+        .post(app.url("/user/logout"))
+        .form(&[("x", "y")])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(out.status(), StatusCode::FORBIDDEN);
+    assert!(
+        trovato::user::session::exists(&app.state.kv, &token)
+            .await
+            .expect("redis")
+    );
+}
+
+#[tokio::test]
+async fn logout_without_a_session_is_401() {
+    let app = TestApp::spawn().await;
+    let out = app
+        .client
+        .post(app.url("/user/logout"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(out.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn session_ends_after_the_idle_timeout() {
+    let app = TestApp::spawn_with(
+        |c| c.session_idle_timeout = Duration::from_secs(1),
+        axum::Router::new(),
+    )
+    .await;
+    app.create_user("ken", PASSWORD, false).await;
+    let token = app
+        .session_token(&app.login("ken", PASSWORD).await)
+        .expect("token");
+    assert_eq!(app.get("/user/me").await.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        !trovato::user::session::exists(&app.state.kv, &token)
+            .await
+            .expect("redis")
+    );
+    assert_eq!(app.get("/user/me").await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn session_keys_live_under_the_configured_prefix() {
+    let app = TestApp::spawn().await;
+    app.create_user("leo", PASSWORD, false).await;
+    app.login("leo", PASSWORD).await;
+    let prefix = app.state.config.redis_prefix.clone();
+    let keys: Vec<String> = app
+        .state
+        .kv
+        .query(redis::cmd("KEYS").arg(format!("{prefix}*")))
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys[0].starts_with(&format!("{prefix}session:")),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn bearer_token_authenticates_and_only_its_hash_is_stored() {
+    let app = TestApp::spawn().await;
+    let u = app.create_user("mallory", PASSWORD, true).await;
+    let token = trovato::user::token::create(&app.state.db, u.id, "ci")
+        .await
+        .expect("token");
+
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT token_hash FROM api_token WHERE user_id = $1")
+        .bind(u.id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("token row");
+    use sha2::Digest;
+    assert_eq!(stored, sha2::Sha256::digest(token.as_bytes()).to_vec());
+    assert_ne!(stored, token.as_bytes());
+
+    let me: Value = reqwest::Client::new()
+        .get(app.url("/user/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["user"]["name"], "mallory");
+    assert!(
+        me["roles"]
+            .as_array()
+            .expect("roles")
+            .iter()
+            .any(|r| r == "administrator")
+    );
+    let used: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT last_used FROM api_token WHERE user_id = $1")
+            .bind(u.id)
+            .fetch_one(&app.state.db)
+            .await
+            .expect("row");
+    assert!(used.is_some());
+}
+
+#[tokio::test]
+async fn invalid_bearer_token_is_401() {
+    let app = TestApp::spawn().await;
+    let resp = reqwest::Client::new()
+        .get(app.url("/user/me"))
+        .bearer_auth("trv_not-a-real-token")
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"], "unauthenticated");
+}
+
+#[tokio::test]
+async fn user_names_are_unique_regardless_of_case() {
+    let app = TestApp::spawn().await;
+    app.create_user("Nina", PASSWORD, false).await;
+    let err = trovato::user::create(
+        &app.state.db,
+        trovato::user::NewUser {
+            name: "NINA",
+            email: "n2@example.com",
+            password: PASSWORD,
+            admin: false,
+        },
+    )
+    .await
+    .expect_err("duplicate");
+    assert!(
+        matches!(err, trovato::user::UserError::NameTaken),
+        "{err:?}"
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("count");
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn json_login_with_a_malformed_body_is_400() {
+    let app = TestApp::spawn().await;
+    let resp = app
+        .client
+        .post(app.url("/user/login"))
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"], "invalid_body");
+}
+
+#[tokio::test]
+async fn login_with_an_unsupported_content_type_is_415() {
+    let app = TestApp::spawn().await;
+    let resp = app
+        .client
+        .post(app.url("/user/login"))
+        .header("content-type", "text/plain")
+        .body("name=x")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"], "unsupported_media_type");
+}
