@@ -6,5 +6,6 @@ mod harness;
 mod cli;
 mod errors;
 mod faults;
+mod nginx;
 mod observe;
 mod user;

@@ -145,3 +145,64 @@ async fn a_session_started_on_one_process_is_valid_on_another() {
         "request span carries the route template"
     );
 }
+
+#[tokio::test]
+async fn metrics_pass_promtool_lint() {
+    let app = TestApp::spawn().await;
+    app.get("/healthz").await;
+    app.get("/health").await;
+    app.get("/nope").await;
+    app.login("nobody", "wrong password").await;
+    let text = app.get("/metrics").await.text().await.expect("text");
+    let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .expect("promtool is not installed: run scripts/install-test-tools (the README's test command does)");
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_in_flight_requests_finish() {
+    let extra = axum::Router::new().route(
+        "/test/slow",
+        axum::routing::get(|| async {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            "finished"
+        }),
+    );
+    let mut app = TestApp::spawn_with(|_| {}, extra).await;
+    let slow = tokio::spawn(app.client.get(app.url("/test/slow")).send());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    app.shut_down().await;
+    let resp = slow
+        .await
+        .expect("join")
+        .expect("in-flight request completes");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.text().await.expect("body"), "finished");
+    // The listener is closed now.
+    assert!(reqwest::get(app.url("/healthz")).await.is_err());
+}

@@ -25,6 +25,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     db_name: String,
     shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A per-test Redis prefix.
@@ -65,7 +66,7 @@ impl TestApp {
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let app = trovato::app::app_with(state.clone(), extra);
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             let _ = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -81,6 +82,17 @@ impl TestApp {
             client: client(),
             db_name,
             shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// Starts a graceful shutdown and waits until the server has stopped.
+    pub async fn shut_down(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
         }
     }
 
