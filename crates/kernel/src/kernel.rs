@@ -11,6 +11,7 @@ use crate::embedded::{Durability, Embedded, EmbeddedError, PostgresServer, Redis
 use crate::kv::{Kv, KvError};
 use crate::page::{PageError, Templates};
 use crate::state::AppState;
+use crate::user::access::PermissionCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -94,6 +95,7 @@ impl Kernel {
             kv,
             templates,
             metrics,
+            permissions: Arc::new(PermissionCache::new()),
         })
     }
 

@@ -37,12 +37,19 @@ pub struct PostgresServer {
 /// Finds a directory holding `initdb`, `pg_ctl` and `postgres`: the newest
 /// `/usr/lib/postgresql/<version>/bin` (Debian's layout), else `PATH`.
 fn find_bin_dir() -> Result<PathBuf, EmbeddedError> {
+    find_bin_dir_in(
+        Path::new("/usr/lib/postgresql"),
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )
+}
+
+fn find_bin_dir_in(versions_root: &Path, path: &std::ffi::OsStr) -> Result<PathBuf, EmbeddedError> {
     let complete = |d: &Path| {
         ["initdb", "pg_ctl", "postgres"]
             .iter()
             .all(|b| d.join(b).is_file())
     };
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(versions_root)
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
@@ -55,8 +62,7 @@ fn find_bin_dir() -> Result<PathBuf, EmbeddedError> {
     if let Some((_, d)) = versions.into_iter().find(|(_, d)| complete(d)) {
         return Ok(d);
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    std::env::split_paths(path)
         .find(|d| complete(d))
         .ok_or(EmbeddedError::MissingBinaries {
             what: "PostgreSQL server binaries (initdb, pg_ctl, postgres)",
@@ -304,5 +310,20 @@ impl PostgresServer {
                 .map_err(err)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_name_the_debian_package() {
+        let empty = std::env::temp_dir().join(format!("trovato-nopg-{}", std::process::id()));
+        let err = find_bin_dir_in(&empty, std::ffi::OsStr::new("/nonexistent"))
+            .expect_err("nothing to find");
+        let msg = err.to_string();
+        assert!(msg.contains("apt-get install postgresql"), "{msg}");
+        assert!(msg.contains("DATABASE_URL"), "{msg}");
     }
 }

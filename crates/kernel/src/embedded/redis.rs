@@ -28,13 +28,15 @@ pub struct RedisServer {
 }
 
 fn find_binary() -> Result<PathBuf, EmbeddedError> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([
-            "/usr/bin".into(),
-            "/usr/sbin".into(),
-            "/usr/local/bin".into(),
-        ])
+    find_binary_in(
+        &std::env::var_os("PATH").unwrap_or_default(),
+        &["/usr/bin", "/usr/sbin", "/usr/local/bin"],
+    )
+}
+
+fn find_binary_in(path: &std::ffi::OsStr, fallback: &[&str]) -> Result<PathBuf, EmbeddedError> {
+    std::env::split_paths(path)
+        .chain(fallback.iter().map(PathBuf::from))
         .map(|d| d.join("redis-server"))
         .find(|p| p.is_file())
         .ok_or(EmbeddedError::MissingBinaries {
@@ -191,5 +193,18 @@ impl RedisServer {
         self.kill().await?;
         tracing::info!(dir = %self.dir.display(), "stopped embedded Redis");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binary_names_the_debian_package() {
+        let err = find_binary_in(std::ffi::OsStr::new("/nonexistent"), &[]).expect_err("none");
+        let msg = err.to_string();
+        assert!(msg.contains("apt-get install redis-server"), "{msg}");
+        assert!(msg.contains("REDIS_URL"), "{msg}");
     }
 }

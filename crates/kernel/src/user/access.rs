@@ -4,6 +4,7 @@
 //! else anonymous. Administrators hold every permission.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
@@ -80,7 +81,7 @@ impl Account {
 
     async fn anonymous(state: &AppState) -> Result<Self, UserError> {
         let roles = vec![role::ANONYMOUS.to_owned()];
-        let permissions = super::permissions_of(&state.db, &roles).await?;
+        let permissions = state.permissions.of(&state.db, &roles).await?;
         Ok(Self {
             user: None,
             roles,
@@ -98,7 +99,7 @@ impl Account {
     ) -> Result<Self, UserError> {
         let mut roles = vec![role::AUTHENTICATED.to_owned()];
         roles.extend(super::roles_of(&state.db, user.id).await?);
-        let permissions = super::permissions_of(&state.db, &roles).await?;
+        let permissions = state.permissions.of(&state.db, &roles).await?;
         Ok(Self {
             user: Some(user),
             roles,
@@ -165,6 +166,60 @@ impl FromRequestParts<AppState> for Account {
         let account = Self::resolve(state, &parts.headers).await?;
         parts.extensions.insert(account.clone());
         Ok(account)
+    }
+}
+
+/// Permissions by role set, cached in process for a few seconds: every
+/// request needs them, and they change rarely (an edit takes effect within
+/// [`PermissionCache::TTL`] on every process).
+pub struct PermissionCache {
+    cache: moka::future::Cache<Vec<String>, Arc<BTreeSet<String>>>,
+}
+
+impl PermissionCache {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+    pub fn new() -> Self {
+        Self {
+            cache: moka::future::Cache::builder()
+                .max_capacity(1_000)
+                .time_to_live(Self::TTL)
+                .build(),
+        }
+    }
+
+    /// The union of the permissions of `roles` (order-insensitive).
+    pub async fn of(
+        &self,
+        db: &sqlx::PgPool,
+        roles: &[String],
+    ) -> Result<BTreeSet<String>, UserError> {
+        let mut key = roles.to_vec();
+        key.sort();
+        key.dedup();
+        let loaded = self
+            .cache
+            .try_get_with(key.clone(), async move {
+                super::permissions_of(db, &key).await.map(Arc::new)
+            })
+            .await
+            .map_err(|e: Arc<UserError>| match Arc::try_unwrap(e) {
+                Ok(e) => e,
+                // Another caller shared this load; its error cannot be moved out.
+                Err(shared) => UserError::Db(crate::db::DbError::Unavailable(shared.to_string())),
+            })?;
+        Ok((*loaded).clone())
+    }
+
+    /// Forgets everything (after a permission change in this process).
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+}
+
+impl Default for PermissionCache {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
