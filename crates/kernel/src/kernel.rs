@@ -10,6 +10,7 @@ use crate::embedded::redis::RedisListen;
 use crate::embedded::{Durability, Embedded, EmbeddedError, PostgresServer, RedisServer};
 use crate::kv::{Kv, KvError};
 use crate::page::{PageError, Templates};
+use crate::plugin::Plugins;
 use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,12 +89,16 @@ impl Kernel {
         db::migrate(&db).await?;
         let kv = Kv::connect(redis_url, &config.redis_prefix, config.connect_timeout).await?;
         let templates = Arc::new(Templates::new()?);
+        // A broken plugin is recorded in the registry, never a boot error.
+        let plugins = Plugins::load(&config).await;
+        plugins.sync_enabled(&db).await?;
         Ok(AppState {
             config: Arc::new(config),
             db,
             kv,
             templates,
             metrics,
+            plugins,
         })
     }
 

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use crate::config::Config;
 use crate::kv::Kv;
 use crate::page::Templates;
+use crate::plugin::Plugins;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -16,4 +17,5 @@ pub struct AppState {
     pub kv: Kv,
     pub templates: Arc<Templates>,
     pub metrics: PrometheusHandle,
+    pub plugins: Plugins,
 }
