@@ -7,4 +7,5 @@ mod cli;
 mod errors;
 mod faults;
 mod observe;
+mod plugin;
 mod user;
