@@ -92,6 +92,7 @@ impl Kernel {
         // A broken plugin is recorded in the registry, never a boot error.
         let plugins = Plugins::load(&config).await;
         plugins.sync_enabled(&db).await?;
+        plugins.spawn_status_refresh(db.clone(), crate::plugin::STATUS_REFRESH);
         Ok(AppState {
             config: Arc::new(config),
             db,

@@ -194,8 +194,8 @@ enum Command {
 enum PluginCommand {
     /// List the plugins in the plugin directory with their status.
     List,
-    /// Enable a plugin (stored in the database; running servers apply it at
-    /// their next start).
+    /// Enable a plugin (stored in the database; running servers apply it
+    /// within 5 seconds).
     Enable {
         /// Plugin name.
         name: String,

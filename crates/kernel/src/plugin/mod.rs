@@ -141,6 +141,9 @@ impl PluginError {
     }
 }
 
+/// How often a running kernel re-reads which plugins are enabled.
+pub const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One plugin's result from [`Plugins::invoke_all`].
 #[derive(Debug)]
 pub struct TapOutcome {
@@ -310,6 +313,9 @@ impl Plugins {
 
     /// Applies the enabled/disabled state stored in the database.
     pub async fn sync_enabled(&self, db: &PgPool) -> Result<(), DbError> {
+        if self.inner.entries.is_empty() {
+            return Ok(());
+        }
         let states = postgres::enabled_states(db).await?;
         for e in &self.inner.entries {
             let enabled = states.get(&e.dir_name).copied().unwrap_or(true);
@@ -318,8 +324,29 @@ impl Plugins {
         Ok(())
     }
 
+    /// Re-reads the enabled/disabled state every `every` until this
+    /// registry is dropped, so `trovato plugin enable|disable` (or another
+    /// kernel process) reaches a running server within that period.
+    pub fn spawn_status_refresh(&self, db: PgPool, every: std::time::Duration) {
+        if self.inner.entries.is_empty() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = weak.upgrade() else { break };
+                let plugins = Plugins { inner };
+                if let Err(e) = plugins.sync_enabled(&db).await {
+                    tracing::debug!(error = %e, "cannot refresh the plugin status");
+                }
+            }
+        });
+    }
+
     /// Enables or disables `plugin`: the database row first, then this
-    /// registry. Other kernel processes apply it at their next start.
+    /// registry. Other kernel processes apply it within
+    /// [`STATUS_REFRESH`].
     pub async fn set_enabled(
         &self,
         db: &PgPool,

@@ -311,6 +311,32 @@ async fn disabling_a_plugin_is_stored_and_stops_dispatch_until_enabled_again() {
     );
 }
 
+#[tokio::test]
+async fn a_status_change_made_by_another_process_reaches_a_running_kernel() {
+    let dir = PluginDir::new().named("first", "").named("second", "");
+    let app = spawn(&dir, |_| {}).await;
+    // What `trovato plugin disable first` run elsewhere writes.
+    postgres::set_enabled(&app.state.db, "first", false)
+        .await
+        .expect("write");
+    let plugins = app.state.plugins.clone();
+    let took =
+        crate::harness::eventually(
+            trovato::plugin::STATUS_REFRESH + Duration::from_secs(5),
+            || {
+                let plugins = plugins.clone();
+                async move {
+                    names(&plugins.invoke_all("tap_order", &json!({})).await) == vec!["second"]
+                }
+            },
+        )
+        .await;
+    assert!(
+        took.is_some(),
+        "the running kernel still dispatches to `first`"
+    );
+}
+
 /// Whether an error is the variant a fixture must produce.
 type Expect = fn(&PluginError) -> bool;
 
