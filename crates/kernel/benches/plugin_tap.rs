@@ -18,7 +18,7 @@ const TAP: &str = "tap_item_update_index";
 /// An item of about 4 KB, as the kernel would pass it.
 fn payload() -> Vec<u8> {
     let sentence = "The quick brown fox jumps over the lazy dog near the river bank. ";
-    let body = sentence.repeat(52);
+    let body = sentence.repeat(56);
     let item = json!({
         "id": "01936b2e-7f7a-7c3e-9a51-2b1f3c4d5e6f",
         "type": "article",
@@ -88,6 +88,9 @@ where
                 if !ok {
                     errors += 1;
                 }
+                // As a request handler would between invocations: let the
+                // other in-flight tasks run.
+                tokio::task::yield_now().await;
             }
             (lat, errors)
         }));
@@ -154,9 +157,11 @@ async fn run(root: PathBuf) {
         }
     };
 
-    // Warm-up: page in the pool's slots and the code.
+    // Warm-up: page in the code and the pool's slots.
     measure(1, 2_000, wasm.clone()).await;
+    measure(100, 10_000, wasm.clone()).await;
     measure(1, 2_000, nat.clone()).await;
+    measure(100, 10_000, nat.clone()).await;
 
     let (w1, _) = measure(1, 20_000, wasm.clone()).await;
     let (n1, _) = measure(1, 20_000, nat.clone()).await;
@@ -173,7 +178,8 @@ async fn run(root: PathBuf) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "\nTap `{TAP}` of plugin `{PLUGIN}`, {} B JSON in, {} B out, fresh instance per call; \
-         limit = same transformation in native Rust; {cores} cores, pool of {} instances.\n",
+         limit = same transformation in native Rust; {cores} cores, pool of {} instances. \
+         Latency = one invocation, start to end, while N tasks invoke in turn.\n",
         input.len(),
         expected.len(),
         bounds.max_instances

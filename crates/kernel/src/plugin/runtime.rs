@@ -4,9 +4,9 @@
 //!
 //! Bounds on every invocation:
 //! - a deadline, enforced by epoch interruption: a ticker thread advances
-//!   the engine's epoch every [`EPOCH_TICK`]; at each tick a running guest
-//!   yields to tokio (so a looping plugin never holds a worker thread) and
-//!   is stopped once its deadline has passed;
+//!   the engine's epoch every [`EPOCH_TICK`]; from its second tick on, a
+//!   running guest yields to tokio at each tick (so a looping plugin never
+//!   holds a worker thread) and is stopped once its deadline has passed;
 //! - a linear-memory cap, through the pooling allocator's slot size and a
 //!   [`wasmtime::ResourceLimiter`] that traps on growth past it;
 //! - a wasm stack cap ([`WASM_STACK_BYTES`]);
@@ -31,6 +31,10 @@ use crate::config::Config;
 /// How often the epoch advances: the granularity of deadlines, and the
 /// longest a running guest goes without yielding to tokio.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Ticks before a running guest first yields: an invocation shorter than a
+/// millisecond (nearly all of them) runs without a context switch, and a
+/// runaway one holds its worker thread for at most two ticks.
+const FIRST_YIELD_TICKS: u64 = 2;
 /// The wasm stack a guest may use; deeper recursion traps.
 pub const WASM_STACK_BYTES: usize = 512 * 1024;
 /// The native stack each async invocation runs on (wasm stack plus room
@@ -307,7 +311,7 @@ impl Runtime {
         };
         let mut store = Store::new(&self.pool.engine, host);
         store.limiter(|h| &mut h.limits);
-        store.set_epoch_deadline(1);
+        store.set_epoch_deadline(FIRST_YIELD_TICKS);
         store.epoch_deadline_callback(|mut ctx| {
             if Instant::now() >= ctx.data().deadline {
                 ctx.data_mut().timed_out = true;
