@@ -222,9 +222,19 @@ impl Runtime {
                 }
             }
         }
-        if !matches!(module.get_export("memory"), Some(ExternType::Memory(_))) {
+        let Some(ExternType::Memory(memory)) = module.get_export("memory") else {
             return Err(PluginError::MissingMemory {
                 plugin: plugin.to_owned(),
+            });
+        };
+        let initial = memory.minimum().saturating_mul(memory.page_size());
+        if initial > self.bounds.memory_bytes as u64 {
+            return Err(PluginError::InvalidModule {
+                plugin: plugin.to_owned(),
+                reason: format!(
+                    "its memory starts at {initial} bytes; the limit is {}",
+                    self.bounds.memory_bytes
+                ),
             });
         }
         let export =

@@ -547,6 +547,31 @@ async fn the_memory_and_output_caps_are_configurable() {
 }
 
 #[tokio::test]
+async fn a_module_whose_initial_memory_exceeds_the_cap_fails_to_load() {
+    // huge_output starts with 81 pages (5.1 MiB).
+    let dir = PluginDir::new().fixture("huge_output").fixture("trap");
+    let app = spawn(&dir, |c| c.plugin_memory_limit_bytes = 4 * 1024 * 1024).await;
+    let err = app
+        .state
+        .plugins
+        .invoke("huge_output", "tap_run", &json!({}))
+        .await
+        .expect_err("over the cap");
+    assert!(
+        matches!(&err, PluginError::InvalidModule { reason, .. } if reason.contains("limit")),
+        "{err:?}"
+    );
+    // The other plugin is unaffected.
+    let err = app
+        .state
+        .plugins
+        .invoke("trap", "tap_run", &json!({}))
+        .await
+        .expect_err("traps");
+    assert!(matches!(err, PluginError::Trap { .. }), "{err:?}");
+}
+
+#[tokio::test]
 async fn plugin_list_requires_an_administrator() {
     let dir = PluginDir::new().example("word_count").fixture("trap");
     let app = spawn(&dir, |_| {}).await;
@@ -677,6 +702,11 @@ fn plugin_invoke_runs_a_tap_without_a_database() {
         None,
     );
     assert!(!o.status.success(), "a non-object input traps");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("cannot deserialize the tap input") && stderr.contains("trapped"),
+        "the plugin's own error is logged before the trap: {stderr}"
+    );
     let o = run_cli(
         &["plugin", "invoke", "word_count", "tap_x", "--input", "nope"],
         &env,
