@@ -128,7 +128,10 @@ async fn run(root: PathBuf) {
     // so the per-invocation log line costs only its level check.
     let _metrics = trovato::observe::metrics::install();
     let config = Config::default();
-    let bounds = Bounds::from_config(&config);
+    let bounds = Bounds {
+        cache_dir: None,
+        ..Bounds::from_config(&config)
+    };
     let plugins = Plugins::load_blocking(&root, bounds.clone());
     let input = Arc::new(payload());
     let expected = native(&input).expect("native");

@@ -14,6 +14,7 @@
 //! - a cap on live instances (the pool's slots); invocations beyond it wait
 //!   for a slot instead of failing.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,8 @@ pub struct Bounds {
     pub memory_bytes: usize,
     pub output_bytes: usize,
     pub max_instances: u32,
+    /// Where compiled modules are cached across restarts; `None`: no cache.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Bounds {
@@ -67,6 +70,7 @@ impl Bounds {
             memory_bytes: c.plugin_memory_limit_bytes,
             output_bytes: c.plugin_output_limit_bytes,
             max_instances: c.plugin_max_instances,
+            cache_dir: Some(c.data_dir.join("plugin-cache")),
         }
     }
 
@@ -93,11 +97,16 @@ struct Pool {
 /// reserving their own.
 static POOLS: OnceLock<Mutex<Vec<(PoolKey, Pool)>>> = OnceLock::new();
 
-/// Memory cap and slot count: what an engine's pool is built from.
-type PoolKey = (usize, u32);
+/// Memory cap, slot count and cache directory: what an engine is built
+/// from.
+type PoolKey = (usize, u32, Option<PathBuf>);
 
 fn pool_for(bounds: &Bounds) -> Result<Pool, String> {
-    let key = (bounds.memory_bytes, bounds.max_instances);
+    let key = (
+        bounds.memory_bytes,
+        bounds.max_instances,
+        bounds.cache_dir.clone(),
+    );
     let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
     let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((_, p)) = pools.iter().find(|(k, _)| *k == key) {
@@ -136,7 +145,33 @@ fn build_engine(bounds: &Bounds) -> wasmtime::Result<Engine> {
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .cranelift_opt_level(wasmtime::OptLevel::Speed)
         .parallel_compilation(true);
+    if let Some(dir) = &bounds.cache_dir {
+        config.cache(compile_cache(dir));
+    }
     Engine::new(&config)
+}
+
+/// wasmtime's on-disk cache of compiled modules under `dir`, so a restart
+/// skips compilation. Without it (unwritable directory, say) modules are
+/// compiled at every start, which is slower but correct.
+fn compile_cache(dir: &std::path::Path) -> Option<wasmtime::Cache> {
+    let made = std::fs::create_dir_all(dir).and_then(|()| std::path::absolute(dir));
+    let dir = match made {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "no plugin compile cache");
+            return None;
+        }
+    };
+    let mut cache_config = wasmtime::CacheConfig::new();
+    cache_config.with_directory(&dir);
+    match wasmtime::Cache::new(cache_config) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "no plugin compile cache");
+            None
+        }
+    }
 }
 
 /// Advances the engine's epoch every tick until the engine is dropped.

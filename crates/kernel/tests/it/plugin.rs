@@ -105,6 +105,9 @@ async fn spawn(dir: &PluginDir, customise: impl FnOnce(&mut Config)) -> TestApp 
     let path = dir.path.clone();
     TestApp::spawn_with(
         move |c| {
+            // The compile cache goes under the throw-away directory too
+            // (a hidden entry, which plugin discovery skips).
+            c.data_dir = path.join(".data");
             c.plugin_dir = path;
             customise(c);
         },
@@ -640,6 +643,9 @@ fn run_cli(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
         .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
+        if *k == "TROVATO_PLUGIN_DIR" {
+            cmd.env("TROVATO_DATA_DIR", format!("{v}/.data"));
+        }
     }
     let mut child = cmd.spawn().expect("spawn trovato");
     if let Some(input) = stdin {
@@ -840,7 +846,15 @@ async fn a_server_with_broken_plugins_starts_and_logs_why() {
         .named("cyc_a", "dependencies = [\"cyc_b\"]")
         .named("cyc_b", "dependencies = [\"cyc_a\"]");
     let plugin_dir = dir.path();
-    let cluster = Cluster::spawn_with_env(1, &[("TROVATO_PLUGIN_DIR", plugin_dir.as_str())]).await;
+    let data_dir = format!("{plugin_dir}/.data");
+    let cluster = Cluster::spawn_with_env(
+        1,
+        &[
+            ("TROVATO_PLUGIN_DIR", plugin_dir.as_str()),
+            ("TROVATO_DATA_DIR", data_dir.as_str()),
+        ],
+    )
+    .await;
     let node = &cluster.nodes[0];
     let resp = reqwest::get(node.url("/healthz")).await.expect("healthz");
     assert_eq!(resp.status(), StatusCode::OK);
