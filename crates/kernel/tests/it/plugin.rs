@@ -871,3 +871,21 @@ async fn a_server_with_broken_plugins_starts_and_logs_why() {
         );
     }
 }
+
+#[test]
+fn every_plugin_command_has_help() {
+    for args in [
+        vec!["plugin", "--help"],
+        vec!["plugin", "list", "--help"],
+        vec!["plugin", "enable", "--help"],
+        vec!["plugin", "disable", "--help"],
+        vec!["plugin", "invoke", "--help"],
+    ] {
+        let o = run_cli(&args, &[], None);
+        assert!(o.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}
