@@ -166,6 +166,25 @@ async fn run(root: PathBuf) {
     measure(1, 2_000, nat.clone()).await;
     measure(100, 10_000, nat.clone()).await;
 
+    // The fixed cost of an invocation: a fresh instance of a tiny module
+    // whose tap does nothing but return one byte of JSON.
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/plugins");
+    let noop_plugins = Plugins::load_blocking(&fixtures, bounds.clone());
+    let noop = {
+        let (plugins, input) = (noop_plugins.clone(), input.clone());
+        move || {
+            let (plugins, input) = (plugins.clone(), input.clone());
+            async move {
+                plugins
+                    .invoke_json("fresh_memory", "tap_run", &input)
+                    .await
+                    .is_ok()
+            }
+        }
+    };
+    measure(1, 2_000, noop.clone()).await;
+    let (z1, _) = measure(1, 20_000, noop.clone()).await;
+
     let (w1, _) = measure(1, 20_000, wasm.clone()).await;
     let (n1, _) = measure(1, 20_000, nat.clone()).await;
     let (w100, _) = measure(100, 20_000, wasm.clone()).await;
@@ -229,4 +248,8 @@ async fn run(root: PathBuf) {
         w2000_wall.as_secs_f64() / n2000_wall.as_secs_f64().max(1e-9)
     );
     println!("| errors, 2000 concurrent | {werr} | {nerr} | - |");
+    println!(
+        "| p50, concurrency 1, no-op tap (fixed cost per invocation) | {} | - | - |",
+        us(percentile(&z1, 0.5))
+    );
 }
