@@ -110,6 +110,15 @@ where
     (all, errors)
 }
 
+/// Tokio worker threads: `TROVATO_BENCH_WORKERS`, else one per core.
+fn workers() -> usize {
+    std::env::var("TROVATO_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
     if !root.join(PLUGIN).join(format!("{PLUGIN}.wasm")).is_file() {
@@ -117,6 +126,7 @@ fn main() {
         std::process::exit(1);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers())
         .enable_all()
         .build()
         .expect("tokio runtime");
@@ -198,9 +208,11 @@ async fn run(root: PathBuf) {
     let n2000_wall = start.elapsed();
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = workers();
     println!(
         "\nTap `{TAP}` of plugin `{PLUGIN}`, {} B JSON in, {} B out, fresh instance per call; \
-         limit = same transformation in native Rust; {cores} cores, pool of {} instances. \
+         limit = same transformation in native Rust; {cores} cores, {workers} tokio workers, \
+         pool of {} instances. \
          Latency = one invocation, start to end, while N tasks invoke in turn.\n",
         input.len(),
         expected.len(),
