@@ -175,6 +175,103 @@ macro_rules! taps {
     };
 }
 
+/// A bump allocator for plugins: the kernel runs every invocation in a
+/// fresh instance, so memory never needs to be reused across invocations,
+/// and a bump pointer is the cheapest allocator there is. Freeing the most
+/// recent allocation (and growing it in place) is supported; anything else
+/// is reclaimed when the instance is dropped. A plugin that allocates and
+/// frees a lot within one invocation should keep the default allocator.
+///
+/// ```ignore
+/// #[global_allocator]
+/// static ALLOC: trovato_plugin_sdk::FreshInstanceAllocator =
+///     trovato_plugin_sdk::FreshInstanceAllocator;
+/// ```
+#[cfg(target_arch = "wasm32")]
+pub struct FreshInstanceAllocator;
+
+#[cfg(target_arch = "wasm32")]
+mod bump {
+    use core::alloc::{GlobalAlloc, Layout};
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    const PAGE: usize = 65536;
+
+    /// The next free byte; 0 until the first allocation.
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    unsafe extern "C" {
+        /// Where the linker put the start of the heap.
+        static __heap_base: u8;
+    }
+
+    fn next() -> usize {
+        match NEXT.load(Ordering::Relaxed) {
+            0 => &raw const __heap_base as usize,
+            n => n,
+        }
+    }
+
+    /// Makes `[.., end)` addressable; false when memory cannot grow.
+    fn ensure(end: usize) -> bool {
+        let size = core::arch::wasm32::memory_size(0) * PAGE;
+        if end <= size {
+            return true;
+        }
+        let pages = (end - size).div_ceil(PAGE);
+        core::arch::wasm32::memory_grow(0, pages) != usize::MAX
+    }
+
+    // SAFETY: hands out disjoint, suitably aligned ranges of linear
+    // memory; wasm32-unknown-unknown instances are single-threaded.
+    unsafe impl GlobalAlloc for super::FreshInstanceAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let start = next().next_multiple_of(layout.align());
+            let Some(end) = start.checked_add(layout.size()) else {
+                return core::ptr::null_mut();
+            };
+            if !ensure(end) {
+                return core::ptr::null_mut();
+            }
+            NEXT.store(end, Ordering::Relaxed);
+            start as *mut u8
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // Only the most recent allocation can be given back.
+            let start = ptr as usize;
+            if start + layout.size() == next() {
+                NEXT.store(start, Ordering::Relaxed);
+            }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let start = ptr as usize;
+            if start + layout.size() == next() {
+                // The most recent allocation grows or shrinks in place.
+                let Some(end) = start.checked_add(new_size) else {
+                    return core::ptr::null_mut();
+                };
+                if !ensure(end) {
+                    return core::ptr::null_mut();
+                }
+                NEXT.store(end, Ordering::Relaxed);
+                return ptr;
+            }
+            // SAFETY: the layout is valid (size checked by the caller's
+            // contract); copy the smaller of the two sizes.
+            unsafe {
+                let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+                let new = self.alloc(new_layout);
+                if !new.is_null() {
+                    core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                }
+                new
+            }
+        }
+    }
+}
+
 /// The ABI glue the [`taps!`] macro expands to. Not a stable interface.
 #[doc(hidden)]
 pub mod __abi {

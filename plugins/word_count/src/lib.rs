@@ -29,6 +29,12 @@ fn count_words(text: &str) -> usize {
 
 taps! { tap_item_update_index => update_index }
 
+// Every invocation gets a fresh instance: nothing needs reusing.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOC: trovato_plugin_sdk::FreshInstanceAllocator =
+    trovato_plugin_sdk::FreshInstanceAllocator;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,7 +45,9 @@ mod tests {
             "title": "Hello big world",
             "fields": {"field_body": {"value": "two words"}, "field_n": {"value": 3}}
         });
-        let Value::Object(map) = item else { unreachable!() };
+        let Value::Object(map) = item else {
+            unreachable!()
+        };
         let out = update_index(map).expect("ok");
         assert_eq!(out["word_count"], 5);
     }
