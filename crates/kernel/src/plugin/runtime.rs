@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 use wasmtime::{
-    Engine, ExternType, FuncType, InstanceAllocationStrategy, InstancePre, Linker, Module,
-    PoolingAllocationConfig, Store, Trap, UpdateDeadline, ValType,
+    Engine, EngineWeak, ExternType, FuncType, InstanceAllocationStrategy, InstancePre, Linker,
+    Module, PoolingAllocationConfig, Store, Trap, UpdateDeadline, ValType,
 };
 
 use super::PluginError;
@@ -91,11 +91,15 @@ struct Pool {
     slots: Arc<Semaphore>,
 }
 
-/// Engines by (memory cap, slots). The pooling allocator reserves address
-/// space for every slot when the engine is built (about 4 GiB each), so
-/// kernels in one process (tests, embedders) share engines instead of each
-/// reserving their own.
-static POOLS: OnceLock<Mutex<Vec<(PoolKey, Pool)>>> = OnceLock::new();
+/// Engines by (memory cap, slots, cache). The pooling allocator reserves
+/// address space for every slot when the engine is built (about 4 GiB
+/// each), so kernels in one process (tests, embedders) share engines
+/// instead of each reserving their own.
+/// Held weakly: an engine (and its reservation and epoch thread) goes away
+/// once no kernel uses it.
+static POOLS: OnceLock<Mutex<Vec<PoolEntry>>> = OnceLock::new();
+
+type PoolEntry = (PoolKey, EngineWeak, Arc<Semaphore>);
 
 /// Memory cap, slot count and cache directory: what an engine is built
 /// from.
@@ -109,8 +113,18 @@ fn pool_for(bounds: &Bounds) -> Result<Pool, String> {
     );
     let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
     let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, p)) = pools.iter().find(|(k, _)| *k == key) {
-        return Ok(p.clone());
+    pools.retain(|(_, weak, _)| weak.upgrade().is_some());
+    let live = pools
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .and_then(|(_, weak, slots)| {
+            weak.upgrade().map(|engine| Pool {
+                engine,
+                slots: slots.clone(),
+            })
+        });
+    if let Some(pool) = live {
+        return Ok(pool);
     }
     let engine = build_engine(bounds).map_err(|e| format!("{e:#}"))?;
     start_epoch_ticker(&engine);
@@ -118,7 +132,7 @@ fn pool_for(bounds: &Bounds) -> Result<Pool, String> {
         engine,
         slots: Arc::new(Semaphore::new(bounds.max_instances as usize)),
     };
-    pools.push((key, pool.clone()));
+    pools.push((key, pool.engine.weak(), pool.slots.clone()));
     Ok(pool)
 }
 

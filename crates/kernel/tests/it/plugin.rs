@@ -105,9 +105,9 @@ async fn spawn(dir: &PluginDir, customise: impl FnOnce(&mut Config)) -> TestApp 
     let path = dir.path.clone();
     TestApp::spawn_with(
         move |c| {
-            // The compile cache goes under the throw-away directory too
-            // (a hidden entry, which plugin discovery skips).
-            c.data_dir = path.join(".data");
+            // One data directory (the compile cache) for every test, so
+            // the in-process kernels share one engine and its reservation.
+            c.data_dir = std::env::temp_dir().join("trovato-plugin-tests-data");
             c.plugin_dir = path;
             customise(c);
         },
