@@ -766,6 +766,40 @@ fn plugin_invoke_reports_each_fault_on_stderr_and_in_the_log() {
 }
 
 #[test]
+fn a_plugin_log_line_reaches_the_kernel_log_with_the_plugin_name() {
+    let dir = PluginDir::new().example("cron_log");
+    let env = [("TROVATO_PLUGIN_DIR", dir.path())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = run_cli(
+        &[
+            "plugin",
+            "invoke",
+            "cron_log",
+            "tap_cron",
+            "--input",
+            "{\"timestamp\": 42}",
+        ],
+        &env,
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "null",
+        "no output"
+    );
+    let line = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "cron_log: cron ran at 42")
+        .unwrap_or_else(|| panic!("guest log line missing: {stderr}"));
+    assert_eq!(line["fields"]["plugin"], "cron_log");
+    assert_eq!(line["fields"]["tap"], "tap_cron");
+    assert_eq!(line["level"], "INFO");
+}
+
+#[test]
 fn wasi_output_reaches_the_log_and_no_file_can_be_opened() {
     let dir = PluginDir::new().fixture("wasi_hello");
     let env = [("TROVATO_PLUGIN_DIR", dir.path())];
