@@ -14,7 +14,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
-use crate::{http, observe, openapi, page, user};
+use crate::{http, observe, openapi, page, plugin, user};
 
 /// The whole HTTP surface of the kernel.
 pub fn app(state: AppState) -> Router {
@@ -30,6 +30,7 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(page::router())
         .merge(user::routes::router())
         .merge(observe::routes::router())
+        .merge(plugin::routes::router())
         .merge(openapi::router())
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)

@@ -64,6 +64,11 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub db_max_connections: Option<u32>,
     pub connect_timeout_secs: Option<u64>,
+    pub plugin_request_deadline_ms: Option<u64>,
+    pub plugin_background_deadline_secs: Option<u64>,
+    pub plugin_memory_limit_bytes: Option<usize>,
+    pub plugin_output_limit_bytes: Option<usize>,
+    pub plugin_max_instances: Option<u32>,
 }
 
 impl FileConfig {
@@ -99,6 +104,17 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub db_max_connections: u32,
     pub connect_timeout: Duration,
+    /// Deadline of a tap invoked while serving a request.
+    pub plugin_request_deadline: Duration,
+    /// Deadline of `tap_cron` and `tap_queue_worker`.
+    pub plugin_background_deadline: Duration,
+    /// Largest linear memory one plugin instance may grow to.
+    pub plugin_memory_limit_bytes: usize,
+    /// Largest output a tap may return.
+    pub plugin_output_limit_bytes: usize,
+    /// Plugin instances alive at once (the pooling allocator's slots);
+    /// further invocations wait for a free slot.
+    pub plugin_max_instances: u32,
 }
 
 /// Loopback and the private ranges: who may read `/metrics` by default.
@@ -132,6 +148,11 @@ impl Default for Config {
             max_body_bytes: 2 * 1024 * 1024,
             db_max_connections: 16,
             connect_timeout: Duration::from_secs(5),
+            plugin_request_deadline: Duration::from_millis(100),
+            plugin_background_deadline: Duration::from_secs(30),
+            plugin_memory_limit_bytes: 64 * 1024 * 1024,
+            plugin_output_limit_bytes: 4 * 1024 * 1024,
+            plugin_max_instances: 256,
         }
     }
 }
@@ -161,6 +182,11 @@ impl Config {
             max_body_bytes,
             db_max_connections,
             connect_timeout_secs,
+            plugin_request_deadline_ms,
+            plugin_background_deadline_secs,
+            plugin_memory_limit_bytes,
+            plugin_output_limit_bytes,
+            plugin_max_instances,
         } = over;
         if let Some(v) = listen {
             self.listen = v;
@@ -200,6 +226,21 @@ impl Config {
         }
         if let Some(v) = connect_timeout_secs {
             self.connect_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = plugin_request_deadline_ms {
+            self.plugin_request_deadline = Duration::from_millis(v);
+        }
+        if let Some(v) = plugin_background_deadline_secs {
+            self.plugin_background_deadline = Duration::from_secs(v);
+        }
+        if let Some(v) = plugin_memory_limit_bytes {
+            self.plugin_memory_limit_bytes = v;
+        }
+        if let Some(v) = plugin_output_limit_bytes {
+            self.plugin_output_limit_bytes = v;
+        }
+        if let Some(v) = plugin_max_instances {
+            self.plugin_max_instances = v;
         }
     }
 
@@ -243,10 +284,48 @@ impl Config {
                 message: "must be at least 1 byte".into(),
             });
         }
+        self.validate_plugin_bounds()?;
         if self.db_max_connections == 0 {
             return Err(ConfigError::Invalid {
                 setting: "db_max_connections (TROVATO_DB_MAX_CONNECTIONS)",
                 message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_plugin_bounds(&self) -> Result<(), ConfigError> {
+        if self.plugin_request_deadline.is_zero() {
+            return Err(ConfigError::Invalid {
+                setting: "plugin_request_deadline_ms (TROVATO_PLUGIN_REQUEST_DEADLINE_MS)",
+                message: "must be at least 1 ms".into(),
+            });
+        }
+        if self.plugin_background_deadline.is_zero() {
+            return Err(ConfigError::Invalid {
+                setting: "plugin_background_deadline_secs (TROVATO_PLUGIN_BACKGROUND_DEADLINE)",
+                message: "must be at least 1 second".into(),
+            });
+        }
+        // One wasm page is 64 KiB; wasm32 memories stop at 4 GiB.
+        if !(64 * 1024..=4 * 1024 * 1024 * 1024).contains(&self.plugin_memory_limit_bytes) {
+            return Err(ConfigError::Invalid {
+                setting: "plugin_memory_limit_bytes (TROVATO_PLUGIN_MEMORY_LIMIT)",
+                message: "must be between 65536 (one wasm page) and 4294967296".into(),
+            });
+        }
+        if self.plugin_output_limit_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "plugin_output_limit_bytes (TROVATO_PLUGIN_OUTPUT_LIMIT)",
+                message: "must be at least 1 byte".into(),
+            });
+        }
+        if !(1..=10_000).contains(&self.plugin_max_instances) {
+            return Err(ConfigError::Invalid {
+                setting: "plugin_max_instances (TROVATO_PLUGIN_MAX_INSTANCES)",
+                message: "must be between 1 and 10000".into(),
             });
         }
         Ok(())

@@ -104,7 +104,26 @@ impl AppError {
             },
             AppError::Plugin(e) => match e {
                 PluginError::NotFound { .. } => (S::NOT_FOUND, "plugin_not_found", false),
-                _ => (S::INTERNAL_SERVER_ERROR, "plugin_failed", true),
+                PluginError::Disabled { .. } => (S::CONFLICT, "plugin_disabled", false),
+                PluginError::CircularDependency { .. }
+                | PluginError::MissingDependency { .. }
+                | PluginError::InvalidManifest { .. }
+                | PluginError::InvalidModule { .. }
+                | PluginError::UnknownImport { .. }
+                | PluginError::MissingExport { .. }
+                | PluginError::MissingMemory { .. }
+                | PluginError::TapNotImplemented { .. }
+                | PluginError::Trap { .. }
+                | PluginError::StackOverflow { .. }
+                | PluginError::Timeout { .. }
+                | PluginError::OutOfMemory { .. }
+                | PluginError::OutputTooLarge { .. }
+                | PluginError::BadOutput { .. }
+                | PluginError::InvalidUtf8 { .. }
+                | PluginError::Serialization { .. }
+                | PluginError::WasmExecution { .. } => {
+                    (S::INTERNAL_SERVER_ERROR, "plugin_failed", true)
+                }
             },
             AppError::Db(e) => match e {
                 DbError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "database_unavailable", true),

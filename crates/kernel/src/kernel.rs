@@ -10,6 +10,7 @@ use crate::embedded::redis::RedisListen;
 use crate::embedded::{Durability, Embedded, EmbeddedError, PostgresServer, RedisServer};
 use crate::kv::{Kv, KvError};
 use crate::page::{PageError, Templates};
+use crate::plugin::Plugins;
 use crate::state::AppState;
 use crate::user::access::PermissionCache;
 
@@ -89,6 +90,10 @@ impl Kernel {
         db::migrate(&db).await?;
         let kv = Kv::connect(redis_url, &config.redis_prefix, config.connect_timeout).await?;
         let templates = Arc::new(Templates::new()?);
+        // A broken plugin is recorded in the registry, never a boot error.
+        let plugins = Plugins::load(&config).await;
+        plugins.sync_enabled(&db).await?;
+        plugins.spawn_status_refresh(db.clone(), crate::plugin::STATUS_REFRESH);
         Ok(AppState {
             config: Arc::new(config),
             db,
@@ -96,6 +101,7 @@ impl Kernel {
             templates,
             metrics,
             permissions: Arc::new(PermissionCache::new()),
+            plugins,
         })
     }
 

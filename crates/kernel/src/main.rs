@@ -102,6 +102,46 @@ struct Settings {
         value_name = "SECS"
     )]
     connect_timeout: Option<u64>,
+    /// Deadline of a plugin tap run for a request, in ms [default: 100].
+    #[arg(
+        long,
+        global = true,
+        env = "TROVATO_PLUGIN_REQUEST_DEADLINE_MS",
+        value_name = "MS"
+    )]
+    plugin_request_deadline_ms: Option<u64>,
+    /// Deadline of tap_cron and tap_queue_worker, in seconds [default: 30].
+    #[arg(
+        long,
+        global = true,
+        env = "TROVATO_PLUGIN_BACKGROUND_DEADLINE",
+        value_name = "SECS"
+    )]
+    plugin_background_deadline: Option<u64>,
+    /// Largest linear memory of one plugin instance [default: 67108864].
+    #[arg(
+        long,
+        global = true,
+        env = "TROVATO_PLUGIN_MEMORY_LIMIT",
+        value_name = "BYTES"
+    )]
+    plugin_memory_limit: Option<usize>,
+    /// Largest output of one tap invocation [default: 4194304].
+    #[arg(
+        long,
+        global = true,
+        env = "TROVATO_PLUGIN_OUTPUT_LIMIT",
+        value_name = "BYTES"
+    )]
+    plugin_output_limit: Option<usize>,
+    /// Plugin instances alive at once; more invocations wait [default: 256].
+    #[arg(
+        long,
+        global = true,
+        env = "TROVATO_PLUGIN_MAX_INSTANCES",
+        value_name = "N"
+    )]
+    plugin_max_instances: Option<u32>,
 }
 
 impl Settings {
@@ -125,6 +165,11 @@ impl Settings {
             max_body_bytes: self.max_body_bytes,
             db_max_connections: self.db_max_connections,
             connect_timeout_secs: self.connect_timeout,
+            plugin_request_deadline_ms: self.plugin_request_deadline_ms,
+            plugin_background_deadline_secs: self.plugin_background_deadline,
+            plugin_memory_limit_bytes: self.plugin_memory_limit,
+            plugin_output_limit_bytes: self.plugin_output_limit,
+            plugin_max_instances: self.plugin_max_instances,
         });
         config.validate()?;
         Ok(config)
@@ -140,6 +185,37 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Inspect, enable, disable and try plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// List the plugins in the plugin directory with their status.
+    List,
+    /// Enable a plugin (stored in the database; running servers apply it
+    /// within 5 seconds).
+    Enable {
+        /// Plugin name.
+        name: String,
+    },
+    /// Disable a plugin.
+    Disable {
+        /// Plugin name.
+        name: String,
+    },
+    /// Load one plugin (enabled or not; no database needed), call one tap
+    /// under the server's bounds and print its output JSON.
+    Invoke {
+        /// Plugin name.
+        name: String,
+        /// The tap's export name, e.g. `tap_cron`.
+        tap: String,
+        /// Input JSON, or `-` to read it from standard input [default: {}].
+        #[arg(long, value_name = "JSON")]
+        input: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -213,6 +289,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(cmd) => user(config, cmd).await,
+        Command::Plugin(cmd) => plugin(config, cmd).await,
     }
 }
 
@@ -290,4 +367,77 @@ async fn user_command(kernel: &Kernel, cmd: UserCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn plugin(config: Config, cmd: PluginCommand) -> anyhow::Result<()> {
+    if let PluginCommand::Invoke { name, tap, input } = cmd {
+        return plugin_invoke(&config, &name, &tap, input).await;
+    }
+    let kernel = Kernel::boot(config).await?;
+    let result = plugin_command(&kernel, cmd).await;
+    kernel.shutdown().await;
+    result
+}
+
+async fn plugin_command(kernel: &Kernel, cmd: PluginCommand) -> anyhow::Result<()> {
+    let state = &kernel.state;
+    match cmd {
+        PluginCommand::List => {
+            println!(
+                "{:<24} {:<10} {:>6} {:<8} {:<9} TAPS",
+                "NAME", "VERSION", "WEIGHT", "ENABLED", "STATUS"
+            );
+            for p in state.plugins.list() {
+                println!(
+                    "{:<24} {:<10} {:>6} {:<8} {:<9} {}",
+                    p.name,
+                    p.version,
+                    p.weight,
+                    if p.enabled { "yes" } else { "no" },
+                    p.status,
+                    p.taps.join(",")
+                );
+                if let Some(error) = p.error {
+                    println!("    {error}");
+                }
+            }
+            Ok(())
+        }
+        PluginCommand::Enable { name } => {
+            state.plugins.set_enabled(&state.db, &name, true).await?;
+            println!("Enabled plugin {name}");
+            Ok(())
+        }
+        PluginCommand::Disable { name } => {
+            state.plugins.set_enabled(&state.db, &name, false).await?;
+            println!("Disabled plugin {name}");
+            Ok(())
+        }
+        // Handled by `plugin_invoke`, before any service is booted.
+        PluginCommand::Invoke { .. } => Ok(()),
+    }
+}
+
+async fn plugin_invoke(
+    config: &Config,
+    name: &str,
+    tap: &str,
+    input: Option<String>,
+) -> anyhow::Result<()> {
+    let input = match input.as_deref() {
+        None => "{}".to_owned(),
+        Some("-") => std::io::read_to_string(std::io::stdin().lock())
+            .context("reading the input from stdin")?,
+        Some(json) => json.to_owned(),
+    };
+    serde_json::from_str::<serde::de::IgnoredAny>(&input).context("--input is not JSON")?;
+    let bounds = trovato::plugin::Bounds::from_config(config);
+    let output =
+        trovato::plugin::invoke_from_dir(&config.plugin_dir, name, tap, input.as_bytes(), bounds)
+            .await?;
+    match output {
+        Some(json) => println!("{}", json.get()),
+        None => println!("null"),
+    }
+    Ok(())
 }

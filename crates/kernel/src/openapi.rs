@@ -18,6 +18,7 @@ use crate::state::AppState;
         crate::user::routes::login,
         crate::user::routes::logout,
         crate::user::routes::me,
+        crate::plugin::routes::list,
         openapi_json,
     ),
     components(schemas(crate::error::ErrorBody)),
@@ -25,6 +26,7 @@ use crate::state::AppState;
     tags(
         (name = "observe", description = "Health and metrics"),
         (name = "user", description = "Login, logout and the current account"),
+        (name = "plugin", description = "WebAssembly plugins"),
         (name = "meta", description = "This document"),
     )
 )]

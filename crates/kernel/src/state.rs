@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::kv::Kv;
 use crate::page::Templates;
 use crate::user::access::PermissionCache;
+use crate::plugin::Plugins;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -18,4 +19,5 @@ pub struct AppState {
     pub templates: Arc<Templates>,
     pub metrics: PrometheusHandle,
     pub permissions: Arc<PermissionCache>,
+    pub plugins: Plugins,
 }

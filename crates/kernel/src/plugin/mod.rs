@@ -1,14 +1,669 @@
 //! WebAssembly plugins: loading, isolation, bounds and tap dispatch.
+//!
+//! This subsystem owns the plugin directory (manifests and modules), the
+//! compiled modules, dependency resolution, the enabled/disabled state (the
+//! `plugin_status` table) and every tap invocation. The ABI plugins are
+//! written against is documented in `docs/plugins.md`; [`runtime`] holds
+//! the bounds each invocation runs under.
+//!
+//! A plugin that fails to load (bad manifest, bad module, unknown import,
+//! missing or cyclic dependency) is recorded with its error and skipped:
+//! it never stops the kernel from starting.
 
-/// Every way a plugin can fail. Each variant names the plugin (and the tap,
-/// where one was being invoked), so a log line or an API error is
-/// self-explanatory.
-#[derive(Debug, thiserror::Error)]
+pub mod deps;
+pub mod host;
+pub mod manifest;
+pub mod postgres;
+pub mod routes;
+pub mod runtime;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::db::DbError;
+use crate::error::AppError;
+pub use manifest::{Manifest, PluginName};
+pub use runtime::{Bounds, Compiled, Runtime};
+
+/// Every way a plugin can fail. Each variant names the plugin, and the tap
+/// where one was being invoked, so a log line or an API error is
+/// self-explanatory. Cloneable: a load error is kept and returned to every
+/// later invocation of that plugin.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PluginError {
     #[error("plugin `{plugin}` not found")]
     NotFound { plugin: String },
-    #[error("circular dependency involving plugin `{plugin}`")]
-    CircularDependency { plugin: String },
-    #[error("plugin `{plugin}` depends on missing plugin `{dependency}`")]
+    #[error("plugin `{plugin}` is disabled")]
+    Disabled { plugin: String },
+    #[error("plugin `{plugin}` is on a dependency cycle: {cycle}")]
+    CircularDependency { plugin: String, cycle: String },
+    #[error(
+        "plugin `{plugin}` depends on `{dependency}`, which is missing, disabled or failed to load"
+    )]
     MissingDependency { plugin: String, dependency: String },
+    #[error("plugin `{plugin}`: invalid manifest: {reason}")]
+    InvalidManifest { plugin: String, reason: String },
+    #[error("plugin `{plugin}`: invalid WebAssembly module: {reason}")]
+    InvalidModule { plugin: String, reason: String },
+    #[error("plugin `{plugin}` imports `{import}`, which the kernel does not provide")]
+    UnknownImport { plugin: String, import: String },
+    #[error("plugin `{plugin}` lacks export `{export}` with signature {signature}")]
+    MissingExport {
+        plugin: String,
+        export: String,
+        signature: &'static str,
+    },
+    #[error("plugin `{plugin}` does not export its linear memory as `memory`")]
+    MissingMemory { plugin: String },
+    #[error("plugin `{plugin}` does not implement `{tap}`")]
+    TapNotImplemented { plugin: String, tap: String },
+    #[error("plugin `{plugin}` trapped in `{tap}`: {reason}")]
+    Trap {
+        plugin: String,
+        tap: String,
+        reason: String,
+    },
+    #[error("plugin `{plugin}` overflowed its wasm stack in `{tap}`")]
+    StackOverflow { plugin: String, tap: String },
+    #[error("plugin `{plugin}` exceeded its {after_ms} ms deadline in `{tap}`")]
+    Timeout {
+        plugin: String,
+        tap: String,
+        after_ms: u64,
+    },
+    #[error("plugin `{plugin}` exceeded its {limit_bytes}-byte memory limit in `{tap}`")]
+    OutOfMemory {
+        plugin: String,
+        tap: String,
+        limit_bytes: usize,
+    },
+    #[error("plugin `{plugin}` returned {len} bytes from `{tap}`; the limit is {limit}")]
+    OutputTooLarge {
+        plugin: String,
+        tap: String,
+        len: usize,
+        limit: usize,
+    },
+    #[error("plugin `{plugin}` returned bad output from `{tap}`: {reason}")]
+    BadOutput {
+        plugin: String,
+        tap: String,
+        reason: String,
+    },
+    #[error("plugin `{plugin}` returned output from `{tap}` that is not UTF-8")]
+    InvalidUtf8 { plugin: String, tap: String },
+    #[error("plugin `{plugin}`, `{tap}`: JSON (de)serialization failed: {reason}")]
+    Serialization {
+        plugin: String,
+        tap: String,
+        reason: String,
+    },
+    #[error("plugin `{plugin}`, `{tap}`: WASM execution failed: {reason}")]
+    WasmExecution {
+        plugin: String,
+        tap: String,
+        reason: String,
+    },
+}
+
+impl PluginError {
+    /// A short stable name for metric labels and log fields.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginError::NotFound { .. } => "not_found",
+            PluginError::Disabled { .. } => "disabled",
+            PluginError::CircularDependency { .. } => "circular_dependency",
+            PluginError::MissingDependency { .. } => "missing_dependency",
+            PluginError::InvalidManifest { .. } => "invalid_manifest",
+            PluginError::InvalidModule { .. } => "invalid_module",
+            PluginError::UnknownImport { .. } => "unknown_import",
+            PluginError::MissingExport { .. } => "missing_export",
+            PluginError::MissingMemory { .. } => "missing_memory",
+            PluginError::TapNotImplemented { .. } => "tap_not_implemented",
+            PluginError::Trap { .. } => "trap",
+            PluginError::StackOverflow { .. } => "stack_overflow",
+            PluginError::Timeout { .. } => "timeout",
+            PluginError::OutOfMemory { .. } => "out_of_memory",
+            PluginError::OutputTooLarge { .. } => "output_too_large",
+            PluginError::BadOutput { .. } => "bad_output",
+            PluginError::InvalidUtf8 { .. } => "invalid_utf8",
+            PluginError::Serialization { .. } => "serialization",
+            PluginError::WasmExecution { .. } => "wasm_execution",
+        }
+    }
+}
+
+/// How often a running kernel re-reads which plugins are enabled.
+pub const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One plugin's result from [`Plugins::invoke_all`].
+#[derive(Debug)]
+pub struct TapOutcome {
+    pub plugin: String,
+    pub result: Result<Option<Box<RawValue>>, PluginError>,
+}
+
+/// What `GET /api/plugins` and `trovato plugin list` show of a plugin.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PluginInfo {
+    pub name: String,
+    pub description: String,
+    pub version: String,
+    pub weight: i32,
+    pub taps: Vec<String>,
+    pub dependencies: Vec<String>,
+    /// The administrator's choice (plugins are enabled until disabled).
+    pub enabled: bool,
+    /// `active` (taps are dispatched to it), `disabled`, `inactive` (a
+    /// dependency is disabled) or `failed` (see `error`).
+    pub status: &'static str,
+    /// Why the plugin failed to load, or which dependency holds it back.
+    pub error: Option<String>,
+}
+
+struct Entry {
+    dir_name: String,
+    manifest: Option<Manifest>,
+    module: Result<Arc<Compiled>, PluginError>,
+    enabled: AtomicBool,
+}
+
+struct Registry {
+    runtime: Option<Runtime>,
+    /// In dispatch order: weight, then name.
+    entries: Vec<Entry>,
+    index: HashMap<String, usize>,
+    /// Tap name to the entries declaring it, in dispatch order.
+    by_tap: HashMap<String, Vec<usize>>,
+}
+
+/// The plugin registry: cheap to clone, shared by every handler.
+#[derive(Clone)]
+pub struct Plugins {
+    inner: Arc<Registry>,
+}
+
+impl Plugins {
+    /// A registry with no plugins.
+    pub fn empty() -> Self {
+        Self {
+            inner: Arc::new(Registry {
+                runtime: None,
+                entries: Vec::new(),
+                index: HashMap::new(),
+                by_tap: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Loads every plugin under `config.plugin_dir`, compiling off the
+    /// async workers. Never fails: a broken plugin is recorded and skipped.
+    pub async fn load(config: &Config) -> Self {
+        let dir = config.plugin_dir.clone();
+        let bounds = Bounds::from_config(config);
+        match tokio::task::spawn_blocking(move || Self::load_blocking(&dir, bounds)).await {
+            Ok(plugins) => plugins,
+            Err(e) => {
+                tracing::error!(error = %e, "plugin loading panicked; running without plugins");
+                Self::empty()
+            }
+        }
+    }
+
+    /// [`Plugins::load`] on the calling thread.
+    pub fn load_blocking(plugin_dir: &Path, bounds: Bounds) -> Self {
+        let found = manifest::discover(plugin_dir);
+        if found.is_empty() {
+            return Self::empty();
+        }
+        let runtime = match Runtime::new(bounds) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the WebAssembly runtime; plugins are off");
+                None
+            }
+        };
+        let mut entries: Vec<Entry> = found
+            .into_iter()
+            .map(|f| {
+                let module = match (&f.manifest, &runtime) {
+                    (Err(e), _) => Err(e.clone()),
+                    (Ok(m), Some(rt)) => compile_found(rt, m, f.module_path.as_deref()),
+                    (Ok(m), None) => Err(PluginError::WasmExecution {
+                        plugin: m.name.to_string(),
+                        tap: String::new(),
+                        reason: "the WebAssembly runtime could not start".into(),
+                    }),
+                };
+                Entry {
+                    dir_name: f.dir_name,
+                    manifest: f.manifest.ok(),
+                    module: module.map(Arc::new),
+                    enabled: AtomicBool::new(true),
+                }
+            })
+            .collect();
+
+        let with_manifest: Vec<&Entry> = entries.iter().filter(|e| e.manifest.is_some()).collect();
+        let nodes: Vec<deps::Node<'_>> = with_manifest
+            .iter()
+            .filter_map(|e| {
+                e.manifest.as_ref().map(|m| deps::Node {
+                    name: &m.name,
+                    dependencies: &m.dependencies,
+                    usable: e.module.is_ok(),
+                })
+            })
+            .collect();
+        let resolution = deps::resolve(&nodes);
+        for e in &mut entries {
+            let failed = e
+                .manifest
+                .as_ref()
+                .and_then(|m| resolution.failed.get(&m.name));
+            if let Some(err) = failed {
+                e.module = Err(err.clone());
+            }
+        }
+        entries.sort_by(|a, b| {
+            let wa = a.manifest.as_ref().map_or(0, |m| m.weight);
+            let wb = b.manifest.as_ref().map_or(0, |m| m.weight);
+            wa.cmp(&wb).then_with(|| a.dir_name.cmp(&b.dir_name))
+        });
+        let mut index = HashMap::new();
+        let mut by_tap: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            index.insert(e.dir_name.clone(), i);
+            if let Some(m) = &e.manifest {
+                for tap in &m.taps {
+                    by_tap.entry(tap.clone()).or_default().push(i);
+                }
+            }
+            match &e.module {
+                Ok(_) => tracing::info!(plugin = %e.dir_name, "plugin loaded"),
+                Err(err) => {
+                    metrics::counter!(
+                        "trovato_plugin_failures_total",
+                        "plugin" => e.dir_name.clone(),
+                        "tap" => "load",
+                        "kind" => err.kind()
+                    )
+                    .increment(1);
+                    tracing::error!(plugin = %e.dir_name, kind = err.kind(), error = %err, "plugin failed to load");
+                }
+            }
+        }
+        Self {
+            inner: Arc::new(Registry {
+                runtime,
+                entries,
+                index,
+                by_tap,
+            }),
+        }
+    }
+
+    /// Applies the enabled/disabled state stored in the database.
+    pub async fn sync_enabled(&self, db: &PgPool) -> Result<(), DbError> {
+        if self.inner.entries.is_empty() {
+            return Ok(());
+        }
+        let states = postgres::enabled_states(db).await?;
+        for e in &self.inner.entries {
+            let enabled = states.get(&e.dir_name).copied().unwrap_or(true);
+            e.enabled.store(enabled, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Re-reads the enabled/disabled state every `every` until this
+    /// registry is dropped, so `trovato plugin enable|disable` (or another
+    /// kernel process) reaches a running server within that period.
+    pub fn spawn_status_refresh(&self, db: PgPool, every: std::time::Duration) {
+        if self.inner.entries.is_empty() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = weak.upgrade() else { break };
+                let plugins = Plugins { inner };
+                if let Err(e) = plugins.sync_enabled(&db).await {
+                    tracing::debug!(error = %e, "cannot refresh the plugin status");
+                }
+            }
+        });
+    }
+
+    /// Enables or disables `plugin`: the database row first, then this
+    /// registry. Other kernel processes apply it within
+    /// [`STATUS_REFRESH`].
+    pub async fn set_enabled(
+        &self,
+        db: &PgPool,
+        plugin: &str,
+        enabled: bool,
+    ) -> Result<(), AppError> {
+        let entry = self.entry(plugin)?;
+        postgres::set_enabled(db, plugin, enabled).await?;
+        entry.enabled.store(enabled, Ordering::Relaxed);
+        tracing::info!(plugin, enabled, "plugin status changed");
+        Ok(())
+    }
+
+    fn entry(&self, plugin: &str) -> Result<&Entry, PluginError> {
+        self.inner
+            .index
+            .get(plugin)
+            .map(|&i| &self.inner.entries[i])
+            .ok_or_else(|| PluginError::NotFound {
+                plugin: plugin.to_owned(),
+            })
+    }
+
+    /// `Ok` when taps are dispatched to `entry`: loaded, enabled, and every
+    /// dependency likewise (dependencies form no cycle once loaded).
+    fn check_active(&self, entry: &Entry) -> Result<(), PluginError> {
+        if let Err(e) = &entry.module {
+            return Err(e.clone());
+        }
+        if !entry.enabled.load(Ordering::Relaxed) {
+            return Err(PluginError::Disabled {
+                plugin: entry.dir_name.clone(),
+            });
+        }
+        for dep in entry.manifest.iter().flat_map(|m| &m.dependencies) {
+            let held_back = match self.entry(dep.as_str()) {
+                Ok(d) => self.check_active(d).is_err(),
+                Err(_) => true,
+            };
+            if held_back {
+                return Err(PluginError::MissingDependency {
+                    plugin: entry.dir_name.clone(),
+                    dependency: dep.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every plugin found, in dispatch order, with its status.
+    pub fn list(&self) -> Vec<PluginInfo> {
+        self.inner
+            .entries
+            .iter()
+            .map(|e| {
+                let enabled = e.enabled.load(Ordering::Relaxed);
+                let (status, error) = match self.check_active(e) {
+                    Ok(()) => ("active", None),
+                    Err(PluginError::Disabled { .. }) => ("disabled", None),
+                    Err(err @ PluginError::MissingDependency { .. }) if e.module.is_ok() => {
+                        ("inactive", Some(err.to_string()))
+                    }
+                    Err(err) => ("failed", Some(err.to_string())),
+                };
+                let m = e.manifest.as_ref();
+                PluginInfo {
+                    name: e.dir_name.clone(),
+                    description: m.map(|m| m.description.clone()).unwrap_or_default(),
+                    version: m.map(|m| m.version.clone()).unwrap_or_default(),
+                    weight: m.map_or(0, |m| m.weight),
+                    taps: m.map(|m| m.taps.clone()).unwrap_or_default(),
+                    dependencies: m
+                        .map(|m| m.dependencies.iter().map(ToString::to_string).collect())
+                        .unwrap_or_default(),
+                    enabled,
+                    status,
+                    error,
+                }
+            })
+            .collect()
+    }
+
+    /// The active plugins implementing `tap`, in dispatch order.
+    pub fn implementors(&self, tap: &str) -> Vec<&str> {
+        self.inner
+            .by_tap
+            .get(tap)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.inner.entries[i])
+            .filter(|e| self.check_active(e).is_ok())
+            .map(|e| e.dir_name.as_str())
+            .collect()
+    }
+
+    /// Invokes `tap` of one plugin with `input` serialized as JSON.
+    pub async fn invoke<T: Serialize + ?Sized>(
+        &self,
+        plugin: &str,
+        tap: &str,
+        input: &T,
+    ) -> Result<Option<Box<RawValue>>, PluginError> {
+        let input = serde_json::to_vec(input).map_err(|e| PluginError::Serialization {
+            plugin: plugin.to_owned(),
+            tap: tap.to_owned(),
+            reason: format!("input: {e}"),
+        })?;
+        self.invoke_json(plugin, tap, &input).await
+    }
+
+    /// Invokes `tap` of one plugin with `input`, which must be UTF-8 JSON.
+    pub async fn invoke_json(
+        &self,
+        plugin: &str,
+        tap: &str,
+        input: &[u8],
+    ) -> Result<Option<Box<RawValue>>, PluginError> {
+        let ready = self.entry(plugin).and_then(|e| {
+            self.check_active(e)?;
+            if !e
+                .manifest
+                .as_ref()
+                .is_some_and(|m| m.taps.iter().any(|t| t == tap))
+            {
+                return Err(PluginError::TapNotImplemented {
+                    plugin: plugin.to_owned(),
+                    tap: tap.to_owned(),
+                });
+            }
+            Ok(e)
+        });
+        match ready {
+            Ok(e) => self.run(e, tap, input).await,
+            Err(err) => {
+                record(plugin, tap, input.len(), Instant::now(), &Err(err.clone()));
+                Err(err)
+            }
+        }
+    }
+
+    /// Invokes `tap` of every active plugin implementing it, in weight
+    /// order (ties by name), one after another. A failing plugin is
+    /// reported in its outcome and never stops the others.
+    pub async fn invoke_all<T: Serialize + ?Sized>(&self, tap: &str, input: &T) -> Vec<TapOutcome> {
+        match serde_json::to_vec(input) {
+            Ok(bytes) => self.invoke_all_json(tap, &bytes).await,
+            Err(e) => self
+                .implementors(tap)
+                .into_iter()
+                .map(|p| TapOutcome {
+                    plugin: p.to_owned(),
+                    result: Err(PluginError::Serialization {
+                        plugin: p.to_owned(),
+                        tap: tap.to_owned(),
+                        reason: format!("input: {e}"),
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    /// [`Plugins::invoke_all`] with input already serialized.
+    pub async fn invoke_all_json(&self, tap: &str, input: &[u8]) -> Vec<TapOutcome> {
+        let Some(indices) = self.inner.by_tap.get(tap) else {
+            return Vec::new();
+        };
+        let mut outcomes = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let e = &self.inner.entries[i];
+            if self.check_active(e).is_err() {
+                continue;
+            }
+            outcomes.push(TapOutcome {
+                plugin: e.dir_name.clone(),
+                result: self.run(e, tap, input).await,
+            });
+        }
+        outcomes
+    }
+
+    async fn run(
+        &self,
+        e: &Entry,
+        tap: &str,
+        input: &[u8],
+    ) -> Result<Option<Box<RawValue>>, PluginError> {
+        let start = Instant::now();
+        let result = match (&e.module, &self.inner.runtime) {
+            (Ok(module), Some(rt)) => rt.invoke(module, &e.dir_name, tap, input).await,
+            (Err(err), _) => Err(err.clone()),
+            (Ok(_), None) => Err(PluginError::WasmExecution {
+                plugin: e.dir_name.clone(),
+                tap: tap.to_owned(),
+                reason: "the WebAssembly runtime is not running".into(),
+            }),
+        };
+        record(&e.dir_name, tap, input.len(), start, &result);
+        result
+    }
+}
+
+/// Compiles the module of a plugin whose manifest is valid.
+fn compile_found(
+    rt: &Runtime,
+    m: &Manifest,
+    module_path: Option<&Path>,
+) -> Result<Compiled, PluginError> {
+    let plugin = m.name.to_string();
+    let path = module_path.ok_or_else(|| PluginError::InvalidModule {
+        plugin: plugin.clone(),
+        reason: format!("neither {plugin}.wasm nor {plugin}.wat exists"),
+    })?;
+    let bytes = std::fs::read(path).map_err(|e| PluginError::InvalidModule {
+        plugin: plugin.clone(),
+        reason: format!("cannot read {}: {e}", path.display()),
+    })?;
+    rt.compile(&plugin, &bytes, &m.taps)
+}
+
+/// Loads the one plugin `name` from `plugin_dir` (enabled or not, without
+/// dependencies or a database) and invokes `tap` on `input` under
+/// `bounds`: what `trovato plugin invoke` does.
+pub async fn invoke_from_dir(
+    plugin_dir: &Path,
+    name: &str,
+    tap: &str,
+    input: &[u8],
+    bounds: Bounds,
+) -> Result<Option<Box<RawValue>>, PluginError> {
+    PluginName::parse(name).map_err(|_| PluginError::NotFound {
+        plugin: name.to_owned(),
+    })?;
+    manifest::check_tap_name(tap).map_err(|_| PluginError::TapNotImplemented {
+        plugin: name.to_owned(),
+        tap: tap.to_owned(),
+    })?;
+    let dir = plugin_dir.join(name);
+    if !dir.join(format!("{name}.info.toml")).is_file() {
+        return Err(PluginError::NotFound {
+            plugin: name.to_owned(),
+        });
+    }
+    let (plugin_dir, name_owned, tap_owned) = (dir, name.to_owned(), tap.to_owned());
+    let compiled = tokio::task::spawn_blocking(move || {
+        let found = manifest::read_one(&plugin_dir, &name_owned);
+        let mut m = found.manifest?;
+        if !m.taps.contains(&tap_owned) {
+            m.taps.push(tap_owned);
+        }
+        let rt = Runtime::new(bounds).map_err(|reason| PluginError::WasmExecution {
+            plugin: name_owned.clone(),
+            tap: String::new(),
+            reason,
+        })?;
+        let compiled = compile_found(&rt, &m, found.module_path.as_deref())?;
+        Ok::<_, PluginError>((rt, compiled))
+    })
+    .await
+    .map_err(|e| PluginError::WasmExecution {
+        plugin: name.to_owned(),
+        tap: tap.to_owned(),
+        reason: format!("loading panicked: {e}"),
+    })?;
+    let (rt, compiled) = compiled?;
+    let start = Instant::now();
+    let result = rt.invoke(&compiled, name, tap, input).await;
+    record(name, tap, input.len(), start, &result);
+    result
+}
+
+/// The per-invocation log line and metrics (spec §15).
+fn record(
+    plugin: &str,
+    tap: &str,
+    payload_bytes: usize,
+    start: Instant,
+    result: &Result<Option<Box<RawValue>>, PluginError>,
+) {
+    let elapsed = start.elapsed();
+    let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    };
+    metrics::histogram!(
+        "trovato_plugin_tap_duration_seconds",
+        "plugin" => plugin.to_owned(),
+        "tap" => tap.to_owned(),
+        "outcome" => outcome
+    )
+    .record(elapsed.as_secs_f64());
+    match result {
+        Ok(_) => tracing::info!(
+            plugin,
+            tap,
+            duration_us,
+            payload_bytes,
+            outcome,
+            "Tap invocation complete"
+        ),
+        Err(e) => {
+            metrics::counter!(
+                "trovato_plugin_failures_total",
+                "plugin" => plugin.to_owned(),
+                "tap" => tap.to_owned(),
+                "kind" => outcome
+            )
+            .increment(1);
+            tracing::warn!(
+                plugin,
+                tap,
+                duration_us,
+                payload_bytes,
+                outcome,
+                error = %e,
+                "Tap invocation complete"
+            );
+        }
+    }
 }

@@ -8,4 +8,5 @@ mod errors;
 mod faults;
 mod nginx;
 mod observe;
+mod plugin;
 mod user;

@@ -1,0 +1,267 @@
+//! Tap invocation through a fresh instance, next to the same JSON
+//! transformation done natively in Rust in the same run (the limit).
+//!
+//! Run with `scripts/build-plugins && cargo bench -p trovato-kernel --bench
+//! plugin_tap`. Prints a markdown table; it asserts nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use trovato::config::Config;
+use trovato::plugin::{Bounds, Plugins};
+
+const PLUGIN: &str = "word_count";
+const TAP: &str = "tap_item_update_index";
+
+/// An item of about 4 KB, as the kernel would pass it.
+fn payload() -> Vec<u8> {
+    let sentence = "The quick brown fox jumps over the lazy dog near the river bank. ";
+    let body = sentence.repeat(56);
+    let item = json!({
+        "id": "01936b2e-7f7a-7c3e-9a51-2b1f3c4d5e6f",
+        "type": "article",
+        "title": "Benchmarking WebAssembly taps against native Rust",
+        "status": 1,
+        "author": "01936b2e-0000-7000-8000-000000000001",
+        "fields": {
+            "field_body": {"value": body},
+            "field_summary": {"value": "A short summary of the article for listings."},
+            "field_tags": {"value": ["wasm", "rust", "cms"]},
+            "field_image": {"file_id": "01936b2e-1111-7000-8000-000000000002", "alt": "A fox"}
+        }
+    });
+    serde_json::to_vec(&item).expect("serializable")
+}
+
+/// The plugin's transformation, natively.
+fn native(input: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    let mut item: Map<String, Value> = serde_json::from_slice(input)?;
+    let mut words = item
+        .get("title")
+        .and_then(Value::as_str)
+        .map_or(0, |t| t.split_whitespace().count());
+    if let Some(Value::Object(fields)) = item.get("fields") {
+        for field in fields.values() {
+            if let Some(text) = field.get("value").and_then(Value::as_str) {
+                words += text.split_whitespace().count();
+            }
+        }
+    }
+    item.insert("word_count".into(), Value::from(words));
+    item.insert("stamped_by".into(), Value::from("word_count"));
+    serde_json::to_vec(&item)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+/// Latencies of `total` calls of `op` with `concurrency` calls in flight,
+/// and the number of failed calls.
+async fn measure<F, Fut>(concurrency: usize, total: usize, op: F) -> (Vec<Duration>, usize)
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let per_task = total / concurrency;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_task);
+            let mut errors = 0;
+            for _ in 0..per_task {
+                let start = Instant::now();
+                let ok = op().await;
+                lat.push(start.elapsed());
+                if !ok {
+                    errors += 1;
+                }
+                // As a request handler would between invocations: let the
+                // other in-flight tasks run.
+                tokio::task::yield_now().await;
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    let mut errors = 0;
+    for t in tasks {
+        match t.await {
+            Ok((lat, e)) => {
+                all.extend(lat);
+                errors += e;
+            }
+            Err(_) => errors += per_task,
+        }
+    }
+    all.sort();
+    (all, errors)
+}
+
+/// Tokio worker threads: `TROVATO_BENCH_WORKERS`, else one per core.
+fn workers() -> usize {
+    std::env::var("TROVATO_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins");
+    if !root.join(PLUGIN).join(format!("{PLUGIN}.wasm")).is_file() {
+        eprintln!("plugins/{PLUGIN}/{PLUGIN}.wasm is missing: run scripts/build-plugins first");
+        std::process::exit(1);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers())
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run(root));
+}
+
+async fn run(root: PathBuf) {
+    // Metrics are recorded as in the server; no log subscriber is installed,
+    // so the per-invocation log line costs only its level check.
+    let _metrics = trovato::observe::metrics::install();
+    let config = Config::default();
+    let bounds = Bounds {
+        cache_dir: None,
+        ..Bounds::from_config(&config)
+    };
+    let plugins = Plugins::load_blocking(&root, bounds.clone());
+    let input = Arc::new(payload());
+    let expected = native(&input).expect("native");
+    let out = plugins
+        .invoke_json(PLUGIN, TAP, &input)
+        .await
+        .expect("plugin works");
+    let got: Value = serde_json::from_str(out.expect("output").get()).expect("json");
+    assert_eq!(
+        got,
+        serde_json::from_slice::<Value>(&expected).expect("json")
+    );
+
+    let wasm = {
+        let (plugins, input) = (plugins.clone(), input.clone());
+        move || {
+            let (plugins, input) = (plugins.clone(), input.clone());
+            async move { plugins.invoke_json(PLUGIN, TAP, &input).await.is_ok() }
+        }
+    };
+    let nat = {
+        let input = input.clone();
+        move || {
+            let input = input.clone();
+            async move { native(&input).is_ok() }
+        }
+    };
+
+    // Warm-up: page in the code and the pool's slots.
+    measure(1, 2_000, wasm.clone()).await;
+    measure(100, 10_000, wasm.clone()).await;
+    measure(1, 2_000, nat.clone()).await;
+    measure(100, 10_000, nat.clone()).await;
+
+    // The fixed cost of an invocation: a fresh instance of a tiny module
+    // whose tap does nothing but return one byte of JSON.
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/plugins");
+    let noop_plugins = Plugins::load_blocking(&fixtures, bounds.clone());
+    let noop = {
+        let (plugins, input) = (noop_plugins.clone(), input.clone());
+        move || {
+            let (plugins, input) = (plugins.clone(), input.clone());
+            async move {
+                plugins
+                    .invoke_json("fresh_memory", "tap_run", &input)
+                    .await
+                    .is_ok()
+            }
+        }
+    };
+    measure(1, 2_000, noop.clone()).await;
+    let (z1, _) = measure(1, 20_000, noop.clone()).await;
+
+    let (w1, _) = measure(1, 20_000, wasm.clone()).await;
+    let (n1, _) = measure(1, 20_000, nat.clone()).await;
+    let (w100, _) = measure(100, 20_000, wasm.clone()).await;
+    let (n100, _) = measure(100, 20_000, nat.clone()).await;
+
+    let start = Instant::now();
+    let (w2000, werr) = measure(2_000, 2_000, wasm.clone()).await;
+    let w2000_wall = start.elapsed();
+    let start = Instant::now();
+    let (n2000, nerr) = measure(2_000, 2_000, nat.clone()).await;
+    let n2000_wall = start.elapsed();
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = workers();
+    println!(
+        "\nTap `{TAP}` of plugin `{PLUGIN}`, {} B JSON in, {} B out, fresh instance per call; \
+         limit = same transformation in native Rust; {cores} cores, {workers} tokio workers, \
+         pool of {} instances. \
+         Latency = one invocation, start to end, while N tasks invoke in turn.\n",
+        input.len(),
+        expected.len(),
+        bounds.max_instances
+    );
+    println!("| measure | ours | limit | ratio |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, ours: Duration, limit: Duration| {
+        println!(
+            "| {name} | {} | {} | {:.1}x |",
+            us(ours),
+            us(limit),
+            ours.as_secs_f64() / limit.as_secs_f64().max(1e-9)
+        );
+    };
+    row(
+        "p50, concurrency 1",
+        percentile(&w1, 0.5),
+        percentile(&n1, 0.5),
+    );
+    row(
+        "p99, concurrency 1",
+        percentile(&w1, 0.99),
+        percentile(&n1, 0.99),
+    );
+    row(
+        "p50, concurrency 100",
+        percentile(&w100, 0.5),
+        percentile(&n100, 0.5),
+    );
+    row(
+        "p99, concurrency 100",
+        percentile(&w100, 0.99),
+        percentile(&n100, 0.99),
+    );
+    row(
+        "p99, 2000 concurrent",
+        percentile(&w2000, 0.99),
+        percentile(&n2000, 0.99),
+    );
+    println!(
+        "| wall time, 2000 concurrent | {:.1} ms | {:.1} ms | {:.1}x |",
+        w2000_wall.as_secs_f64() * 1e3,
+        n2000_wall.as_secs_f64() * 1e3,
+        w2000_wall.as_secs_f64() / n2000_wall.as_secs_f64().max(1e-9)
+    );
+    println!("| errors, 2000 concurrent | {werr} | {nerr} | - |");
+    println!(
+        "| p50, concurrency 1, no-op tap (fixed cost per invocation) | {} | - | - |",
+        us(percentile(&z1, 0.5))
+    );
+}

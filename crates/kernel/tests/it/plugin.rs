@@ -1,0 +1,925 @@
+//! The plugin runtime: the Rust example plugin end to end, dispatch order,
+//! dependencies, enable/disable, every fault fixture, isolation, and the
+//! kernel serving on while a plugin misbehaves.
+//!
+//! The Rust example plugins are built by `scripts/build-plugins`; the fault
+//! fixtures are `.wat` files under `tests/plugins/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use trovato::config::Config;
+use trovato::plugin::{PluginError, postgres};
+
+use crate::harness::{Cluster, TestApp, client, services, trovato_bin};
+
+/// A throw-away plugin directory assembled from examples, fixtures and
+/// generated modules; removed on drop.
+struct PluginDir {
+    path: PathBuf,
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/plugins")
+}
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins")
+}
+
+impl PluginDir {
+    fn new() -> Self {
+        let path =
+            std::env::temp_dir().join(format!("trovato-plugins-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&path).expect("create plugin dir");
+        Self { path }
+    }
+
+    fn copy_dir(&self, from: &Path, name: &str) {
+        let to = self.path.join(name);
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for ext in ["info.toml", "wasm", "wat"] {
+            let f = from.join(format!("{name}.{ext}"));
+            if f.is_file() {
+                std::fs::copy(&f, to.join(format!("{name}.{ext}"))).expect("copy");
+            }
+        }
+    }
+
+    /// A fault fixture from `tests/plugins`.
+    fn fixture(self, name: &str) -> Self {
+        self.copy_dir(&fixtures().join(name), name);
+        self
+    }
+
+    /// A Rust example plugin from `plugins/`, which must have been built.
+    fn example(self, name: &str) -> Self {
+        let dir = examples().join(name);
+        assert!(
+            dir.join(format!("{name}.wasm")).is_file(),
+            "plugins/{name}/{name}.wasm is missing: run scripts/build-plugins before the tests"
+        );
+        self.copy_dir(&dir, name);
+        self
+    }
+
+    /// A generated plugin implementing `tap_order` that returns its own
+    /// name as a JSON string. `extra` is appended to the manifest.
+    fn named(self, name: &str, extra: &str) -> Self {
+        let out = format!("\\\"{name}\\\"");
+        let len = name.len() + 2;
+        let packed = (16u64 << 32) | len as u64;
+        let wat = format!(
+            r#"(module
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{out}")
+  (func (export "trovato_alloc") (param i32) (result i32) (i32.const 4096))
+  (func (export "tap_order") (param i32 i32) (result i64) (i64.const {packed})))"#
+        );
+        let dir = self.path.join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(format!("{name}.wat")), wat).expect("write wat");
+        std::fs::write(
+            dir.join(format!("{name}.info.toml")),
+            format!("name = \"{name}\"\nversion = \"1.0\"\ntaps = [\"tap_order\"]\n{extra}\n"),
+        )
+        .expect("write manifest");
+        self
+    }
+
+    fn path(&self) -> String {
+        self.path.to_str().expect("utf-8 temp path").to_owned()
+    }
+}
+
+impl Drop for PluginDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+async fn spawn(dir: &PluginDir, customise: impl FnOnce(&mut Config)) -> TestApp {
+    let path = dir.path.clone();
+    TestApp::spawn_with(
+        move |c| {
+            // One data directory (the compile cache) for every test, so
+            // the in-process kernels share one engine and its reservation.
+            c.data_dir = std::env::temp_dir().join("trovato-plugin-tests-data");
+            c.plugin_dir = path;
+            customise(c);
+        },
+        axum::Router::new(),
+    )
+    .await
+}
+
+fn names(outcomes: &[trovato::plugin::TapOutcome]) -> Vec<String> {
+    outcomes.iter().map(|o| o.plugin.clone()).collect()
+}
+
+fn item() -> Value {
+    json!({
+        "id": "01936b2e-7f7a-7c3e-9a51-2b1f3c4d5e6f",
+        "type": "article",
+        "title": "Plugins in a sandbox",
+        "fields": {
+            "field_body": {"value": "four words of body"},
+            "field_count": {"value": 7}
+        }
+    })
+}
+
+#[tokio::test]
+async fn the_rust_example_plugin_returns_the_item_with_its_word_count() {
+    let dir = PluginDir::new().example("word_count").example("cron_log");
+    let app = spawn(&dir, |_| {}).await;
+    let out = app
+        .state
+        .plugins
+        .invoke("word_count", "tap_item_update_index", &item())
+        .await
+        .expect("tap runs")
+        .expect("tap has output");
+    let out: Value = serde_json::from_str(out.get()).expect("json");
+    assert_eq!(out["word_count"], 8, "{out}");
+    assert_eq!(out["stamped_by"], "word_count");
+    assert_eq!(out["title"], "Plugins in a sandbox", "input fields survive");
+    assert_eq!(out["fields"]["field_count"]["value"], 7);
+
+    let all = app
+        .state
+        .plugins
+        .invoke_all("tap_item_update_index", &item())
+        .await;
+    assert_eq!(names(&all), vec!["word_count"]);
+    let cron = app
+        .state
+        .plugins
+        .invoke_all("tap_cron", &json!({"timestamp": 1}))
+        .await;
+    assert_eq!(names(&cron), vec!["cron_log"]);
+    assert!(
+        matches!(cron[0].result, Ok(None)),
+        "tap_cron has no output: {:?}",
+        cron[0].result
+    );
+}
+
+#[tokio::test]
+async fn taps_run_in_weight_order_with_ties_broken_by_name() {
+    let dir = PluginDir::new()
+        .named("heavy", "weight = 10")
+        .named("zeta", "weight = -5")
+        .named("alpha", "weight = -5")
+        .named("plain", "");
+    let app = spawn(&dir, |_| {}).await;
+    let outcomes = app.state.plugins.invoke_all("tap_order", &json!({})).await;
+    assert_eq!(names(&outcomes), vec!["alpha", "zeta", "plain", "heavy"]);
+    for o in &outcomes {
+        let out = o.result.as_ref().expect("ok").as_ref().expect("output");
+        assert_eq!(out.get(), format!("\"{}\"", o.plugin));
+    }
+}
+
+#[tokio::test]
+async fn a_dependency_cycle_or_missing_dependency_disables_only_the_plugins_involved() {
+    let dir = PluginDir::new()
+        .named("base", "")
+        .named("needs_base", "dependencies = [\"base\"]\nweight = 1")
+        .named("cyc_a", "dependencies = [\"cyc_b\"]")
+        .named("cyc_b", "dependencies = [\"cyc_a\"]")
+        .named("needs_cycle", "dependencies = [\"cyc_a\"]")
+        .named("orphan", "dependencies = [\"ghost\"]");
+    // The kernel starts and serves.
+    let app = spawn(&dir, |_| {}).await;
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+
+    let outcomes = app.state.plugins.invoke_all("tap_order", &json!({})).await;
+    assert_eq!(names(&outcomes), vec!["base", "needs_base"]);
+
+    let list = app.state.plugins.list();
+    let status = |n: &str| {
+        let p = list.iter().find(|p| p.name == n).expect("listed");
+        (p.status, p.error.clone().unwrap_or_default())
+    };
+    assert_eq!(status("base").0, "active");
+    let (s, e) = status("cyc_a");
+    assert_eq!(s, "failed");
+    assert!(e.contains("cyc_a -> cyc_b -> cyc_a"), "{e}");
+    assert!(status("cyc_b").1.contains("cycle"));
+    let (s, e) = status("orphan");
+    assert_eq!(s, "failed");
+    assert!(e.contains("ghost"), "{e}");
+    assert_eq!(status("needs_cycle").0, "failed");
+
+    let err = app
+        .state
+        .plugins
+        .invoke("cyc_a", "tap_order", &json!({}))
+        .await
+        .expect_err("cycle");
+    assert!(
+        matches!(&err, PluginError::CircularDependency { plugin, .. } if plugin == "cyc_a"),
+        "{err:?}"
+    );
+    let err = app
+        .state
+        .plugins
+        .invoke("orphan", "tap_order", &json!({}))
+        .await
+        .expect_err("missing");
+    assert!(
+        matches!(&err, PluginError::MissingDependency { dependency, .. } if dependency == "ghost"),
+        "{err:?}"
+    );
+
+    // Disabling a dependency holds its dependents back too.
+    app.state
+        .plugins
+        .set_enabled(&app.state.db, "base", false)
+        .await
+        .expect("disable");
+    assert!(
+        app.state
+            .plugins
+            .invoke_all("tap_order", &json!({}))
+            .await
+            .is_empty()
+    );
+    let list = app.state.plugins.list();
+    let needs = list
+        .iter()
+        .find(|p| p.name == "needs_base")
+        .expect("listed");
+    assert_eq!(needs.status, "inactive");
+    assert!(needs.enabled);
+}
+
+#[tokio::test]
+async fn disabling_a_plugin_is_stored_and_stops_dispatch_until_enabled_again() {
+    let dir = PluginDir::new().named("first", "").named("second", "");
+    let app = spawn(&dir, |_| {}).await;
+    let plugins = &app.state.plugins;
+    let db = &app.state.db;
+    assert_eq!(postgres::stored_state(db, "first").await.expect("q"), None);
+
+    plugins
+        .set_enabled(db, "first", false)
+        .await
+        .expect("disable");
+    assert_eq!(
+        postgres::stored_state(db, "first").await.expect("q"),
+        Some(false)
+    );
+    let outcomes = plugins.invoke_all("tap_order", &json!({})).await;
+    assert_eq!(names(&outcomes), vec!["second"]);
+    let err = plugins
+        .invoke("first", "tap_order", &json!({}))
+        .await
+        .expect_err("disabled");
+    assert!(matches!(err, PluginError::Disabled { .. }), "{err:?}");
+
+    // A kernel started later reads the stored choice.
+    let later = trovato::plugin::Plugins::load(&app.state.config).await;
+    later.sync_enabled(db).await.expect("sync");
+    assert_eq!(
+        names(&later.invoke_all("tap_order", &json!({})).await),
+        vec!["second"]
+    );
+
+    plugins
+        .set_enabled(db, "first", true)
+        .await
+        .expect("enable");
+    assert_eq!(
+        postgres::stored_state(db, "first").await.expect("q"),
+        Some(true)
+    );
+    assert_eq!(
+        names(&plugins.invoke_all("tap_order", &json!({})).await),
+        vec!["first", "second"]
+    );
+
+    let err = plugins
+        .set_enabled(db, "nonexistent", false)
+        .await
+        .expect_err("unknown plugin");
+    assert!(err.to_string().contains("not found"), "{err}");
+    assert_eq!(
+        postgres::stored_state(db, "nonexistent").await.expect("q"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_status_change_made_by_another_process_reaches_a_running_kernel() {
+    let dir = PluginDir::new().named("first", "").named("second", "");
+    let app = spawn(&dir, |_| {}).await;
+    // What `trovato plugin disable first` run elsewhere writes.
+    postgres::set_enabled(&app.state.db, "first", false)
+        .await
+        .expect("write");
+    let plugins = app.state.plugins.clone();
+    let took =
+        crate::harness::eventually(
+            trovato::plugin::STATUS_REFRESH + Duration::from_secs(5),
+            || {
+                let plugins = plugins.clone();
+                async move {
+                    names(&plugins.invoke_all("tap_order", &json!({})).await) == vec!["second"]
+                }
+            },
+        )
+        .await;
+    assert!(
+        took.is_some(),
+        "the running kernel still dispatches to `first`"
+    );
+}
+
+/// Whether an error is the variant a fixture must produce.
+type Expect = fn(&PluginError) -> bool;
+
+/// Each fault fixture and the variant it must produce.
+fn fault_cases() -> Vec<(&'static str, Expect)> {
+    vec![
+        (
+            "trap",
+            |e| matches!(e, PluginError::Trap { reason, .. } if reason.contains("unreachable")),
+        ),
+        ("infinite_loop", |e| {
+            matches!(e, PluginError::Timeout { .. })
+        }),
+        ("grow_bomb", |e| {
+            matches!(e, PluginError::OutOfMemory { .. })
+        }),
+        ("deep_recursion", |e| {
+            matches!(e, PluginError::StackOverflow { .. })
+        }),
+        ("bad_utf8", |e| matches!(e, PluginError::InvalidUtf8 { .. })),
+        ("not_json", |e| {
+            matches!(e, PluginError::Serialization { .. })
+        }),
+        ("bad_pointer", |e| {
+            matches!(e, PluginError::BadOutput { .. })
+        }),
+        ("no_memory", |e| {
+            matches!(e, PluginError::MissingMemory { .. })
+        }),
+        (
+            "no_alloc",
+            |e| matches!(e, PluginError::MissingExport { export, .. } if export == "trovato_alloc"),
+        ),
+        (
+            "unknown_import",
+            |e| matches!(e, PluginError::UnknownImport { import, .. } if import == "env::now"),
+        ),
+        ("huge_output", |e| {
+            matches!(e, PluginError::OutputTooLarge { len: 5_242_880, .. })
+        }),
+    ]
+}
+
+#[tokio::test]
+async fn every_fault_fixture_yields_its_error_is_counted_and_the_kernel_keeps_serving() {
+    let mut dir = PluginDir::new();
+    for (name, _) in fault_cases() {
+        dir = dir.fixture(name);
+    }
+    let dir = dir.fixture("fresh_memory");
+    let app = spawn(&dir, |_| {}).await;
+    for (name, expected) in fault_cases() {
+        let err = app
+            .state
+            .plugins
+            .invoke(name, "tap_run", &json!({"n": 1}))
+            .await
+            .expect_err(name);
+        assert!(expected(&err), "{name}: unexpected {err:?}");
+        assert!(
+            err.to_string().contains(name),
+            "{name}: the error names the plugin: {err}"
+        );
+        // A healthy plugin still works right after each failure.
+        let ok = app
+            .state
+            .plugins
+            .invoke("fresh_memory", "tap_run", &json!({}))
+            .await
+            .expect("healthy plugin")
+            .expect("output");
+        assert_eq!(ok.get(), "1");
+        assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+    }
+    // Every failing fixture is skipped by dispatch-all, not fatal to it.
+    let listed = app.state.plugins.list();
+    for name in ["no_memory", "no_alloc", "unknown_import"] {
+        let p = listed.iter().find(|p| p.name == name).expect("listed");
+        assert_eq!(p.status, "failed", "{name}");
+    }
+    let all = app.state.plugins.invoke_all("tap_run", &json!({})).await;
+    let ok: Vec<_> = all.iter().filter(|o| o.result.is_ok()).collect();
+    assert_eq!(ok.len(), 1, "only fresh_memory succeeds: {all:?}");
+    assert_eq!(
+        all.len(),
+        9,
+        "the 8 run-time faults and fresh_memory ran: {all:?}"
+    );
+
+    let text = app.get("/metrics").await.text().await.expect("metrics");
+    for (name, kind) in [
+        ("trap", "trap"),
+        ("infinite_loop", "timeout"),
+        ("grow_bomb", "out_of_memory"),
+        ("deep_recursion", "stack_overflow"),
+        ("bad_utf8", "invalid_utf8"),
+        ("not_json", "serialization"),
+        ("bad_pointer", "bad_output"),
+        ("huge_output", "output_too_large"),
+        ("no_memory", "missing_memory"),
+        ("no_alloc", "missing_export"),
+        ("unknown_import", "unknown_import"),
+    ] {
+        let counted = text.lines().any(|l| {
+            l.starts_with("trovato_plugin_failures_total{")
+                && l.contains(&format!("plugin=\"{name}\""))
+                && l.contains(&format!("kind=\"{kind}\""))
+        });
+        assert!(counted, "{name}/{kind} not counted:\n{text}");
+    }
+    assert!(
+        text.contains("trovato_plugin_tap_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("trovato_plugin_instances_active"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_are_answered_while_looping_plugins_run_to_their_deadline() {
+    let dir = PluginDir::new().fixture("infinite_loop");
+    let deadline = Duration::from_millis(1500);
+    let app = spawn(&dir, |c| c.plugin_request_deadline = deadline).await;
+    let started = Instant::now();
+    // More looping invocations than worker threads: without yielding they
+    // would hold every worker.
+    let loops: Vec<_> = (0..4)
+        .map(|_| {
+            let plugins = app.state.plugins.clone();
+            tokio::spawn(
+                async move { plugins.invoke("infinite_loop", "tap_run", &json!({})).await },
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let resp = app.get("/healthz").await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "answered in {:?}",
+            t.elapsed()
+        );
+    }
+    let answered_at = started.elapsed();
+    assert!(
+        answered_at < deadline,
+        "requests were answered before the deadline ({answered_at:?})"
+    );
+    assert!(
+        loops.iter().all(|l| !l.is_finished()),
+        "the plugins were still looping"
+    );
+    for l in loops {
+        let err = l.await.expect("join").expect_err("must time out");
+        assert!(
+            matches!(err, PluginError::Timeout { after_ms: 1500, .. }),
+            "{err:?}"
+        );
+    }
+    let total = started.elapsed();
+    assert!(
+        total >= deadline && total < deadline + Duration::from_secs(1),
+        "stopped at {total:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_invocations_never_see_each_others_memory() {
+    let dir = PluginDir::new().fixture("fresh_memory");
+    let app = spawn(&dir, |_| {}).await;
+    let plugins = &app.state.plugins;
+    for _ in 0..3 {
+        let out = plugins
+            .invoke("fresh_memory", "tap_run", &json!({}))
+            .await
+            .expect("ok")
+            .expect("output");
+        assert_eq!(out.get(), "1");
+    }
+    let concurrent: Vec<_> = (0..32)
+        .map(|_| {
+            let p = plugins.clone();
+            tokio::spawn(async move { p.invoke("fresh_memory", "tap_run", &json!({})).await })
+        })
+        .collect();
+    for c in concurrent {
+        let out = c.await.expect("join").expect("ok").expect("output");
+        assert_eq!(out.get(), "1");
+    }
+}
+
+#[tokio::test]
+async fn the_memory_and_output_caps_are_configurable() {
+    let dir = PluginDir::new().example("word_count");
+    // 100 bytes of output at most; the example returns more.
+    let app = spawn(&dir, |c| c.plugin_output_limit_bytes = 100).await;
+    let err = app
+        .state
+        .plugins
+        .invoke("word_count", "tap_item_update_index", &item())
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(err, PluginError::OutputTooLarge { limit: 100, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_module_whose_initial_memory_exceeds_the_cap_fails_to_load() {
+    // huge_output starts with 81 pages (5.1 MiB).
+    let dir = PluginDir::new().fixture("huge_output").fixture("trap");
+    let app = spawn(&dir, |c| c.plugin_memory_limit_bytes = 4 * 1024 * 1024).await;
+    let err = app
+        .state
+        .plugins
+        .invoke("huge_output", "tap_run", &json!({}))
+        .await
+        .expect_err("over the cap");
+    assert!(
+        matches!(&err, PluginError::InvalidModule { reason, .. } if reason.contains("limit")),
+        "{err:?}"
+    );
+    // The other plugin is unaffected.
+    let err = app
+        .state
+        .plugins
+        .invoke("trap", "tap_run", &json!({}))
+        .await
+        .expect_err("traps");
+    assert!(matches!(err, PluginError::Trap { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn plugin_list_requires_an_administrator() {
+    let dir = PluginDir::new().example("word_count").fixture("trap");
+    let app = spawn(&dir, |_| {}).await;
+
+    let anon = app.get("/api/plugins").await;
+    assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = anon.json().await.expect("json");
+    assert_eq!(body["error"], "unauthenticated");
+
+    app.create_user("pat", "a long enough password", false)
+        .await;
+    let pat = client();
+    let resp = pat
+        .post(app.url("/user/login"))
+        .json(&json!({"name": "pat", "password": "a long enough password"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = pat.get(app.url("/api/plugins")).send().await.expect("get");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"], "forbidden");
+
+    app.create_user("root", "a long enough password", true)
+        .await;
+    assert_eq!(
+        app.login("root", "a long enough password").await.status(),
+        StatusCode::OK
+    );
+    let resp = app.get("/api/plugins").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.expect("json");
+    let plugins = body["plugins"].as_array().expect("plugins");
+    let wc = plugins
+        .iter()
+        .find(|p| p["name"] == "word_count")
+        .expect("word_count listed");
+    assert_eq!(wc["status"], "active");
+    assert_eq!(wc["enabled"], true);
+    assert_eq!(wc["version"], "0.1.0");
+    assert_eq!(wc["taps"], json!(["tap_item_update_index"]));
+
+    let doc: Value = app
+        .get("/api/openapi.json")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(doc["paths"]["/api/plugins"]["get"].is_object(), "{doc}");
+}
+
+fn run_cli(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(trovato_bin());
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env("TROVATO_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+        if *k == "TROVATO_PLUGIN_DIR" {
+            cmd.env("TROVATO_DATA_DIR", format!("{v}/.data"));
+        }
+    }
+    let mut child = cmd.spawn().expect("spawn trovato");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn plugin_invoke_runs_a_tap_without_a_database() {
+    let dir = PluginDir::new().example("word_count");
+    let env = [("TROVATO_PLUGIN_DIR", dir.path())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = run_cli(
+        &[
+            "plugin",
+            "invoke",
+            "word_count",
+            "tap_item_update_index",
+            "--input",
+            "-",
+        ],
+        &env,
+        Some(&item().to_string()),
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let out: Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    assert_eq!(out["word_count"], 8);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("Tap invocation complete"))
+        .expect("invocation logged");
+    let line: Value = serde_json::from_str(line).expect("json log");
+    assert_eq!(line["fields"]["plugin"], "word_count");
+    assert_eq!(line["fields"]["tap"], "tap_item_update_index");
+    assert_eq!(line["fields"]["outcome"], "ok");
+    assert!(line["fields"]["duration_us"].is_number(), "{line}");
+    assert!(
+        line["fields"]["payload_bytes"].as_u64().unwrap_or(0) > 100,
+        "{line}"
+    );
+
+    let o = run_cli(
+        &[
+            "plugin",
+            "invoke",
+            "word_count",
+            "tap_item_update_index",
+            "--input",
+            "[1, 2]",
+        ],
+        &env,
+        None,
+    );
+    assert!(!o.status.success(), "a non-object input traps");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("cannot deserialize the tap input") && stderr.contains("trapped"),
+        "the plugin's own error is logged before the trap: {stderr}"
+    );
+    let o = run_cli(
+        &["plugin", "invoke", "word_count", "tap_x", "--input", "nope"],
+        &env,
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not JSON"));
+    let o = run_cli(&["plugin", "invoke", "nothing_here", "tap_x"], &env, None);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
+}
+
+#[test]
+fn plugin_invoke_reports_each_fault_on_stderr_and_in_the_log() {
+    let mut dir = PluginDir::new();
+    for (name, _) in fault_cases() {
+        dir = dir.fixture(name);
+    }
+    let env = [("TROVATO_PLUGIN_DIR", dir.path())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for (name, kind) in [
+        ("trap", "trap"),
+        ("infinite_loop", "timeout"),
+        ("grow_bomb", "out_of_memory"),
+        ("deep_recursion", "stack_overflow"),
+        ("bad_utf8", "invalid_utf8"),
+        ("not_json", "serialization"),
+        ("bad_pointer", "bad_output"),
+        ("huge_output", "output_too_large"),
+    ] {
+        let o = run_cli(&["plugin", "invoke", name, "tap_run"], &env, None);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{name}");
+        assert!(o.stdout.is_empty(), "{name}: nothing on stdout");
+        let last = stderr.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with("trovato: plugin `") && last.contains(name),
+            "{name}: {stderr}"
+        );
+        assert!(
+            stderr.lines().any(|l| l.contains("Tap invocation complete")
+                && l.contains(&format!("\"outcome\":\"{kind}\""))),
+            "{name}: {stderr}"
+        );
+    }
+    for name in ["no_memory", "no_alloc", "unknown_import"] {
+        let o = run_cli(&["plugin", "invoke", name, "tap_run"], &env, None);
+        assert!(!o.status.success(), "{name}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains(name));
+    }
+}
+
+#[test]
+fn a_plugin_log_line_reaches_the_kernel_log_with_the_plugin_name() {
+    let dir = PluginDir::new().example("cron_log");
+    let env = [("TROVATO_PLUGIN_DIR", dir.path())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = run_cli(
+        &[
+            "plugin",
+            "invoke",
+            "cron_log",
+            "tap_cron",
+            "--input",
+            "{\"timestamp\": 42}",
+        ],
+        &env,
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "null",
+        "no output"
+    );
+    let line = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "cron_log: cron ran at 42")
+        .unwrap_or_else(|| panic!("guest log line missing: {stderr}"));
+    assert_eq!(line["fields"]["plugin"], "cron_log");
+    assert_eq!(line["fields"]["tap"], "tap_cron");
+    assert_eq!(line["level"], "INFO");
+}
+
+#[test]
+fn wasi_output_reaches_the_log_and_no_file_can_be_opened() {
+    let dir = PluginDir::new().fixture("wasi_hello");
+    let env = [("TROVATO_PLUGIN_DIR", dir.path())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = run_cli(&["plugin", "invoke", "wasi_hello", "tap_run"], &env, None);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    // path_open on an fd that is not a preopened directory: EBADF (8).
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "\"08\"");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("hello from wasi") && l.contains("wasi_hello")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn plugin_list_enable_and_disable_commands_manage_the_stored_state() {
+    let s = services().await;
+    let dir = PluginDir::new()
+        .example("cron_log")
+        .fixture("trap")
+        .fixture("no_alloc");
+    let (name, db_url) = crate::harness::services::create_test_database().await;
+    let prefix = crate::harness::test_prefix();
+    let plugin_dir = dir.path();
+    let env = [
+        ("DATABASE_URL", db_url.as_str()),
+        ("REDIS_URL", s.redis_url.as_str()),
+        ("TROVATO_REDIS_PREFIX", prefix.as_str()),
+        ("TROVATO_PLUGIN_DIR", plugin_dir.as_str()),
+    ];
+    let o = run_cli(&["plugin", "disable", "cron_log"], &env, None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pool = sqlx::PgPool::connect(&db_url).await.expect("db");
+    assert_eq!(
+        postgres::stored_state(&pool, "cron_log").await.expect("q"),
+        Some(false)
+    );
+
+    let o = run_cli(&["plugin", "list"], &env, None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let row = |n: &str| {
+        out.lines()
+            .find(|l| l.starts_with(n))
+            .unwrap_or_else(|| panic!("{n} listed: {out}"))
+            .to_owned()
+    };
+    assert!(
+        row("cron_log").contains("no") && row("cron_log").contains("disabled"),
+        "{out}"
+    );
+    assert!(row("cron_log").contains("tap_cron"), "{out}");
+    assert!(row("trap").contains("active"), "{out}");
+    assert!(row("no_alloc").contains("failed"), "{out}");
+    assert!(out.contains("lacks export `trovato_alloc`"), "{out}");
+
+    let o = run_cli(&["plugin", "enable", "cron_log"], &env, None);
+    assert!(o.status.success());
+    assert_eq!(
+        postgres::stored_state(&pool, "cron_log").await.expect("q"),
+        Some(true)
+    );
+    let o = run_cli(&["plugin", "enable", "ghost"], &env, None);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`ghost` not found"));
+    pool.close().await;
+    crate::harness::services::cleanup(name, prefix);
+}
+
+#[tokio::test]
+async fn a_server_with_broken_plugins_starts_and_logs_why() {
+    let dir = PluginDir::new()
+        .fixture("unknown_import")
+        .fixture("no_memory")
+        .named("cyc_a", "dependencies = [\"cyc_b\"]")
+        .named("cyc_b", "dependencies = [\"cyc_a\"]");
+    let plugin_dir = dir.path();
+    let data_dir = format!("{plugin_dir}/.data");
+    let cluster = Cluster::spawn_with_env(
+        1,
+        &[
+            ("TROVATO_PLUGIN_DIR", plugin_dir.as_str()),
+            ("TROVATO_DATA_DIR", data_dir.as_str()),
+        ],
+    )
+    .await;
+    let node = &cluster.nodes[0];
+    let resp = reqwest::get(node.url("/healthz")).await.expect("healthz");
+    assert_eq!(resp.status(), StatusCode::OK);
+    for needle in [
+        "plugin failed to load",
+        "env::now",
+        "cyc_a -> cyc_b -> cyc_a",
+        "missing_memory",
+    ] {
+        assert!(
+            node.logs_contain(needle),
+            "{needle}: {:?}",
+            node.logs.lock().map(|l| l.clone())
+        );
+    }
+}
+
+#[test]
+fn every_plugin_command_has_help() {
+    for args in [
+        vec!["plugin", "--help"],
+        vec!["plugin", "list", "--help"],
+        vec!["plugin", "enable", "--help"],
+        vec!["plugin", "disable", "--help"],
+        vec!["plugin", "invoke", "--help"],
+    ] {
+        let o = run_cli(&args, &[], None);
+        assert!(o.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}

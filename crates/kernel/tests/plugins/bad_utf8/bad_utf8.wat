@@ -1,0 +1,14 @@
+;; Fault fixture: output bytes FF FE -> PluginError::InvalidUtf8.
+(module
+  (memory (export "memory") 1)
+  (data (i32.const 16) "\ff\fe")
+  (global $next (mut i32) (i32.const 4096))
+  ;; A bump allocator: enough for fixtures.
+  (func (export "trovato_alloc") (param $len i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $next))
+    (global.set $next (i32.add (global.get $next) (local.get $len)))
+    (local.get $p))
+  (func (export "tap_run") (param i32 i32) (result i64)
+    ;; (16 << 32) | 2
+    (i64.const 68719476738)))

@@ -1,0 +1,12 @@
+;; Fault fixture: memory not exported -> PluginError::MissingMemory at load.
+(module
+  (memory 1)
+  (global $next (mut i32) (i32.const 4096))
+  ;; A bump allocator: enough for fixtures.
+  (func (export "trovato_alloc") (param $len i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $next))
+    (global.set $next (i32.add (global.get $next) (local.get $len)))
+    (local.get $p))
+  (func (export "tap_run") (param i32 i32) (result i64)
+    (i64.const 0)))
