@@ -64,6 +64,9 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub db_max_connections: Option<u32>,
     pub connect_timeout_secs: Option<u64>,
+    pub cache_l1_capacity: Option<u64>,
+    pub cache_l1_ttl_secs: Option<u64>,
+    pub cache_l2_ttl_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -99,6 +102,13 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub db_max_connections: u32,
     pub connect_timeout: Duration,
+    /// Entries held by the in-process cache tier.
+    pub cache_l1_capacity: u64,
+    /// Lifetime of an in-process cache entry: the longest an instance can
+    /// serve a value it was not told about (e.g. while Redis is down).
+    pub cache_l1_ttl: Duration,
+    /// Lifetime of a Redis cache entry.
+    pub cache_l2_ttl: Duration,
 }
 
 /// Loopback and the private ranges: who may read `/metrics` by default.
@@ -132,6 +142,9 @@ impl Default for Config {
             max_body_bytes: 2 * 1024 * 1024,
             db_max_connections: 16,
             connect_timeout: Duration::from_secs(5),
+            cache_l1_capacity: 10_000,
+            cache_l1_ttl: Duration::from_secs(60),
+            cache_l2_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -161,6 +174,9 @@ impl Config {
             max_body_bytes,
             db_max_connections,
             connect_timeout_secs,
+            cache_l1_capacity,
+            cache_l1_ttl_secs,
+            cache_l2_ttl_secs,
         } = over;
         if let Some(v) = listen {
             self.listen = v;
@@ -200,6 +216,15 @@ impl Config {
         }
         if let Some(v) = connect_timeout_secs {
             self.connect_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = cache_l1_capacity {
+            self.cache_l1_capacity = v;
+        }
+        if let Some(v) = cache_l1_ttl_secs {
+            self.cache_l1_ttl = Duration::from_secs(v);
+        }
+        if let Some(v) = cache_l2_ttl_secs {
+            self.cache_l2_ttl = Duration::from_secs(v);
         }
     }
 
@@ -249,7 +274,28 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        if self.cache_l1_ttl.is_zero() {
+            return Err(ConfigError::Invalid {
+                setting: "cache_l1_ttl_secs (TROVATO_CACHE_L1_TTL)",
+                message: "must be at least 1 second".into(),
+            });
+        }
+        if self.cache_l2_ttl.is_zero() {
+            return Err(ConfigError::Invalid {
+                setting: "cache_l2_ttl_secs (TROVATO_CACHE_L2_TTL)",
+                message: "must be at least 1 second".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// The cache tier settings.
+    pub fn cache(&self) -> crate::cache::CacheSettings {
+        crate::cache::CacheSettings {
+            l1_capacity: self.cache_l1_capacity,
+            l1_ttl: self.cache_l1_ttl,
+            l2_ttl: self.cache_l2_ttl,
+        }
     }
 }
 

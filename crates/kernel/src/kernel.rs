@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::cache::{Cache, CacheError};
 use crate::config::{Config, ConfigError};
 use crate::db::{self, DbError};
 use crate::embedded::postgres::PgListen;
@@ -24,6 +25,8 @@ pub enum BootError {
     Kv(#[from] KvError),
     #[error(transparent)]
     Page(#[from] PageError),
+    #[error("redis_url (REDIS_URL): cache: {0}")]
+    Cache(#[from] CacheError),
 }
 
 /// The database the embedded PostgreSQL serves the kernel from.
@@ -88,12 +91,20 @@ impl Kernel {
         db::migrate(&db).await?;
         let kv = Kv::connect(redis_url, &config.redis_prefix, config.connect_timeout).await?;
         let templates = Arc::new(Templates::new()?);
+        let cache = Cache::start(
+            kv.clone(),
+            redis_url,
+            config.cache(),
+            config.connect_timeout,
+        )
+        .await?;
         Ok(AppState {
             config: Arc::new(config),
             db,
             kv,
             templates,
             metrics,
+            cache,
         })
     }
 

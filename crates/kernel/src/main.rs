@@ -102,6 +102,20 @@ struct Settings {
         value_name = "SECS"
     )]
     connect_timeout: Option<u64>,
+    /// Entries kept in the in-process cache [default: 10000].
+    #[arg(
+        long,
+        global = true,
+        env = "TROVATO_CACHE_L1_CAPACITY",
+        value_name = "N"
+    )]
+    cache_l1_capacity: Option<u64>,
+    /// Seconds an in-process cache entry lives [default: 60].
+    #[arg(long, global = true, env = "TROVATO_CACHE_L1_TTL", value_name = "SECS")]
+    cache_l1_ttl: Option<u64>,
+    /// Seconds a Redis cache entry lives [default: 3600].
+    #[arg(long, global = true, env = "TROVATO_CACHE_L2_TTL", value_name = "SECS")]
+    cache_l2_ttl: Option<u64>,
 }
 
 impl Settings {
@@ -125,6 +139,9 @@ impl Settings {
             max_body_bytes: self.max_body_bytes,
             db_max_connections: self.db_max_connections,
             connect_timeout_secs: self.connect_timeout,
+            cache_l1_capacity: self.cache_l1_capacity,
+            cache_l1_ttl_secs: self.cache_l1_ttl,
+            cache_l2_ttl_secs: self.cache_l2_ttl,
         });
         config.validate()?;
         Ok(config)

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::kv::Kv;
 use crate::page::Templates;
@@ -16,4 +17,5 @@ pub struct AppState {
     pub kv: Kv,
     pub templates: Arc<Templates>,
     pub metrics: PrometheusHandle,
+    pub cache: Cache,
 }

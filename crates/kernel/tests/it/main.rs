@@ -3,8 +3,12 @@
 
 mod harness;
 
+mod cache;
+mod category;
 mod cli;
+mod content;
 mod errors;
 mod faults;
 mod observe;
+mod stage;
 mod user;
