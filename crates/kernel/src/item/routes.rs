@@ -418,26 +418,24 @@ fn html(bytes: Bytes) -> Response {
 /// Whether anonymous visitors hold `access content`, through the cache
 /// (tag `role_permission`: whoever changes role permissions invalidates it).
 async fn anonymous_may_access(state: &AppState) -> Result<bool, AppError> {
-    let key = CacheKey::new("perm:anonymous")?;
+    let key = CacheKey::new("perm:anonymous:access_content")?;
     let db = state.db.clone();
     let cached = state
         .cache
         .get_or_load(&key, || async move {
             let perms = crate::user::permissions_of(&db, &[role::ANONYMOUS.to_owned()]).await?;
-            let perms: Vec<String> = perms.into_iter().collect();
+            let flag: &'static [u8] = if perms.contains(permission::ACCESS_CONTENT) {
+                b"1"
+            } else {
+                b"0"
+            };
             Ok::<_, AppError>(Some(Loaded {
-                bytes: Bytes::from(
-                    serde_json::to_vec(&perms).map_err(|e| AppError::Internal(e.to_string()))?,
-                ),
+                bytes: Bytes::from_static(flag),
                 tags: vec![CacheTag::new("role_permission")?],
             }))
         })
         .await?;
-    let perms: Vec<String> = match cached {
-        Some(c) => serde_json::from_slice(&c.bytes).unwrap_or_default(),
-        None => vec![],
-    };
-    Ok(perms.iter().any(|p| p == permission::ACCESS_CONTENT))
+    Ok(cached.is_some_and(|c| &c.bytes[..] == b"1"))
 }
 
 fn render_item(state: &AppState, item: &Item, user: Option<&str>) -> Result<String, AppError> {
