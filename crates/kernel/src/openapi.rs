@@ -33,6 +33,8 @@ use crate::state::AppState;
         crate::stage::routes::list_stages,
         crate::stage::routes::create_stage,
         crate::stage::routes::publish_stage,
+        crate::stage::routes::current_stage,
+        crate::stage::routes::select_stage,
         crate::category::routes::list_categories,
         crate::category::routes::create_category,
         crate::category::routes::get_category,

@@ -290,8 +290,65 @@ pub async fn publish(state: &AppState, stage: &StageId) -> Result<PublishReport,
     Ok(report)
 }
 
-/// The stage a request reads and writes in: `?stage=` or the
-/// `X-Trovato-Stage` header, else live. A named stage must exist.
+/// The Redis key holding the stage a browser session works in, beside the
+/// session itself (same token hash, same idle lifetime).
+fn session_stage_key(state: &AppState, token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    state.kv.key(&format!(
+        "stage:session:{}",
+        crate::user::session::hex(&digest)
+    ))
+}
+
+fn idle_secs(state: &AppState) -> u64 {
+    state.config.session_idle_timeout.as_secs().max(1)
+}
+
+/// Remembers `stage` as the session's working stage (`live` forgets it).
+pub async fn select_for_session(
+    state: &AppState,
+    token: &str,
+    stage: &StageId,
+) -> Result<(), crate::kv::KvError> {
+    let key = session_stage_key(state, token);
+    if stage.is_live() {
+        let _: i64 = state.kv.query(redis::cmd("DEL").arg(key)).await?;
+    } else {
+        let _: () = state
+            .kv
+            .query(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(stage.as_str())
+                    .arg("EX")
+                    .arg(idle_secs(state)),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The session's working stage, if one was selected (sliding its lifetime
+/// like the session's). Without Redis the session works in live.
+async fn session_stage(state: &AppState, token: &str) -> Option<String> {
+    let key = session_stage_key(state, token);
+    match state
+        .kv
+        .query::<Option<String>>(redis::cmd("GETEX").arg(key).arg("EX").arg(idle_secs(state)))
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "session stage unavailable; using live");
+            None
+        }
+    }
+}
+
+/// The stage a request reads and writes in: `?stage=`, else the
+/// `X-Trovato-Stage` header, else the stage selected for the browser
+/// session, else live. A named stage must exist.
 #[derive(Debug, Clone)]
 pub struct SelectedStage(pub StageId);
 
@@ -311,7 +368,16 @@ impl FromRequestParts<AppState> for SelectedStage {
             .get(STAGE_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let Some(raw) = from_query.or(from_header) else {
+        let from_session = match (&from_query, &from_header) {
+            (None, None) => {
+                match crate::user::access::cookie(&parts.headers, crate::user::session::COOKIE) {
+                    Some(token) => session_stage(state, &token).await,
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(raw) = from_query.or(from_header).or(from_session) else {
             return Ok(Self(StageId::live()));
         };
         let id = StageId::parse(raw.trim())?;

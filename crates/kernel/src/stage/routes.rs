@@ -4,11 +4,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{PublishReport, Stage, StageId};
+use super::{PublishReport, SelectedStage, Stage, StageId};
 use crate::error::{AppError, ErrorBody};
-use crate::item::routes::check_same_origin;
+use crate::item::routes::{check_same_origin, require_stage_access};
 use crate::state::AppState;
 use crate::user::{Account, permission};
 
@@ -17,6 +17,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/stages", get(list_stages).post(create_stage))
         .route("/stage/{id}/publish", post(publish_stage))
         .route("/api/stages/{id}/publish", post(publish_stage))
+        .route("/api/stage/current", get(current_stage).put(select_stage))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -25,6 +26,49 @@ pub struct NewStage {
     /// `[a-z][a-z0-9_]{0,31}`.
     pub id: String,
     pub label: String,
+}
+
+/// The stage the session works in.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageSelection {
+    pub stage: String,
+}
+
+/// The stage this request works in (query, header, session, else live).
+#[utoipa::path(get, path = "/api/stage/current", tag = "stage",
+    responses((status = 200, description = "The selected stage", body = StageSelection)))]
+pub(crate) async fn current_stage(SelectedStage(stage): SelectedStage) -> Json<StageSelection> {
+    Json(StageSelection {
+        stage: stage.to_string(),
+    })
+}
+
+/// Select the stage the browser session works in (`live` to leave stages).
+#[utoipa::path(put, path = "/api/stage/current", tag = "stage", request_body = StageSelection,
+    responses(
+        (status = 200, description = "Selected", body = StageSelection),
+        (status = 401, description = "No browser session", body = ErrorBody),
+        (status = 403, description = "May not work in stages", body = ErrorBody),
+        (status = 404, description = "No such stage", body = ErrorBody),
+    ))]
+pub(crate) async fn select_stage(
+    State(state): State<AppState>,
+    account: Account,
+    Json(sel): Json<StageSelection>,
+) -> Result<Json<StageSelection>, AppError> {
+    let Some((token, _)) = &account.session else {
+        return Err(AppError::Unauthenticated);
+    };
+    let id = StageId::parse(&sel.stage)?;
+    require_stage_access(&account, &id)?;
+    if !id.is_live() && !super::exists(&state.db, &id).await? {
+        return Err(super::StageError::NotFound(id.to_string()).into());
+    }
+    super::select_for_session(&state, token, &id).await?;
+    Ok(Json(StageSelection {
+        stage: id.to_string(),
+    }))
 }
 
 /// Every stage, live first.

@@ -449,6 +449,7 @@ async fn openapi_describes_the_content_endpoints() {
         "/api/items/{id}/revisions",
         "/api/stages",
         "/stage/{id}/publish",
+        "/api/stage/current",
         "/api/categories",
         "/api/categories/{id}",
         "/api/categories/{id}/terms",

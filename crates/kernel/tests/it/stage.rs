@@ -281,3 +281,83 @@ async fn stages_are_for_editors_only() {
         .expect("POST");
     error_body(r, StatusCode::UNAUTHORIZED, "unauthenticated").await;
 }
+
+#[tokio::test]
+async fn a_browser_session_can_work_in_a_stage() {
+    let app = app_with_stage().await;
+    let live = app.create_item("Live", None).await;
+    let id = live["id"].as_str().expect("id");
+    let r = app
+        .json_request(reqwest::Method::PUT, "/api/stage/current")
+        .json(&json!({"stage": "draft"}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), StatusCode::OK);
+    let cur: Value = app
+        .get("/api/stage/current")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(cur["stage"], "draft");
+    // Without ?stage=, this session now edits and reads the draft.
+    app.rename_item(id, "Drafted", None).await;
+    assert_eq!(app.item_title(id, None).await.as_deref(), Some("Drafted"));
+    let anon = crate::harness::client();
+    let v: Value = anon
+        .get(app.url(&format!("/api/items/{id}")))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["title"], "Live", "other visitors still see live");
+    // Back to live.
+    let r = app
+        .json_request(reqwest::Method::PUT, "/api/stage/current")
+        .json(&json!({"stage": "live"}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(app.item_title(id, None).await.as_deref(), Some("Live"));
+
+    let missing = app
+        .json_request(reqwest::Method::PUT, "/api/stage/current")
+        .json(&json!({"stage": "nope"}))
+        .send()
+        .await
+        .expect("PUT");
+    error_body(missing, StatusCode::NOT_FOUND, "stage_not_found").await;
+    let r = anon
+        .put(app.url("/api/stage/current"))
+        .json(&json!({"stage": "draft"}))
+        .send()
+        .await
+        .expect("PUT");
+    error_body(r, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+}
+
+#[tokio::test]
+async fn publishing_drops_every_value_cached_for_the_stage() {
+    let app = app_with_stage().await;
+    let item = app.create_item("One", None).await;
+    let id = item["id"].as_str().expect("id");
+    app.rename_item(id, "Two", Some("draft")).await;
+    assert_eq!(app.listed_titles(Some("draft")).await, ["Two"]);
+    assert_eq!(
+        app.item_title(id, Some("draft")).await.as_deref(),
+        Some("Two")
+    );
+    assert_eq!(app.item_title(id, None).await.as_deref(), Some("One"));
+    let staged = trovato::cache::CacheKey::new(format!("st:draft:item:{id}")).expect("key");
+    let cache = &app.state.cache;
+    assert!(cache.peek_l2(&staged).await.expect("redis").is_some());
+    assert_eq!(app.publish_stage("draft").await.status(), StatusCode::OK);
+    assert!(cache.peek_l1(&staged).is_none());
+    assert!(cache.peek_l2(&staged).await.expect("redis").is_none());
+    let live = trovato::cache::CacheKey::new(format!("item:{id}")).expect("key");
+    assert!(cache.peek_l2(&live).await.expect("redis").is_none());
+}
