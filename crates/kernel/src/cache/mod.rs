@@ -277,22 +277,25 @@ impl Cache {
         metrics::counter!("trovato_cache_misses_total", "tier" => "l1").increment(1);
         match self.inner.flights.join(key) {
             flight::Join::Leader(guard) => {
-                let result = self.fill(key, load).await;
-                if let Ok(v) = &result {
-                    guard.complete(v.clone());
-                }
-                result
+                let (value, fresh) = self.fill(key, load).await?;
+                // A value refused as possibly stale is not handed on:
+                // followers may have arrived after the invalidation.
+                guard.complete(if fresh { value.clone() } else { None });
+                Ok(value)
             }
             flight::Join::Follower(wait) => match wait.await {
                 Some(v) => Ok(Some(v)),
-                // The leader failed, found nothing or was cancelled: load
-                // for ourselves rather than report its outcome as ours.
-                None => self.fill(key, load).await,
+                // The leader failed, found nothing, read a value that was
+                // invalidated meanwhile, or was cancelled: load for
+                // ourselves rather than take its outcome as ours.
+                None => Ok(self.fill(key, load).await?.0),
             },
         }
     }
 
-    async fn fill<E, F, Fut>(&self, key: &CacheKey, load: F) -> Result<Option<Cached>, E>
+    /// L2, else the loader; fills the tiers. The flag says whether the
+    /// value was current when filled (not refused as possibly stale).
+    async fn fill<E, F, Fut>(&self, key: &CacheKey, load: F) -> Result<(Option<Cached>, bool), E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Loaded>, E>>,
@@ -304,8 +307,8 @@ impl Cache {
             match inner.l2.read(key).await {
                 Ok(ReadOutcome::Hit(entry)) => {
                     metrics::counter!("trovato_cache_hits_total", "tier" => "l2").increment(1);
-                    inner.local.insert_if_current(epoch, key, entry.clone());
-                    return Ok(Some(entry));
+                    let fresh = inner.local.insert_if_current(epoch, key, entry.clone());
+                    return Ok((Some(entry), fresh));
                 }
                 Ok(ReadOutcome::Miss { seq: s }) => seq = Some(s),
                 Err(e) => backend_error("read", &e),
@@ -317,7 +320,7 @@ impl Cache {
         metrics::histogram!("trovato_cache_load_duration_seconds")
             .record(start.elapsed().as_secs_f64());
         let Some(loaded) = loaded? else {
-            return Ok(None);
+            return Ok((None, true));
         };
         let mut tags = loaded.tags;
         tags.sort();
@@ -339,10 +342,8 @@ impl Cache {
                 Err(e) => backend_error("fill", &e),
             }
         }
-        if keep_local {
-            inner.local.insert_if_current(epoch, key, entry.clone());
-        }
-        Ok(Some(entry))
+        let fresh = keep_local && inner.local.insert_if_current(epoch, key, entry.clone());
+        Ok((Some(entry), fresh))
     }
 
     /// Invalidates every value carrying any of `tags`, in every tier and on
@@ -355,16 +356,25 @@ impl Cache {
         }
         metrics::counter!("trovato_cache_invalidations_total", "origin" => "local")
             .increment(tags.len() as u64);
+        // Before: so L1 is right even if Redis cannot be reached.
         self.inner.local.invalidate(tags);
         self.replay_pending().await;
-        if let Err(e) = self
+        match self
             .inner
             .l2
             .invalidate(tags, self.inner.local.origin())
             .await
         {
-            backend_error("invalidate", &e);
-            self.inner.pending.add(tags);
+            // After: a reader of this process may have taken the still-valid
+            // L2 entry between the first local invalidation and the stamp,
+            // and put it in L1; this drops it (and, by moving the epoch,
+            // refuses any such insert still in flight). The bus skips this
+            // process's own messages, so it would not.
+            Ok(()) => self.inner.local.invalidate(tags),
+            Err(e) => {
+                backend_error("invalidate", &e);
+                self.inner.pending.add(tags);
+            }
         }
     }
 

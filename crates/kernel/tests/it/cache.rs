@@ -200,6 +200,53 @@ async fn a_fill_racing_an_invalidation_leaves_no_stale_entry() {
 }
 
 #[tokio::test]
+async fn a_reader_waiting_on_a_load_that_went_stale_loads_for_itself() {
+    let app = TestApp::spawn().await;
+    let cache = app.state.cache.clone();
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let leader = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_load(&key("item:sf"), || async move {
+                    let old = loaded("old", &["item:sf"]);
+                    let _ = read_tx.send(());
+                    let _ = go_rx.await;
+                    Ok::<_, std::convert::Infallible>(Some(old))
+                })
+                .await
+                .expect("infallible")
+        })
+    };
+    read_rx.await.expect("leader loading");
+    let follower = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_load(&key("item:sf"), || async move {
+                    Ok::<_, std::convert::Infallible>(Some(loaded("new", &["item:sf"])))
+                })
+                .await
+                .expect("infallible")
+        })
+    };
+    // Let the follower join the leader's flight, then write.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cache.invalidate(&[tag("item:sf")]).await;
+    go_tx.send(()).expect("release leader");
+    assert_eq!(
+        &leader.await.expect("join").expect("value").bytes[..],
+        b"old"
+    );
+    assert_eq!(
+        &follower.await.expect("join").expect("value").bytes[..],
+        b"new"
+    );
+    assert_eq!(fill(&cache, "item:sf", "unused", &["item:sf"]).await, "new");
+}
+
+#[tokio::test]
 async fn an_l2_read_racing_an_invalidation_does_not_refill_l1() {
     let app = TestApp::spawn().await;
     let a = app.state.cache.clone();
@@ -442,6 +489,29 @@ async fn item_reads_keep_working_while_redis_is_down_and_the_cache_resumes() {
         .await
         .expect("json");
     assert_eq!(v["title"], "During");
+    // A change this instance cannot hear about (another instance's write
+    // while the bus is down) shows once the L1 TTL (2 s here) has passed.
+    sqlx::query("UPDATE item SET title = 'Elsewhere' WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&app.state.db)
+        .await
+        .expect("direct update");
+    let changed_at = Instant::now();
+    let seen = eventually(Duration::from_secs(5), || async {
+        let v: Value = read(format!("/api/items/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap_or_default();
+        v["title"] == "Elsewhere"
+    })
+    .await;
+    assert!(seen.is_some(), "L1 must not serve past its TTL");
+    assert!(
+        changed_at.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        changed_at.elapsed()
+    );
 
     redis.start().await.expect("restart redis");
     let k = key(&format!("item:{id}"));
@@ -456,7 +526,7 @@ async fn item_reads_keep_working_while_redis_is_down_and_the_cache_resumes() {
         .json()
         .await
         .expect("json");
-    assert_eq!(v["title"], "During");
+    assert_eq!(v["title"], "Elsewhere");
     assert!(
         eventually(Duration::from_secs(5), || async {
             app.state.cache.bus_connected()
