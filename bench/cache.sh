@@ -77,7 +77,10 @@ api -X POST "http://127.0.0.1:$PORT/api/item-types" -d '{"type":"article","label
 BODY=$(python3 -c 'print("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 20)')
 ID=$(api -X POST "http://127.0.0.1:$PORT/api/items" -d "{\"type\":\"article\",\"title\":\"Benchmark item\",\"fields\":{\"field_body\":{\"value\":\"$BODY\"}}}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 mkdir -p "$WORK/www"
+# nginx workers run unprivileged: the served tree must be readable by all.
+chmod 755 "$WORK"
 curl -fsS "http://127.0.0.1:$PORT/item/$ID" -o "$WORK/www/item.html"
+chmod 755 "$WORK/www" && chmod 644 "$WORK/www/item.html"
 SIZE=$(stat -c %s "$WORK/www/item.html")
 
 NGINX_PORT=$(free_port)

@@ -107,4 +107,5 @@ fn apply(inner: &Inner, origin: &str, payload: &str) {
     metrics::counter!("trovato_cache_invalidations_total", "origin" => "remote")
         .increment(tags.len() as u64);
     inner.local.invalidate(&tags);
+    inner.remote_applied.send_modify(|n| *n += 1);
 }

@@ -184,6 +184,8 @@ struct Inner {
     pending: pending::Pending,
     /// Set by the bus while its subscription is up.
     bus_up: AtomicBool,
+    /// Counts invalidations received from other instances and applied.
+    remote_applied: watch::Sender<u64>,
     /// Dropped with the last clone: tells the bus task to stop.
     _stop: watch::Sender<()>,
 }
@@ -243,6 +245,7 @@ impl Cache {
                 flights: flight::Flights::default(),
                 pending: Default::default(),
                 bus_up: AtomicBool::new(false),
+                remote_applied: watch::Sender::new(0),
                 _stop: stop_tx,
             }),
         };
@@ -421,6 +424,12 @@ impl Cache {
     /// Whether the invalidation subscriber is currently subscribed.
     pub fn bus_connected(&self) -> bool {
         self.inner.bus_up.load(Ordering::Relaxed)
+    }
+
+    /// Changes each time an invalidation from another instance has been
+    /// applied to L1 (for diagnostics and the invalidation benchmark).
+    pub fn remote_invalidations(&self) -> watch::Receiver<u64> {
+        self.inner.remote_applied.subscribe()
     }
 
     /// Low-level L2 access for benchmarks: one validated read.
