@@ -383,6 +383,21 @@ mod tests {
     }
 
     #[test]
+    fn zero_cache_ttl_is_rejected_by_name() {
+        let c = Config {
+            cache_l1_ttl: Duration::ZERO,
+            ..Config::default()
+        };
+        let msg = c.validate().expect_err("must fail").to_string();
+        assert!(msg.contains("TROVATO_CACHE_L1_TTL"), "{msg}");
+        let f: FileConfig =
+            toml::from_str("cache_l1_capacity = 5\ncache_l2_ttl_secs = 7\n").expect("valid toml");
+        let c = Config::from_file(f);
+        assert_eq!(c.cache().l1_capacity, 5);
+        assert_eq!(c.cache().l2_ttl, Duration::from_secs(7));
+    }
+
+    #[test]
     fn password_is_redacted() {
         let r = redact_url("postgres://u:secret@h/db");
         assert!(!r.contains("secret"), "{r}");

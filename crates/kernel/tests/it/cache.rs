@@ -119,6 +119,51 @@ async fn tag_bookkeeping_in_redis_is_bounded_and_expires() {
 }
 
 #[tokio::test]
+async fn every_cache_key_lives_under_the_namespace_prefix() {
+    let app = TestApp::spawn().await;
+    let cache = &app.state.cache;
+    let marker = uuid::Uuid::now_v7().simple().to_string();
+    fill(
+        cache,
+        &format!("st:draft:item:{marker}"),
+        "v",
+        &[&format!("item:{marker}")],
+    )
+    .await;
+    cache.invalidate(&[tag(&format!("item:{marker}"))]).await;
+    let kv = &app.state.kv;
+    let scan = |pattern: String| async move {
+        let mut cursor = 0u64;
+        let mut found = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = kv
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await
+                .expect("SCAN");
+            found.extend(keys);
+            cursor = next;
+            if cursor == 0 {
+                return found;
+            }
+        }
+    };
+    let ours = scan(format!("*{marker}*")).await;
+    assert!(!ours.is_empty());
+    assert!(ours.iter().all(|k| k.starts_with(kv.prefix())), "{ours:?}");
+    assert!(
+        ours.contains(&kv.key(&format!("cache:t:item:{marker}"))),
+        "{ours:?}"
+    );
+}
+
+#[tokio::test]
 async fn concurrent_misses_for_one_key_load_once() {
     let app = TestApp::spawn().await;
     let loads = Arc::new(AtomicUsize::new(0));
