@@ -236,6 +236,7 @@ pub async fn publish(state: &AppState, stage: &StageId) -> Result<PublishReport,
                 .ok_or_else(|| ItemError::TypeNotFound(c.item_type.clone()))?;
             types.insert(c.item_type.clone(), t);
         }
+        // Inserted just above when missing.
         let t = &types[&c.item_type];
         let fields = c.fields.as_object().cloned().unwrap_or_default();
         match item::validate_values(&mut tx, t, &c.title, &fields).await {
