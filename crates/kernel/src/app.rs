@@ -14,7 +14,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
-use crate::{http, observe, openapi, page, plugin, user};
+use crate::{category, http, item, observe, openapi, page, plugin, stage, user};
 
 /// The whole HTTP surface of the kernel.
 pub fn app(state: AppState) -> Router {
@@ -32,6 +32,9 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(observe::routes::router())
         .merge(plugin::routes::router())
         .merge(openapi::router())
+        .merge(item::routes::router())
+        .merge(stage::routes::router())
+        .merge(category::routes::router())
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         // Applied per route (innermost first), so each sees MatchedPath.

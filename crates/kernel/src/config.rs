@@ -69,6 +69,9 @@ pub struct FileConfig {
     pub plugin_memory_limit_bytes: Option<usize>,
     pub plugin_output_limit_bytes: Option<usize>,
     pub plugin_max_instances: Option<u32>,
+    pub cache_l1_capacity: Option<u64>,
+    pub cache_l1_ttl_secs: Option<u64>,
+    pub cache_l2_ttl_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -115,6 +118,13 @@ pub struct Config {
     /// Plugin instances alive at once (the pooling allocator's slots);
     /// further invocations wait for a free slot.
     pub plugin_max_instances: u32,
+    /// Entries held by the in-process cache tier.
+    pub cache_l1_capacity: u64,
+    /// Lifetime of an in-process cache entry: the longest an instance can
+    /// serve a value it was not told about (e.g. while Redis is down).
+    pub cache_l1_ttl: Duration,
+    /// Lifetime of a Redis cache entry.
+    pub cache_l2_ttl: Duration,
 }
 
 /// Loopback and the private ranges: who may read `/metrics` by default.
@@ -153,6 +163,9 @@ impl Default for Config {
             plugin_memory_limit_bytes: 64 * 1024 * 1024,
             plugin_output_limit_bytes: 4 * 1024 * 1024,
             plugin_max_instances: 256,
+            cache_l1_capacity: 10_000,
+            cache_l1_ttl: Duration::from_secs(60),
+            cache_l2_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -187,6 +200,9 @@ impl Config {
             plugin_memory_limit_bytes,
             plugin_output_limit_bytes,
             plugin_max_instances,
+            cache_l1_capacity,
+            cache_l1_ttl_secs,
+            cache_l2_ttl_secs,
         } = over;
         if let Some(v) = listen {
             self.listen = v;
@@ -242,6 +258,15 @@ impl Config {
         if let Some(v) = plugin_max_instances {
             self.plugin_max_instances = v;
         }
+        if let Some(v) = cache_l1_capacity {
+            self.cache_l1_capacity = v;
+        }
+        if let Some(v) = cache_l1_ttl_secs {
+            self.cache_l1_ttl = Duration::from_secs(v);
+        }
+        if let Some(v) = cache_l2_ttl_secs {
+            self.cache_l2_ttl = Duration::from_secs(v);
+        }
     }
 
     /// Checks every setting; the error names the first bad one.
@@ -291,7 +316,28 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        if self.cache_l1_ttl.is_zero() {
+            return Err(ConfigError::Invalid {
+                setting: "cache_l1_ttl_secs (TROVATO_CACHE_L1_TTL)",
+                message: "must be at least 1 second".into(),
+            });
+        }
+        if self.cache_l2_ttl.is_zero() {
+            return Err(ConfigError::Invalid {
+                setting: "cache_l2_ttl_secs (TROVATO_CACHE_L2_TTL)",
+                message: "must be at least 1 second".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// The cache tier settings.
+    pub fn cache(&self) -> crate::cache::CacheSettings {
+        crate::cache::CacheSettings {
+            l1_capacity: self.cache_l1_capacity,
+            l1_ttl: self.cache_l1_ttl,
+            l2_ttl: self.cache_l2_ttl,
+        }
     }
 }
 
@@ -413,6 +459,21 @@ mod tests {
         assert_eq!(c.redis_prefix, "site1:");
         assert_eq!(c.max_body_bytes, 10);
         assert_eq!(c.listen, Config::default().listen);
+    }
+
+    #[test]
+    fn zero_cache_ttl_is_rejected_by_name() {
+        let c = Config {
+            cache_l1_ttl: Duration::ZERO,
+            ..Config::default()
+        };
+        let msg = c.validate().expect_err("must fail").to_string();
+        assert!(msg.contains("TROVATO_CACHE_L1_TTL"), "{msg}");
+        let f: FileConfig =
+            toml::from_str("cache_l1_capacity = 5\ncache_l2_ttl_secs = 7\n").expect("valid toml");
+        let c = Config::from_file(f);
+        assert_eq!(c.cache().l1_capacity, 5);
+        assert_eq!(c.cache().l2_ttl, Duration::from_secs(7));
     }
 
     #[test]

@@ -11,9 +11,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cache::CacheError;
+use crate::category::CategoryError;
 use crate::db::DbError;
+use crate::item::ItemError;
 use crate::kv::KvError;
 use crate::plugin::PluginError;
+use crate::stage::StageError;
 use crate::user::UserError;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,14 @@ pub enum AppError {
     Db(#[from] DbError),
     #[error(transparent)]
     Kv(#[from] KvError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Item(#[from] ItemError),
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    #[error(transparent)]
+    Category(#[from] CategoryError),
     /// A bug or an unexpected state; the message is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -132,7 +144,57 @@ impl AppError {
                 }
             },
             AppError::Kv(_) => (S::SERVICE_UNAVAILABLE, "redis_unavailable", true),
+            AppError::Cache(e) => match e {
+                CacheError::Backend(_) => (S::SERVICE_UNAVAILABLE, "redis_unavailable", true),
+                CacheError::InvalidName(_) | CacheError::Corrupt(_) => {
+                    (S::INTERNAL_SERVER_ERROR, "internal", true)
+                }
+            },
+            AppError::Item(e) => Self::classify_item(e),
+            AppError::Stage(e) => match e {
+                StageError::InvalidId(_) => (S::UNPROCESSABLE_ENTITY, "invalid_stage_id", false),
+                StageError::NotFound(_) => (S::NOT_FOUND, "stage_not_found", false),
+                StageError::Exists(_) => (S::CONFLICT, "stage_exists", false),
+                StageError::PublishLive => (S::CONFLICT, "stage_is_live", false),
+                StageError::ItemInvalid { .. } => {
+                    (S::UNPROCESSABLE_ENTITY, "stage_item_invalid", false)
+                }
+                StageError::Item(e) => Self::classify_item(e),
+                StageError::Db(e) => Self::classify_db(e),
+            },
+            AppError::Category(e) => match e {
+                CategoryError::NotFound(_) => (S::NOT_FOUND, "category_not_found", false),
+                CategoryError::TermNotFound(_) => (S::NOT_FOUND, "term_not_found", false),
+                CategoryError::Exists(_) => (S::CONFLICT, "category_exists", false),
+                CategoryError::TermExists => (S::CONFLICT, "term_exists", false),
+                CategoryError::HasChildren(_) => (S::CONFLICT, "term_has_children", false),
+                CategoryError::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "validation_failed", false),
+                CategoryError::Db(e) => Self::classify_db(e),
+                CategoryError::Decode(_) => (S::INTERNAL_SERVER_ERROR, "internal", true),
+            },
             AppError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", true),
+        }
+    }
+
+    fn classify_item(e: &ItemError) -> (StatusCode, &'static str, bool) {
+        use StatusCode as S;
+        match e {
+            ItemError::NotFound(_) => (S::NOT_FOUND, "item_not_found", false),
+            ItemError::TypeNotFound(_) => (S::NOT_FOUND, "item_type_not_found", false),
+            ItemError::TypeExists(_) => (S::CONFLICT, "item_type_exists", false),
+            ItemError::TypeInUse(_) => (S::CONFLICT, "item_type_in_use", false),
+            ItemError::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "validation_failed", false),
+            ItemError::StageConflict(_) => (S::CONFLICT, "stage_conflict", false),
+            ItemError::Db(e) => Self::classify_db(e),
+            ItemError::Decode(_) => (S::INTERNAL_SERVER_ERROR, "internal", true),
+        }
+    }
+
+    fn classify_db(e: &DbError) -> (StatusCode, &'static str, bool) {
+        use StatusCode as S;
+        match e {
+            DbError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "database_unavailable", true),
+            DbError::Query(_) | DbError::Migrate(_) => (S::INTERNAL_SERVER_ERROR, "internal", true),
         }
     }
 
@@ -150,6 +212,10 @@ impl AppError {
     fn details(&self) -> Value {
         match self {
             AppError::Validation { details } => details.clone(),
+            AppError::Item(ItemError::Invalid(f))
+            | AppError::Stage(StageError::Item(ItemError::Invalid(f)))
+            | AppError::Category(CategoryError::Invalid(f)) => crate::item::field::failures_json(f),
+            AppError::Stage(e @ StageError::ItemInvalid { .. }) => e.details(),
             _ => Value::Null,
         }
     }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::cache::{Cache, CacheError};
 use crate::config::{Config, ConfigError};
 use crate::db::{self, DbError};
 use crate::embedded::postgres::PgListen;
@@ -26,6 +27,8 @@ pub enum BootError {
     Kv(#[from] KvError),
     #[error(transparent)]
     Page(#[from] PageError),
+    #[error("redis_url (REDIS_URL): cache: {0}")]
+    Cache(#[from] CacheError),
 }
 
 /// The database the embedded PostgreSQL serves the kernel from.
@@ -94,6 +97,13 @@ impl Kernel {
         let plugins = Plugins::load(&config).await;
         plugins.sync_enabled(&db).await?;
         plugins.spawn_status_refresh(db.clone(), crate::plugin::STATUS_REFRESH);
+        let cache = Cache::start(
+            kv.clone(),
+            redis_url,
+            config.cache(),
+            config.connect_timeout,
+        )
+        .await?;
         Ok(AppState {
             config: Arc::new(config),
             db,
@@ -102,6 +112,7 @@ impl Kernel {
             metrics,
             permissions: Arc::new(PermissionCache::new()),
             plugins,
+            cache,
         })
     }
 

@@ -4,17 +4,21 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod cache;
+pub mod category;
 pub mod config;
 pub mod db;
 pub mod embedded;
 pub mod error;
 pub mod http;
+pub mod item;
 pub mod kernel;
 pub mod kv;
 pub mod observe;
 pub mod openapi;
 pub mod page;
 pub mod plugin;
+pub mod stage;
 pub mod state;
 pub mod user;
 

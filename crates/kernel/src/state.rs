@@ -5,6 +5,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::kv::Kv;
 use crate::page::Templates;
@@ -20,4 +21,5 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub permissions: Arc<PermissionCache>,
     pub plugins: Plugins,
+    pub cache: Cache,
 }

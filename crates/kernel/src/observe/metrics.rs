@@ -82,6 +82,23 @@ pub fn describe() {
         "trovato_cache_misses_total",
         "Cache misses by tier (l1, l2)."
     );
+    describe_counter!(
+        "trovato_cache_invalidations_total",
+        "Cache tags invalidated, by origin (local write, remote instance)."
+    );
+    describe_histogram!(
+        "trovato_cache_load_duration_seconds",
+        Unit::Seconds,
+        "Time spent loading a value from the source of truth on a cache miss."
+    );
+    describe_counter!(
+        "trovato_cache_stale_fills_total",
+        "Cache fills refused because a tag was invalidated while the value loaded."
+    );
+    describe_counter!(
+        "trovato_cache_errors_total",
+        "Cache backend (Redis) failures by operation; the cache degrades to L1 and the database."
+    );
     describe_histogram!(
         "trovato_plugin_tap_duration_seconds",
         Unit::Seconds,

@@ -15,6 +15,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../templates/base.html")),
     ("login.html", include_str!("../../templates/login.html")),
     ("front.html", include_str!("../../templates/front.html")),
+    ("item.html", include_str!("../../templates/item.html")),
+    ("items.html", include_str!("../../templates/items.html")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -54,6 +54,15 @@ pub mod permission {
     pub const ACCESS_CONTENT: &str = "access content";
     pub const ADMINISTER_SITE: &str = "administer site";
     pub const ADMINISTER_PLUGINS: &str = "administer plugins";
+    pub const CREATE_CONTENT: &str = "create content";
+    pub const EDIT_OWN_CONTENT: &str = "edit own content";
+    pub const EDIT_ANY_CONTENT: &str = "edit any content";
+    pub const DELETE_OWN_CONTENT: &str = "delete own content";
+    pub const DELETE_ANY_CONTENT: &str = "delete any content";
+    pub const VIEW_UNPUBLISHED_CONTENT: &str = "view unpublished content";
+    pub const ADMINISTER_CONTENT_TYPES: &str = "administer content types";
+    pub const ADMINISTER_STAGES: &str = "administer stages";
+    pub const ADMINISTER_CATEGORIES: &str = "administer categories";
 }
 
 /// The built-in role names.

@@ -3,10 +3,14 @@
 
 mod harness;
 
+mod cache;
+mod category;
 mod cli;
+mod content;
 mod errors;
 mod faults;
 mod nginx;
 mod observe;
 mod plugin;
+mod stage;
 mod user;

@@ -2,6 +2,7 @@
 //! separate `trovato serve` processes ([`Cluster`]), each with its own
 //! database and Redis namespace.
 
+pub mod content;
 pub mod services;
 
 use std::io::{BufRead, BufReader};

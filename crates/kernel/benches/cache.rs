@@ -1,0 +1,172 @@
+//! Cache benchmark against the limits measured in the same run. Prints
+//! markdown table rows (the header is printed by `bench/cache.sh`):
+//!
+//! 1. L2 hit latency (validated read script + decode) against a raw Redis
+//!    `GET` of a value of the same size, over the same shared connection.
+//! 2. Cross-instance invalidation: instance A invalidates a tag, instance B
+//!    (its own L1 and its own bus connection) has dropped its L1 copy;
+//!    against a raw `PUBLISH` → message round trip.
+//!
+//! `REDIS_URL` (default `redis://127.0.0.1:6379`); keys live under a fresh
+//! `trovato-bench:<uuid>:` prefix, deleted at the end.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use trovato::cache::{Cache, CacheKey, CacheSettings, CacheTag, Loaded, ReadOutcome};
+use trovato::kv::Kv;
+
+const VALUE_BYTES: usize = 2048;
+const READS: usize = 20_000;
+const INVALIDATIONS: usize = 2_000;
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort_unstable();
+    let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[idx.min(samples.len() - 1)]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn row(measure: &str, ours: f64, limit: f64, unit: &str) {
+    println!(
+        "| {measure} | {ours:.1} {unit} | {limit:.1} {unit} | {:.2}x |",
+        ours / limit
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("trovato-bench:{}:", uuid::Uuid::now_v7().simple());
+    let kv = Kv::connect(&url, &prefix, Duration::from_secs(5)).await?;
+    let settings = CacheSettings::default();
+    let a = Cache::start(kv.clone(), &url, settings, Duration::from_secs(5)).await?;
+    let b = Cache::start(kv.clone(), &url, settings, Duration::from_secs(5)).await?;
+
+    // ---- 1. L2 hit vs raw GET of the same size.
+    let key = CacheKey::new("item:bench")?;
+    let tags = vec![
+        CacheTag::new("item:bench")?,
+        CacheTag::new("item_list:article")?,
+        CacheTag::new("item_list:all")?,
+    ];
+    let payload = Bytes::from(vec![b'x'; VALUE_BYTES]);
+    let t = tags.clone();
+    let p = payload.clone();
+    a.get_or_load(&key, || async move {
+        Ok::<_, std::convert::Infallible>(Some(Loaded { bytes: p, tags: t }))
+    })
+    .await?;
+    let stored: Vec<u8> = kv
+        .query(redis::cmd("GET").arg(kv.key("cache:e:item:bench")))
+        .await?;
+    let raw_key = kv.key("raw");
+    let _: () = kv
+        .query(
+            redis::cmd("SET")
+                .arg(&raw_key)
+                .arg(vec![b'x'; stored.len()]),
+        )
+        .await?;
+    let raw_get = redis::cmd("GET").arg(&raw_key).clone();
+    let (mut ours, mut raw) = (Vec::with_capacity(READS), Vec::with_capacity(READS));
+    for i in 0..(READS + 1000) {
+        let t0 = Instant::now();
+        let hit = matches!(a.read_l2(&key).await?, ReadOutcome::Hit(_));
+        let t1 = Instant::now();
+        let v: Vec<u8> = kv.query(&raw_get).await?;
+        let t2 = Instant::now();
+        assert!(hit && v.len() == stored.len(), "both reads must hit");
+        if i >= 1000 {
+            ours.push(t1 - t0);
+            raw.push(t2 - t1);
+        }
+    }
+    let (o50, r50) = (percentile(&mut ours, 0.5), percentile(&mut raw, 0.5));
+    let (o99, r99) = (percentile(&mut ours, 0.99), percentile(&mut raw, 0.99));
+    row(
+        &format!(
+            "L2 hit latency p50 ({} B value; limit: raw GET)",
+            stored.len()
+        ),
+        us(o50),
+        us(r50),
+        "µs",
+    );
+    row(
+        &format!(
+            "L2 hit latency p99 ({} B value; limit: raw GET)",
+            stored.len()
+        ),
+        us(o99),
+        us(r99),
+        "µs",
+    );
+
+    // ---- 2. Cross-instance invalidation vs raw pub/sub delivery.
+    let client = redis::Client::open(url.as_str())?;
+    let mut sub = client.get_async_pubsub().await?;
+    let channel = kv.key("raw-bus");
+    sub.subscribe(&channel).await?;
+    let mut messages = sub.into_on_message();
+    let mut raw_lat = Vec::with_capacity(INVALIDATIONS);
+    for i in 0..(INVALIDATIONS + 100) {
+        let t0 = Instant::now();
+        let _: i64 = kv
+            .query(redis::cmd("PUBLISH").arg(&channel).arg("origin tag"))
+            .await?;
+        messages.next().await.ok_or("subscription ended")?;
+        if i >= 100 {
+            raw_lat.push(t0.elapsed());
+        }
+    }
+    let inv_key = CacheKey::new("item:inv")?;
+    let inv_tag = CacheTag::new("item:inv")?;
+    let mut lat = Vec::with_capacity(INVALIDATIONS);
+    for i in 0..(INVALIDATIONS + 100) {
+        let t = vec![inv_tag.clone()];
+        b.get_or_load(&inv_key, || async move {
+            Ok::<_, std::convert::Infallible>(Some(Loaded {
+                bytes: Bytes::from_static(b"v"),
+                tags: t,
+            }))
+        })
+        .await?;
+        assert!(b.peek_l1(&inv_key).is_some(), "B holds the value in L1");
+        let mut applied = b.remote_invalidations();
+        applied.borrow_and_update();
+        let t0 = Instant::now();
+        a.invalidate(std::slice::from_ref(&inv_tag)).await;
+        // Woken by B's bus once it applied the message (no busy polling,
+        // which would steal the CPU the bus needs).
+        while b.peek_l1(&inv_key).is_some() {
+            tokio::time::timeout(Duration::from_secs(5), applied.changed())
+                .await
+                .map_err(|_| "B never dropped its L1 copy")??;
+        }
+        if i >= 100 {
+            lat.push(t0.elapsed());
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let p99 = percentile(&mut lat, 0.99);
+    let raw99 = percentile(&mut raw_lat, 0.99);
+    row(
+        "cross-instance invalidation p99 (goal ≤ 10 ms; limit: raw PUBLISH→message)",
+        ms(p99),
+        ms(raw99),
+        "ms",
+    );
+    eprintln!(
+        "cross-instance invalidation p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        ms(percentile(&mut lat, 0.5)),
+        ms(p99),
+        ms(*lat.iter().max().unwrap_or(&Duration::ZERO))
+    );
+    kv.delete_prefixed("").await?;
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! The invalidation bus: one dedicated pub/sub connection per process,
+//! subscribed to `<prefix>cache:bus`. Each message is `origin tag tag ...`;
+//! messages from other instances drop the tagged L1 entries here.
+//!
+//! The task reconnects by itself (50 ms doubling to 1 s) and clears L1 on
+//! every reconnect, since messages sent while it was away are lost. It
+//! stops when the last [`super::Cache`] clone is dropped.
+
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{oneshot, watch};
+
+use super::{CacheTag, Inner};
+
+pub(crate) fn spawn(
+    inner: Weak<Inner>,
+    client: redis::Client,
+    channel: String,
+    origin: &str,
+    mut stop: watch::Receiver<()>,
+) -> oneshot::Receiver<()> {
+    let origin = origin.to_owned();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut ready = Some(ready_tx);
+        let mut delay = Duration::from_millis(50);
+        let mut first = true;
+        loop {
+            let session = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let subscribed = tokio::select! {
+                _ = stop.changed() => return,
+                r = session => r,
+            };
+            match subscribed {
+                Ok(pubsub) => {
+                    delay = Duration::from_millis(50);
+                    let Some(strong) = inner.upgrade() else {
+                        return;
+                    };
+                    if !first {
+                        strong.local.clear();
+                        tracing::info!("cache bus reconnected; L1 cleared");
+                    }
+                    first = false;
+                    strong.bus_up.store(true, Ordering::Relaxed);
+                    drop(strong);
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                    let mut messages = pubsub.into_on_message();
+                    loop {
+                        let msg = tokio::select! {
+                            _ = stop.changed() => return,
+                            m = messages.next() => m,
+                        };
+                        let Some(msg) = msg else { break };
+                        let Some(strong) = inner.upgrade() else {
+                            return;
+                        };
+                        if let Ok(payload) = msg.get_payload::<String>() {
+                            apply(&strong, &origin, &payload);
+                        }
+                    }
+                    if let Some(strong) = inner.upgrade() {
+                        strong.bus_up.store(false, Ordering::Relaxed);
+                        // Messages may be missed from now on: L1 copies are
+                        // dropped at reconnect (and age out by TTL before).
+                        strong.local.clear();
+                    }
+                    tracing::warn!("cache bus disconnected; reconnecting");
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cache bus subscribe failed");
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(delay) => {},
+            }
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    });
+    ready_rx
+}
+
+fn apply(inner: &Inner, origin: &str, payload: &str) {
+    let mut parts = payload.split(' ');
+    if parts.next() == Some(origin) {
+        return;
+    }
+    let tags: Vec<CacheTag> = parts
+        .filter_map(|t| {
+            if t == "_all" {
+                Some(CacheTag::all())
+            } else {
+                CacheTag::new(t).ok()
+            }
+        })
+        .collect();
+    metrics::counter!("trovato_cache_invalidations_total", "origin" => "remote")
+        .increment(tags.len() as u64);
+    inner.local.invalidate(&tags);
+    inner.remote_applied.send_modify(|n| *n += 1);
+}

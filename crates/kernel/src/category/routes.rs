@@ -1,0 +1,235 @@
+//! `/api/categories` and `/api/terms`: categories and their terms.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{Category, Term, TermInput};
+use crate::error::{AppError, ErrorBody};
+use crate::item::routes::check_same_origin;
+use crate::state::AppState;
+use crate::user::{Account, permission};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/categories",
+            get(list_categories).post(create_category),
+        )
+        .route(
+            "/api/categories/{id}",
+            get(get_category)
+                .put(update_category)
+                .delete(delete_category),
+        )
+        .route(
+            "/api/categories/{id}/terms",
+            get(list_terms).post(create_term),
+        )
+        .route(
+            "/api/terms/{id}",
+            get(get_term).put(update_term).delete(delete_term),
+        )
+}
+
+fn term_id(raw: &str) -> Result<Uuid, AppError> {
+    raw.parse()
+        .map_err(|_| AppError::NotFound(format!("term {raw}")))
+}
+
+/// Label and description of a category.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryInput {
+    pub label: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Every category.
+#[utoipa::path(get, path = "/api/categories", tag = "category",
+    responses((status = 200, description = "Categories", body = [Category])))]
+pub(crate) async fn list_categories(
+    State(state): State<AppState>,
+    account: Account,
+) -> Result<Json<Vec<Category>>, AppError> {
+    account.require(permission::ACCESS_CONTENT)?;
+    Ok(Json(super::list(&state.db).await?))
+}
+
+/// Create a category.
+#[utoipa::path(post, path = "/api/categories", tag = "category", request_body = Category,
+    responses(
+        (status = 201, description = "Created", body = Category),
+        (status = 403, description = "Lacks `administer categories`", body = ErrorBody),
+        (status = 409, description = "Exists", body = ErrorBody),
+        (status = 422, description = "Invalid id or blank label", body = ErrorBody),
+    ))]
+pub(crate) async fn create_category(
+    State(state): State<AppState>,
+    account: Account,
+    Json(c): Json<Category>,
+) -> Result<(StatusCode, Json<Category>), AppError> {
+    account.require(permission::ADMINISTER_CATEGORIES)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(super::create(&state.db, &c).await?),
+    ))
+}
+
+/// One category.
+#[utoipa::path(get, path = "/api/categories/{id}", tag = "category",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The category", body = Category),
+        (status = 404, description = "No such category", body = ErrorBody),
+    ))]
+pub(crate) async fn get_category(
+    State(state): State<AppState>,
+    account: Account,
+    Path(id): Path<String>,
+) -> Result<Json<Category>, AppError> {
+    account.require(permission::ACCESS_CONTENT)?;
+    Ok(Json(super::get(&state.db, &id).await?))
+}
+
+/// Change a category's label and description.
+#[utoipa::path(put, path = "/api/categories/{id}", tag = "category", request_body = CategoryInput,
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Updated", body = Category),
+        (status = 404, description = "No such category", body = ErrorBody),
+        (status = 422, description = "Blank label", body = ErrorBody),
+    ))]
+pub(crate) async fn update_category(
+    State(state): State<AppState>,
+    account: Account,
+    Path(id): Path<String>,
+    Json(input): Json<CategoryInput>,
+) -> Result<Json<Category>, AppError> {
+    account.require(permission::ADMINISTER_CATEGORIES)?;
+    let c = Category {
+        id,
+        label: input.label,
+        description: input.description,
+    };
+    Ok(Json(super::update(&state.db, &c).await?))
+}
+
+/// Delete a category and its terms.
+#[utoipa::path(delete, path = "/api/categories/{id}", tag = "category",
+    params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such category", body = ErrorBody),
+    ))]
+pub(crate) async fn delete_category(
+    State(state): State<AppState>,
+    account: Account,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    account.require(permission::ADMINISTER_CATEGORIES)?;
+    check_same_origin(&account, &headers)?;
+    super::delete(&state, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The terms of a category (cached, tag `term_list:{category}`).
+#[utoipa::path(get, path = "/api/categories/{id}/terms", tag = "category",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Terms by weight and name", body = [Term]),
+        (status = 404, description = "No such category", body = ErrorBody),
+    ))]
+pub(crate) async fn list_terms(
+    State(state): State<AppState>,
+    account: Account,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Term>>, AppError> {
+    account.require(permission::ACCESS_CONTENT)?;
+    Ok(Json(super::terms(&state, &id).await?))
+}
+
+/// Add a term to a category.
+#[utoipa::path(post, path = "/api/categories/{id}/terms", tag = "category", request_body = TermInput,
+    params(("id" = String, Path)),
+    responses(
+        (status = 201, description = "Created", body = Term),
+        (status = 404, description = "No such category", body = ErrorBody),
+        (status = 409, description = "Same name under the same parent", body = ErrorBody),
+        (status = 422, description = "Blank name or bad parent", body = ErrorBody),
+    ))]
+pub(crate) async fn create_term(
+    State(state): State<AppState>,
+    account: Account,
+    Path(id): Path<String>,
+    Json(input): Json<TermInput>,
+) -> Result<(StatusCode, Json<Term>), AppError> {
+    account.require(permission::ADMINISTER_CATEGORIES)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(super::create_term(&state, &id, &input).await?),
+    ))
+}
+
+/// One term (cached, tag `term:{id}`).
+#[utoipa::path(get, path = "/api/terms/{id}", tag = "category",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The term", body = Term),
+        (status = 404, description = "No such term", body = ErrorBody),
+    ))]
+pub(crate) async fn get_term(
+    State(state): State<AppState>,
+    account: Account,
+    Path(id): Path<String>,
+) -> Result<Json<Term>, AppError> {
+    account.require(permission::ACCESS_CONTENT)?;
+    Ok(Json(super::term(&state, term_id(&id)?).await?))
+}
+
+/// Replace a term's name, description, parent and weight.
+#[utoipa::path(put, path = "/api/terms/{id}", tag = "category", request_body = TermInput,
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "Updated", body = Term),
+        (status = 404, description = "No such term", body = ErrorBody),
+        (status = 409, description = "Same name under the same parent", body = ErrorBody),
+        (status = 422, description = "Blank name, or parent missing, foreign or a descendant", body = ErrorBody),
+    ))]
+pub(crate) async fn update_term(
+    State(state): State<AppState>,
+    account: Account,
+    Path(id): Path<String>,
+    Json(input): Json<TermInput>,
+) -> Result<Json<Term>, AppError> {
+    account.require(permission::ADMINISTER_CATEGORIES)?;
+    Ok(Json(
+        super::update_term(&state, term_id(&id)?, &input).await?,
+    ))
+}
+
+/// Delete a term without children.
+#[utoipa::path(delete, path = "/api/terms/{id}", tag = "category",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such term", body = ErrorBody),
+        (status = 409, description = "The term has children", body = ErrorBody),
+    ))]
+pub(crate) async fn delete_term(
+    State(state): State<AppState>,
+    account: Account,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    account.require(permission::ADMINISTER_CATEGORIES)?;
+    check_same_origin(&account, &headers)?;
+    let id = term_id(&id)?;
+    super::delete_term(&state, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,575 @@
+//! Items: item types with their field definitions, items, revisions, and
+//! the cached reads and invalidating writes around them.
+//!
+//! Every write path goes through [`create`], [`update`] and [`delete`]
+//! here (the JSON API, the HTML pages and stage publishing alike), and each
+//! invalidates after its transaction committed: `item:{id}`,
+//! `item_list:{type}`, `item_list:all` for live changes, `stage:{id}` for
+//! changes only a stage sees. Reads ([`load`], [`list`]) go through the
+//! cache with stage-scoped keys.
+
+pub mod field;
+pub mod routes;
+pub mod store;
+pub mod taps;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::cache::{CacheKey, CacheTag, Loaded};
+use crate::db::DbError;
+use crate::stage::StageId;
+use crate::state::AppState;
+
+pub use field::{Failures, FieldDef, FieldKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ItemError {
+    #[error("item {0} not found")]
+    NotFound(Uuid),
+    #[error("item type `{0}` not found")]
+    TypeNotFound(String),
+    #[error("item type `{0}` already exists")]
+    TypeExists(String),
+    /// The type still has items.
+    #[error("item type `{0}` still has items")]
+    TypeInUse(String),
+    /// Invalid item or type values; the details list every failing field.
+    #[error("invalid values")]
+    Invalid(Failures),
+    /// The change is not possible in the selected stage.
+    #[error("{0}")]
+    StageConflict(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("cached item could not be decoded: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+impl From<sqlx::Error> for ItemError {
+    fn from(e: sqlx::Error) -> Self {
+        ItemError::Db(e.into())
+    }
+}
+
+impl ItemError {
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        let mut f = Failures::new();
+        f.insert(field.to_owned(), vec![message.into()]);
+        ItemError::Invalid(f)
+    }
+}
+
+/// Published or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemStatus {
+    Published,
+    Unpublished,
+}
+
+impl ItemStatus {
+    pub fn to_db(self) -> i16 {
+        match self {
+            ItemStatus::Published => 1,
+            ItemStatus::Unpublished => 0,
+        }
+    }
+
+    pub fn from_db(v: i16) -> Self {
+        if v == 1 {
+            ItemStatus::Published
+        } else {
+            ItemStatus::Unpublished
+        }
+    }
+}
+
+/// An item type.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ItemType {
+    /// Machine name, `[a-z][a-z0-9_]{0,31}`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub label: String,
+    pub description: String,
+    pub has_title: bool,
+    pub title_label: String,
+    /// The plugin that defines it, or `kernel`.
+    pub plugin: String,
+    pub fields: Vec<FieldDef>,
+}
+
+/// An item as seen from one stage.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Item {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub item_type: String,
+    pub title: String,
+    pub author: Option<Uuid>,
+    pub status: ItemStatus,
+    pub created: DateTime<Utc>,
+    pub changed: DateTime<Utc>,
+    pub promote: bool,
+    pub sticky: bool,
+    /// `{"field_x": {"value": ...}}`; multi-value fields hold arrays.
+    #[schema(value_type = Object)]
+    pub fields: Value,
+    /// `live`, or the stage the item was created in (until published).
+    pub stage_id: String,
+    /// The revision shown.
+    pub revision_id: Option<Uuid>,
+}
+
+impl Item {
+    pub fn is_published(&self) -> bool {
+        self.status == ItemStatus::Published
+    }
+}
+
+/// One saved version of an item.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Revision {
+    pub id: Uuid,
+    pub item_id: Uuid,
+    pub stage_id: String,
+    pub title: String,
+    pub status: ItemStatus,
+    #[schema(value_type = Object)]
+    pub fields: Value,
+    pub author: Option<Uuid>,
+    pub log: String,
+    pub created: DateTime<Utc>,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ItemPage {
+    pub items: Vec<Item>,
+    pub total: i64,
+    pub page: u32,
+    pub per_page: u32,
+}
+
+/// Sort column of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortKey {
+    Created,
+    Changed,
+    Title,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    Asc,
+    Desc,
+}
+
+/// A validated listing request.
+#[derive(Debug, Clone)]
+pub struct ListSpec {
+    /// `None`: every type.
+    pub item_type: Option<String>,
+    pub sort: SortKey,
+    pub order: SortOrder,
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl ListSpec {
+    pub const MAX_PER_PAGE: u32 = 100;
+
+    fn cache_key(&self, stage: &StageId) -> Result<CacheKey, ItemError> {
+        let key = format!(
+            "item_list:{}:{}:{}:{}:{}",
+            self.item_type.as_deref().unwrap_or("all"),
+            sort_name(self.sort),
+            if self.order == SortOrder::Asc {
+                "asc"
+            } else {
+                "desc"
+            },
+            self.page,
+            self.per_page
+        );
+        CacheKey::staged(stage.as_str(), &key).map_err(internal)
+    }
+}
+
+fn sort_name(s: SortKey) -> &'static str {
+    match s {
+        SortKey::Created => "created",
+        SortKey::Changed => "changed",
+        SortKey::Title => "title",
+    }
+}
+
+/// A new item.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewItem {
+    #[serde(rename = "type")]
+    pub item_type: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub status: Option<ItemStatus>,
+    #[serde(default)]
+    pub promote: bool,
+    #[serde(default)]
+    pub sticky: bool,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub fields: Map<String, Value>,
+}
+
+/// Changes to an item; absent members keep their value. `fields` members
+/// replace the named fields (null removes one).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemPatch {
+    pub title: Option<String>,
+    pub status: Option<ItemStatus>,
+    pub promote: Option<bool>,
+    pub sticky: Option<bool>,
+    #[schema(value_type = Object)]
+    pub fields: Option<Map<String, Value>>,
+    /// Revision log message.
+    pub log: Option<String>,
+}
+
+fn internal(e: crate::cache::CacheError) -> ItemError {
+    ItemError::Db(DbError::Unavailable(format!("cache key: {e}")))
+}
+
+/// The cache tags of a live change to an item of `item_type`.
+pub fn live_tags(id: Uuid, item_type: &str) -> Vec<CacheTag> {
+    let mut tags = vec![item_tag(id)];
+    tags.extend(
+        [format!("item_list:{item_type}"), "item_list:all".to_owned()]
+            .into_iter()
+            .filter_map(|t| CacheTag::new(t).ok()),
+    );
+    tags
+}
+
+/// The tags a change made in `stage` invalidates.
+pub fn change_tags(stage: &StageId, id: Uuid, item_type: &str) -> Vec<CacheTag> {
+    if stage.is_live() {
+        live_tags(id, item_type)
+    } else {
+        CacheTag::stage(stage.as_str()).into_iter().collect()
+    }
+}
+
+/// Tags of a value cached for `stage`: the value's own tags, plus
+/// `stage:{id}` outside live so publishing drops every preview value.
+fn scoped_tags(stage: &StageId, mut tags: Vec<CacheTag>) -> Vec<CacheTag> {
+    if !stage.is_live()
+        && let Ok(t) = CacheTag::stage(stage.as_str())
+    {
+        tags.push(t);
+    }
+    tags
+}
+
+// ---------------------------------------------------------------- types
+
+pub async fn create_type(db: &PgPool, t: &ItemType) -> Result<ItemType, ItemError> {
+    check_type(t)?;
+    store::insert_type(db, t).await?;
+    Ok(t.clone())
+}
+
+pub async fn update_type(db: &PgPool, t: &ItemType) -> Result<ItemType, ItemError> {
+    check_type(t)?;
+    if !store::update_type(db, t).await? {
+        return Err(ItemError::TypeNotFound(t.type_name.clone()));
+    }
+    Ok(t.clone())
+}
+
+pub async fn delete_type(db: &PgPool, name: &str) -> Result<(), ItemError> {
+    match store::delete_type(db, name).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ItemError::TypeNotFound(name.to_owned())),
+        Err(e) if e.constraint() == Some("item_type_fkey") => {
+            Err(ItemError::TypeInUse(name.to_owned()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn get_type(db: &PgPool, name: &str) -> Result<ItemType, ItemError> {
+    store::find_type(db, name)
+        .await?
+        .ok_or_else(|| ItemError::TypeNotFound(name.to_owned()))
+}
+
+fn check_type(t: &ItemType) -> Result<(), ItemError> {
+    let mut f = field::check_defs(&t.fields);
+    let name_ok = (1..=32).contains(&t.type_name.len())
+        && t.type_name.as_bytes()[0].is_ascii_lowercase()
+        && t.type_name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !name_ok {
+        f.entry("type".into())
+            .or_default()
+            .push("must be 1-32 of a-z, 0-9, _ starting with a letter".into());
+    }
+    if t.label.trim().is_empty() {
+        f.entry("label".into())
+            .or_default()
+            .push("must not be blank".into());
+    }
+    if f.is_empty() {
+        Ok(())
+    } else {
+        Err(ItemError::Invalid(f))
+    }
+}
+
+// ---------------------------------------------------------------- items
+
+/// Validates title and fields against the type, including that referenced
+/// items, users and terms exist.
+pub async fn validate_values(
+    db: &mut sqlx::PgConnection,
+    t: &ItemType,
+    title: &str,
+    fields: &Map<String, Value>,
+) -> Result<(), ItemError> {
+    let (mut failures, refs) = field::validate(&t.fields, fields);
+    if t.has_title {
+        if title.trim().is_empty() {
+            failures
+                .entry("title".into())
+                .or_default()
+                .push(format!("{} must not be blank", t.title_label));
+        } else if title.chars().count() > 255 {
+            failures
+                .entry("title".into())
+                .or_default()
+                .push("at most 255 characters".into());
+        }
+    }
+    for (name, target, id) in store::missing_references(db, &refs).await? {
+        failures
+            .entry(name)
+            .or_default()
+            .push(format!("{target:?} {id} does not exist").to_lowercase());
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(ItemError::Invalid(failures))
+    }
+}
+
+/// Creates an item in `stage`, with its first revision, in one transaction.
+pub async fn create(
+    state: &AppState,
+    stage: &StageId,
+    author: Option<Uuid>,
+    new: NewItem,
+) -> Result<Item, ItemError> {
+    let t = store::find_type(&state.db, &new.item_type)
+        .await?
+        .ok_or_else(|| ItemError::invalid("type", format!("unknown type `{}`", new.item_type)))?;
+    let title = if t.has_title {
+        new.title.clone()
+    } else {
+        String::new()
+    };
+    let mut conn = state.db.acquire().await?;
+    validate_values(&mut conn, &t, &title, &new.fields).await?;
+    drop(conn);
+    let now = Utc::now();
+    let item = Item {
+        id: Uuid::now_v7(),
+        item_type: t.type_name.clone(),
+        title,
+        author,
+        status: new.status.unwrap_or(ItemStatus::Published),
+        created: now,
+        changed: now,
+        promote: new.promote,
+        sticky: new.sticky,
+        fields: Value::Object(new.fields),
+        stage_id: stage.as_str().to_owned(),
+        revision_id: Some(Uuid::now_v7()),
+    };
+    let mut tx = state.db.begin().await?;
+    store::insert_item(&mut *tx, &item).await?;
+    store::insert_revision(&mut *tx, &item, stage.as_str(), author, "Created").await?;
+    tx.commit().await?;
+    state
+        .cache
+        .invalidate(&change_tags(stage, item.id, &item.item_type))
+        .await;
+    taps::item_inserted(state, &item);
+    Ok(item)
+}
+
+/// Applies `patch` as seen from `stage`. A live item edited in another
+/// stage gets a stage revision (the live row is untouched); otherwise the
+/// row itself changes. Every save writes a revision.
+pub async fn update(
+    state: &AppState,
+    stage: &StageId,
+    id: Uuid,
+    editor: Option<Uuid>,
+    patch: ItemPatch,
+) -> Result<Item, ItemError> {
+    let mut tx = state.db.begin().await?;
+    let mut item = store::find_for_update(&mut *tx, stage.as_str(), id)
+        .await?
+        .ok_or(ItemError::NotFound(id))?;
+    let t = store::find_type(&mut *tx, &item.item_type)
+        .await?
+        .ok_or_else(|| ItemError::TypeNotFound(item.item_type.clone()))?;
+    if let Some(title) = patch.title
+        && t.has_title
+    {
+        item.title = title;
+    }
+    if let Some(s) = patch.status {
+        item.status = s;
+    }
+    if let Some(p) = patch.promote {
+        item.promote = p;
+    }
+    if let Some(s) = patch.sticky {
+        item.sticky = s;
+    }
+    let mut fields = match std::mem::take(&mut item.fields) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    for (k, v) in patch.fields.unwrap_or_default() {
+        if v.is_null() {
+            fields.remove(&k);
+        } else {
+            fields.insert(k, v);
+        }
+    }
+    validate_values(&mut tx, &t, &item.title, &fields).await?;
+    item.fields = Value::Object(fields);
+    item.changed = Utc::now();
+    let rev = Uuid::now_v7();
+    item.revision_id = Some(rev);
+    let log = patch.log.unwrap_or_default();
+    store::insert_revision(&mut *tx, &item, stage.as_str(), editor, &log).await?;
+    if item.stage_id == stage.as_str() {
+        store::update_row(&mut *tx, &item).await?;
+    } else {
+        // A live item seen from a stage: record the stage's version only.
+        store::associate(&mut *tx, stage.as_str(), id, rev).await?;
+    }
+    tx.commit().await?;
+    state
+        .cache
+        .invalidate(&change_tags(stage, id, &item.item_type))
+        .await;
+    taps::item_updated(state, &item);
+    Ok(item)
+}
+
+/// Deletes an item (and its revisions). Inside a stage only items created
+/// in that stage can be deleted.
+pub async fn delete(state: &AppState, stage: &StageId, id: Uuid) -> Result<Item, ItemError> {
+    let mut tx = state.db.begin().await?;
+    let item = store::find_for_update(&mut *tx, stage.as_str(), id)
+        .await?
+        .ok_or(ItemError::NotFound(id))?;
+    if item.stage_id != stage.as_str() {
+        return Err(ItemError::StageConflict(format!(
+            "item {id} is live; delete it in live, not in stage `{stage}`"
+        )));
+    }
+    store::delete_item(&mut *tx, id).await?;
+    tx.commit().await?;
+    state
+        .cache
+        .invalidate(&change_tags(stage, id, &item.item_type))
+        .await;
+    taps::item_deleted(state, &item);
+    Ok(item)
+}
+
+/// The item as seen from `stage`, through the cache.
+pub async fn load(state: &AppState, stage: &StageId, id: Uuid) -> Result<Option<Item>, ItemError> {
+    let key = CacheKey::staged(stage.as_str(), &format!("item:{id}")).map_err(internal)?;
+    let db = state.db.clone();
+    let st = stage.clone();
+    let cached = state
+        .cache
+        .get_or_load(&key, || async move {
+            let Some(item) = store::find(&db, st.as_str(), id).await? else {
+                return Ok::<_, ItemError>(None);
+            };
+            let tags = scoped_tags(&st, vec![item_tag(id)]);
+            Ok(Some(Loaded {
+                bytes: Bytes::from(serde_json::to_vec(&item)?),
+                tags,
+            }))
+        })
+        .await?;
+    match cached {
+        Some(c) => Ok(Some(serde_json::from_slice(&c.bytes)?)),
+        None => Ok(None),
+    }
+}
+
+pub fn item_tag(id: Uuid) -> CacheTag {
+    CacheTag::for_id("item", id)
+}
+
+/// A page of published items as seen from `stage`, through the cache;
+/// tagged with the listing tags and `item:{id}` of every item shown.
+pub async fn list(
+    state: &AppState,
+    stage: &StageId,
+    spec: &ListSpec,
+) -> Result<ItemPage, ItemError> {
+    let key = spec.cache_key(stage)?;
+    let db = state.db.clone();
+    let st = stage.clone();
+    let spec2 = spec.clone();
+    let cached = state
+        .cache
+        .get_or_load(&key, || async move {
+            let page = store::list(&db, st.as_str(), &spec2).await?;
+            let mut tags = vec![CacheTag::new("item_list:all").map_err(internal)?];
+            if let Some(t) = &spec2.item_type {
+                tags.push(CacheTag::new(format!("item_list:{t}")).map_err(internal)?);
+            }
+            tags.extend(page.items.iter().map(|i| item_tag(i.id)));
+            Ok::<_, ItemError>(Some(Loaded {
+                bytes: Bytes::from(serde_json::to_vec(&page)?),
+                tags: scoped_tags(&st, tags),
+            }))
+        })
+        .await?;
+    match cached {
+        Some(c) => Ok(serde_json::from_slice(&c.bytes)?),
+        None => Ok(ItemPage {
+            items: vec![],
+            total: 0,
+            page: spec.page,
+            per_page: spec.per_page,
+        }),
+    }
+}
+
+pub async fn revisions(db: &PgPool, id: Uuid) -> Result<Vec<Revision>, ItemError> {
+    store::revisions(db, id).await
+}

@@ -1,0 +1,527 @@
+//! Item HTTP surface: the JSON API under `/api/item-types` and
+//! `/api/items`, and the HTML pages `/item/{id}` and `/items/{type}`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{
+    Item, ItemError, ItemPage, ItemPatch, ItemType, ListSpec, NewItem, Revision, SortKey, SortOrder,
+};
+use crate::cache::{CacheKey, CacheTag, Loaded};
+use crate::error::{AppError, ErrorBody};
+use crate::http::{BodyKind, body_kind};
+use crate::stage::{SelectedStage, StageId};
+use crate::state::AppState;
+use crate::user::access::{AuthMethod, cookie};
+use crate::user::{Account, permission, role, session};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/item-types", get(list_types).post(create_type))
+        .route(
+            "/api/item-types/{type}",
+            get(get_type).put(update_type).delete(delete_type),
+        )
+        .route("/api/items", get(list_items).post(create_item))
+        .route(
+            "/api/items/{id}",
+            get(get_item).put(update_item).delete(delete_item),
+        )
+        .route("/api/items/{id}/revisions", get(item_revisions))
+        .route("/item/{id}", get(item_page))
+        .route("/items/{type}", get(items_page))
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, AppError> {
+    raw.parse()
+        .map_err(|_| AppError::NotFound(format!("item {raw}")))
+}
+
+/// Session-authenticated requests without a JSON body must carry the
+/// session's CSRF token in `X-CSRF-Token` (a JSON body cannot be sent
+/// cross-site without CORS).
+pub fn check_same_origin(account: &Account, headers: &HeaderMap) -> Result<(), AppError> {
+    if account.method != AuthMethod::Session {
+        return Ok(());
+    }
+    let token = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+    if body_kind(headers) != BodyKind::Json || token.is_some() {
+        account.check_csrf(headers, token)?;
+    }
+    Ok(())
+}
+
+/// Working in a stage other than live is for editors.
+pub fn require_stage_access(account: &Account, stage: &StageId) -> Result<(), AppError> {
+    if stage.is_live()
+        || account.has(permission::EDIT_ANY_CONTENT)
+        || account.has(permission::ADMINISTER_STAGES)
+    {
+        Ok(())
+    } else if !account.is_authenticated() {
+        Err(AppError::Unauthenticated)
+    } else {
+        Err(AppError::Forbidden(format!(
+            "working in stage `{stage}` requires `{}` or `{}`",
+            permission::EDIT_ANY_CONTENT,
+            permission::ADMINISTER_STAGES
+        )))
+    }
+}
+
+fn is_author(account: &Account, item: &Item) -> bool {
+    account
+        .user
+        .as_ref()
+        .is_some_and(|u| item.author == Some(u.id))
+}
+
+/// Published items for whoever may access content; unpublished ones for
+/// their author and those who may see unpublished content.
+pub fn can_view(account: &Account, item: &Item) -> bool {
+    account.has(permission::ACCESS_CONTENT)
+        && (item.is_published()
+            || account.has(permission::VIEW_UNPUBLISHED_CONTENT)
+            || is_author(account, item))
+}
+
+fn require_own_or_any(
+    account: &Account,
+    item: &Item,
+    own: &str,
+    any: &str,
+) -> Result<(), AppError> {
+    if account.has(any) || (account.has(own) && is_author(account, item)) {
+        Ok(())
+    } else {
+        account.require(any)
+    }
+}
+
+// ---------------------------------------------------------------- types
+
+/// Every item type.
+#[utoipa::path(get, path = "/api/item-types", tag = "item",
+    responses((status = 200, description = "Item types", body = [ItemType])))]
+pub(crate) async fn list_types(
+    State(state): State<AppState>,
+    account: Account,
+) -> Result<Json<Vec<ItemType>>, AppError> {
+    account.require(permission::ACCESS_CONTENT)?;
+    Ok(Json(super::store::list_types(&state.db).await?))
+}
+
+/// Create an item type with its field definitions.
+#[utoipa::path(post, path = "/api/item-types", tag = "item", request_body = ItemType,
+    responses(
+        (status = 201, description = "Created", body = ItemType),
+        (status = 401, description = "Anonymous", body = ErrorBody),
+        (status = 403, description = "Lacks `administer content types`", body = ErrorBody),
+        (status = 409, description = "Type exists", body = ErrorBody),
+        (status = 422, description = "Invalid name, label or field definitions", body = ErrorBody),
+    ))]
+pub(crate) async fn create_type(
+    State(state): State<AppState>,
+    account: Account,
+    Json(t): Json<ItemType>,
+) -> Result<(StatusCode, Json<ItemType>), AppError> {
+    account.require(permission::ADMINISTER_CONTENT_TYPES)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(super::create_type(&state.db, &t).await?),
+    ))
+}
+
+/// One item type.
+#[utoipa::path(get, path = "/api/item-types/{type}", tag = "item",
+    params(("type" = String, Path, description = "Machine name")),
+    responses(
+        (status = 200, description = "The type", body = ItemType),
+        (status = 404, description = "No such type", body = ErrorBody),
+    ))]
+pub(crate) async fn get_type(
+    State(state): State<AppState>,
+    account: Account,
+    Path(name): Path<String>,
+) -> Result<Json<ItemType>, AppError> {
+    account.require(permission::ACCESS_CONTENT)?;
+    Ok(Json(super::get_type(&state.db, &name).await?))
+}
+
+/// Replace an item type's label, description, title settings and fields
+/// (existing items are checked against them when next saved or published).
+#[utoipa::path(put, path = "/api/item-types/{type}", tag = "item", request_body = ItemType,
+    params(("type" = String, Path, description = "Machine name")),
+    responses(
+        (status = 200, description = "Updated", body = ItemType),
+        (status = 403, description = "Lacks `administer content types`", body = ErrorBody),
+        (status = 404, description = "No such type", body = ErrorBody),
+        (status = 422, description = "Invalid definitions", body = ErrorBody),
+    ))]
+pub(crate) async fn update_type(
+    State(state): State<AppState>,
+    account: Account,
+    Path(name): Path<String>,
+    Json(mut t): Json<ItemType>,
+) -> Result<Json<ItemType>, AppError> {
+    account.require(permission::ADMINISTER_CONTENT_TYPES)?;
+    t.type_name = name;
+    Ok(Json(super::update_type(&state.db, &t).await?))
+}
+
+/// Delete an item type that has no items.
+#[utoipa::path(delete, path = "/api/item-types/{type}", tag = "item",
+    params(("type" = String, Path, description = "Machine name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such type", body = ErrorBody),
+        (status = 409, description = "The type still has items", body = ErrorBody),
+    ))]
+pub(crate) async fn delete_type(
+    State(state): State<AppState>,
+    account: Account,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, AppError> {
+    account.require(permission::ADMINISTER_CONTENT_TYPES)?;
+    check_same_origin(&account, &headers)?;
+    super::delete_type(&state.db, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------- items
+
+/// Listing parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListParams {
+    /// Only items of this type.
+    #[serde(rename = "type")]
+    pub item_type: Option<String>,
+    /// `created` (default), `changed` or `title`.
+    pub sort: Option<SortKey>,
+    /// `desc` (default) or `asc`.
+    pub order: Option<SortOrder>,
+    /// 1-based page (default 1).
+    pub page: Option<u32>,
+    /// Items per page, 1-100 (default 20).
+    pub per_page: Option<u32>,
+}
+
+fn list_spec(p: ListParams) -> Result<ListSpec, AppError> {
+    let mut failures = super::Failures::new();
+    let page = p.page.unwrap_or(1);
+    let per_page = p.per_page.unwrap_or(20);
+    if page == 0 {
+        failures
+            .entry("page".into())
+            .or_default()
+            .push("must be at least 1".into());
+    }
+    if per_page == 0 || per_page > ListSpec::MAX_PER_PAGE {
+        failures
+            .entry("per_page".into())
+            .or_default()
+            .push(format!("must be 1 to {}", ListSpec::MAX_PER_PAGE));
+    }
+    if !failures.is_empty() {
+        return Err(ItemError::Invalid(failures).into());
+    }
+    Ok(ListSpec {
+        item_type: p.item_type,
+        sort: p.sort.unwrap_or(SortKey::Created),
+        order: p.order.unwrap_or(SortOrder::Desc),
+        page,
+        per_page,
+    })
+}
+
+/// Published items, by type or all, sorted and paged (cached).
+#[utoipa::path(get, path = "/api/items", tag = "item", params(ListParams),
+    responses(
+        (status = 200, description = "A page of items", body = ItemPage),
+        (status = 400, description = "Unknown sort or order", body = ErrorBody),
+        (status = 404, description = "Unknown type or stage", body = ErrorBody),
+        (status = 422, description = "Bad page or per_page", body = ErrorBody),
+    ))]
+pub(crate) async fn list_items(
+    State(state): State<AppState>,
+    account: Account,
+    SelectedStage(stage): SelectedStage,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ItemPage>, AppError> {
+    let Query(params) = params?;
+    account.require(permission::ACCESS_CONTENT)?;
+    require_stage_access(&account, &stage)?;
+    let spec = list_spec(params)?;
+    if let Some(t) = &spec.item_type {
+        super::get_type(&state.db, t).await?;
+    }
+    Ok(Json(super::list(&state, &stage, &spec).await?))
+}
+
+/// Create an item (in the selected stage).
+#[utoipa::path(post, path = "/api/items", tag = "item", request_body = NewItem,
+    params(("stage" = Option<String>, Query, description = "Stage to create the item in")),
+    responses(
+        (status = 201, description = "Created", body = Item),
+        (status = 401, description = "Anonymous", body = ErrorBody),
+        (status = 403, description = "Lacks `create content`", body = ErrorBody),
+        (status = 422, description = "Invalid fields; details list each", body = ErrorBody),
+    ))]
+pub(crate) async fn create_item(
+    State(state): State<AppState>,
+    account: Account,
+    SelectedStage(stage): SelectedStage,
+    Json(new): Json<NewItem>,
+) -> Result<Response, AppError> {
+    account.require(permission::CREATE_CONTENT)?;
+    require_stage_access(&account, &stage)?;
+    let author = account.user.as_ref().map(|u| u.id);
+    let item = super::create(&state, &stage, author, new).await?;
+    let location = format!("/api/items/{}", item.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(item),
+    )
+        .into_response())
+}
+
+async fn visible_item(
+    state: &AppState,
+    account: &Account,
+    stage: &StageId,
+    raw_id: &str,
+) -> Result<Item, AppError> {
+    let id = parse_id(raw_id)?;
+    require_stage_access(account, stage)?;
+    let item = super::load(state, stage, id)
+        .await?
+        .ok_or(ItemError::NotFound(id))?;
+    if !can_view(account, &item) {
+        // Not revealing that an unpublished item exists.
+        return Err(ItemError::NotFound(id).into());
+    }
+    Ok(item)
+}
+
+/// One item as seen from the selected stage (cached).
+#[utoipa::path(get, path = "/api/items/{id}", tag = "item",
+    params(("id" = Uuid, Path), ("stage" = Option<String>, Query, description = "Stage to read from")),
+    responses(
+        (status = 200, description = "The item", body = Item),
+        (status = 404, description = "No such item, or not visible to you", body = ErrorBody),
+    ))]
+pub(crate) async fn get_item(
+    State(state): State<AppState>,
+    account: Account,
+    SelectedStage(stage): SelectedStage,
+    Path(id): Path<String>,
+) -> Result<Json<Item>, AppError> {
+    Ok(Json(visible_item(&state, &account, &stage, &id).await?))
+}
+
+/// Update an item; in a stage other than live this writes a stage revision
+/// and leaves live untouched.
+#[utoipa::path(put, path = "/api/items/{id}", tag = "item", request_body = ItemPatch,
+    params(("id" = Uuid, Path), ("stage" = Option<String>, Query, description = "Stage to edit in")),
+    responses(
+        (status = 200, description = "Saved", body = Item),
+        (status = 403, description = "Lacks the edit permission", body = ErrorBody),
+        (status = 404, description = "No such item", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+    ))]
+pub(crate) async fn update_item(
+    State(state): State<AppState>,
+    account: Account,
+    SelectedStage(stage): SelectedStage,
+    Path(id): Path<String>,
+    Json(patch): Json<ItemPatch>,
+) -> Result<Json<Item>, AppError> {
+    let item = visible_item(&state, &account, &stage, &id).await?;
+    require_own_or_any(
+        &account,
+        &item,
+        permission::EDIT_OWN_CONTENT,
+        permission::EDIT_ANY_CONTENT,
+    )?;
+    let editor = account.user.as_ref().map(|u| u.id);
+    Ok(Json(
+        super::update(&state, &stage, item.id, editor, patch).await?,
+    ))
+}
+
+/// Delete an item (inside a stage: only items created in it).
+#[utoipa::path(delete, path = "/api/items/{id}", tag = "item",
+    params(("id" = Uuid, Path), ("stage" = Option<String>, Query)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Lacks the delete permission", body = ErrorBody),
+        (status = 404, description = "No such item", body = ErrorBody),
+        (status = 409, description = "A live item cannot be deleted inside a stage", body = ErrorBody),
+    ))]
+pub(crate) async fn delete_item(
+    State(state): State<AppState>,
+    account: Account,
+    headers: HeaderMap,
+    SelectedStage(stage): SelectedStage,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let item = visible_item(&state, &account, &stage, &id).await?;
+    require_own_or_any(
+        &account,
+        &item,
+        permission::DELETE_OWN_CONTENT,
+        permission::DELETE_ANY_CONTENT,
+    )?;
+    check_same_origin(&account, &headers)?;
+    super::delete(&state, &stage, item.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every revision of an item, newest first.
+#[utoipa::path(get, path = "/api/items/{id}/revisions", tag = "item",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "Revisions", body = [Revision]),
+        (status = 403, description = "Lacks `edit any content` (and is not the author)", body = ErrorBody),
+        (status = 404, description = "No such item", body = ErrorBody),
+    ))]
+pub(crate) async fn item_revisions(
+    State(state): State<AppState>,
+    account: Account,
+    SelectedStage(stage): SelectedStage,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Revision>>, AppError> {
+    let item = visible_item(&state, &account, &stage, &id).await?;
+    require_own_or_any(
+        &account,
+        &item,
+        permission::EDIT_OWN_CONTENT,
+        permission::EDIT_ANY_CONTENT,
+    )?;
+    Ok(Json(super::revisions(&state.db, item.id).await?))
+}
+
+// ---------------------------------------------------------------- pages
+
+fn html(bytes: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], bytes).into_response()
+}
+
+/// Whether anonymous visitors hold `access content`, through the cache
+/// (tag `role_permission`: whoever changes role permissions invalidates it).
+async fn anonymous_may_access(state: &AppState) -> Result<bool, AppError> {
+    let key = CacheKey::new("perm:anonymous:access_content")?;
+    let db = state.db.clone();
+    let cached = state
+        .cache
+        .get_or_load(&key, || async move {
+            let perms = crate::user::permissions_of(&db, &[role::ANONYMOUS.to_owned()]).await?;
+            let flag: &'static [u8] = if perms.contains(permission::ACCESS_CONTENT) {
+                b"1"
+            } else {
+                b"0"
+            };
+            Ok::<_, AppError>(Some(Loaded {
+                bytes: Bytes::from_static(flag),
+                tags: vec![CacheTag::new("role_permission")?],
+            }))
+        })
+        .await?;
+    Ok(cached.is_some_and(|c| &c.bytes[..] == b"1"))
+}
+
+fn render_item(state: &AppState, item: &Item, user: Option<&str>) -> Result<String, AppError> {
+    Ok(state.templates.render(
+        "item.html",
+        minijinja::context! {
+            item => minijinja::Value::from_serialize(item),
+            user => user,
+        },
+    )?)
+}
+
+/// The anonymous rendering of a published live item, cached as a page
+/// (`page:item:{id}`, tagged `item:{id}`).
+async fn cached_item_page(state: &AppState, id: Uuid) -> Result<Option<Bytes>, AppError> {
+    let key = CacheKey::new(format!("page:item:{id}"))?;
+    let st = state.clone();
+    let cached = state
+        .cache
+        .get_or_load(&key, || async move {
+            let Some(item) = super::load(&st, &StageId::live(), id).await? else {
+                return Ok::<_, AppError>(None);
+            };
+            if !item.is_published() {
+                return Ok(None);
+            }
+            let html = render_item(&st, &item, None)?;
+            Ok(Some(Loaded {
+                bytes: Bytes::from(html),
+                tags: vec![super::item_tag(id)],
+            }))
+        })
+        .await?;
+    Ok(cached.map(|c| c.bytes.clone()))
+}
+
+/// The HTML page of an item. Anonymous visitors of live get the cached
+/// page; signed-in visitors and stage previews get a fresh rendering.
+pub(crate) async fn item_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SelectedStage(stage): SelectedStage,
+    Path(raw_id): Path<String>,
+) -> Result<Response, AppError> {
+    let id = parse_id(&raw_id)?;
+    let credentials =
+        headers.contains_key(header::AUTHORIZATION) || cookie(&headers, session::COOKIE).is_some();
+    if stage.is_live() && !credentials {
+        if !anonymous_may_access(&state).await? {
+            return Err(AppError::Unauthenticated);
+        }
+        return match cached_item_page(&state, id).await? {
+            Some(bytes) => Ok(html(bytes)),
+            None => Err(ItemError::NotFound(id).into()),
+        };
+    }
+    let account = Account::resolve(&state, &headers).await?;
+    let item = visible_item(&state, &account, &stage, &raw_id).await?;
+    let name = account.user.as_ref().map(|u| u.name.as_str());
+    Ok(Html(render_item(&state, &item, name)?).into_response())
+}
+
+/// The HTML listing of published items of a type.
+pub(crate) async fn items_page(
+    State(state): State<AppState>,
+    account: Account,
+    SelectedStage(stage): SelectedStage,
+    Path(type_name): Path<String>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AppError> {
+    let Query(mut params) = params?;
+    account.require(permission::ACCESS_CONTENT)?;
+    require_stage_access(&account, &stage)?;
+    let t = super::get_type(&state.db, &type_name).await?;
+    params.item_type = Some(t.type_name.clone());
+    let spec = list_spec(params)?;
+    let page = super::list(&state, &stage, &spec).await?;
+    let pages = (page.total + i64::from(spec.per_page) - 1) / i64::from(spec.per_page);
+    let html = state.templates.render(
+        "items.html",
+        minijinja::context! {
+            item_type => minijinja::Value::from_serialize(&t),
+            page => minijinja::Value::from_serialize(&page),
+            pages => pages,
+            user => account.user.as_ref().map(|u| u.name.clone()),
+        },
+    )?;
+    Ok(Html(html).into_response())
+}

@@ -1,0 +1,390 @@
+//! Stages: named workspaces upstream of `live`. Editing a live item inside
+//! a stage writes a revision associated with the stage and leaves the live
+//! row untouched; items created inside a stage belong to it until it is
+//! published. Publishing applies every change to live in one transaction
+//! and then invalidates the stage's cache (tag `stage:{id}`) and the live
+//! tags of every item it changed.
+
+pub mod routes;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::cache::CacheTag;
+use crate::db::{DbError, timed};
+use crate::error::AppError;
+use crate::item::{self, Failures, ItemError, ItemType};
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("invalid stage id `{0}`: use 1-32 of a-z, 0-9, _ starting with a letter")]
+    InvalidId(String),
+    #[error("stage `{0}` not found")]
+    NotFound(String),
+    #[error("stage `{0}` already exists")]
+    Exists(String),
+    #[error("the live stage cannot be published")]
+    PublishLive,
+    /// An item no longer validates against its type; nothing was published.
+    #[error("item {item} cannot be published: invalid values")]
+    ItemInvalid { item: Uuid, failures: Failures },
+    #[error(transparent)]
+    Item(#[from] ItemError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for StageError {
+    fn from(e: sqlx::Error) -> Self {
+        StageError::Db(e.into())
+    }
+}
+
+impl StageError {
+    pub fn details(&self) -> Value {
+        match self {
+            StageError::ItemInvalid { item, failures } => {
+                json!({ "item": item, "fields": failures })
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
+/// A stage id: `live` or `[a-z][a-z0-9_]{0,31}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StageId(String);
+
+impl StageId {
+    pub fn parse(raw: &str) -> Result<Self, StageError> {
+        let ok = (1..=32).contains(&raw.len())
+            && raw.as_bytes()[0].is_ascii_lowercase()
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(StageError::InvalidId(raw.to_owned()))
+        }
+    }
+
+    pub fn live() -> Self {
+        Self(crate::cache::LIVE.to_owned())
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.0 == crate::cache::LIVE
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Stage {
+    pub id: String,
+    pub label: String,
+    pub upstream: Option<String>,
+    pub created: DateTime<Utc>,
+}
+
+/// What a publish changed.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PublishReport {
+    pub stage: String,
+    /// Live items that took the stage's revision.
+    pub updated: Vec<Uuid>,
+    /// Items created in the stage, now live.
+    pub created: Vec<Uuid>,
+}
+
+pub async fn create(
+    db: impl PgExecutor<'_>,
+    id: &StageId,
+    label: &str,
+) -> Result<Stage, StageError> {
+    let r = timed(
+        "stage.insert",
+        sqlx::query_as::<_, Stage>(
+            "INSERT INTO stage (id, label, upstream) VALUES ($1, $2, 'live')
+             RETURNING id, label, upstream, created",
+        )
+        .bind(id.as_str())
+        .bind(label)
+        .fetch_one(db),
+    )
+    .await
+    .map_err(DbError::from);
+    match r {
+        Ok(s) => Ok(s),
+        Err(e) if e.constraint() == Some("stage_pkey") => Err(StageError::Exists(id.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn list(db: impl PgExecutor<'_>) -> Result<Vec<Stage>, StageError> {
+    Ok(timed(
+        "stage.list",
+        sqlx::query_as::<_, Stage>(
+            "SELECT id, label, upstream, created FROM stage ORDER BY (id <> 'live'), id",
+        )
+        .fetch_all(db),
+    )
+    .await?)
+}
+
+pub async fn exists(db: impl PgExecutor<'_>, id: &StageId) -> Result<bool, StageError> {
+    Ok(timed(
+        "stage.exists",
+        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM stage WHERE id = $1)")
+            .bind(id.as_str())
+            .fetch_one(db),
+    )
+    .await?)
+}
+
+/// Applies every change of `stage` to live in one transaction: stage
+/// revisions of live items replace the live values, items created in the
+/// stage become live. Each item is validated again against its type as it
+/// is applied; the first that fails rolls the whole publish back.
+pub async fn publish(state: &AppState, stage: &StageId) -> Result<PublishReport, StageError> {
+    if stage.is_live() {
+        return Err(StageError::PublishLive);
+    }
+    let mut tx = state.db.begin().await?;
+    // Serialises concurrent publishes and edits checks of the same stage.
+    let found: Option<String> = timed(
+        "stage.lock",
+        sqlx::query_scalar("SELECT id FROM stage WHERE id = $1 FOR UPDATE")
+            .bind(stage.as_str())
+            .fetch_optional(&mut *tx),
+    )
+    .await?;
+    if found.is_none() {
+        return Err(StageError::NotFound(stage.to_string()));
+    }
+
+    #[derive(sqlx::FromRow)]
+    struct Change {
+        item_id: Uuid,
+        item_type: String,
+        revision_id: Option<Uuid>,
+        title: String,
+        fields: Value,
+        born: bool,
+    }
+    // Lock every item the publish touches (FOR UPDATE cannot follow a UNION).
+    timed(
+        "stage.lock_items",
+        sqlx::query(
+            "SELECT 1 FROM item WHERE stage_id = $1
+                OR id IN (SELECT item_id FROM stage_association WHERE stage_id = $1)
+             FOR UPDATE",
+        )
+        .bind(stage.as_str())
+        .execute(&mut *tx),
+    )
+    .await?;
+    // Live items with a stage revision first, then items born in the stage.
+    let changes = timed(
+        "stage.changes",
+        sqlx::query_as::<_, Change>(
+            "SELECT i.id AS item_id, i.type AS item_type, a.revision_id, r.title, r.fields,
+                    false AS born
+             FROM stage_association a
+             JOIN item i ON i.id = a.item_id
+             JOIN item_revision r ON r.id = a.revision_id
+             WHERE a.stage_id = $1
+             UNION ALL
+             SELECT i.id, i.type, NULL, i.title, i.fields, true
+             FROM item i WHERE i.stage_id = $1
+             ORDER BY born, item_id",
+        )
+        .bind(stage.as_str())
+        .fetch_all(&mut *tx),
+    )
+    .await?;
+
+    let mut types: HashMap<String, ItemType> = HashMap::new();
+    let mut report = PublishReport {
+        stage: stage.to_string(),
+        updated: vec![],
+        created: vec![],
+    };
+    let mut tags: Vec<CacheTag> = CacheTag::stage(stage.as_str()).into_iter().collect();
+    for c in changes {
+        if !types.contains_key(&c.item_type) {
+            let t = item::store::find_type(&mut *tx, &c.item_type)
+                .await?
+                .ok_or_else(|| ItemError::TypeNotFound(c.item_type.clone()))?;
+            types.insert(c.item_type.clone(), t);
+        }
+        // Inserted just above when missing.
+        let t = &types[&c.item_type];
+        let fields = c.fields.as_object().cloned().unwrap_or_default();
+        match item::validate_values(&mut tx, t, &c.title, &fields).await {
+            Ok(()) => {}
+            Err(ItemError::Invalid(failures)) => {
+                return Err(StageError::ItemInvalid {
+                    item: c.item_id,
+                    failures,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if c.born {
+            timed(
+                "stage.publish_created",
+                sqlx::query("UPDATE item SET stage_id = 'live', changed = now() WHERE id = $1")
+                    .bind(c.item_id)
+                    .execute(&mut *tx),
+            )
+            .await?;
+            report.created.push(c.item_id);
+        } else {
+            timed(
+                "stage.publish_revision",
+                sqlx::query(
+                    "UPDATE item i SET title = r.title, status = r.status, promote = r.promote,
+                            sticky = r.sticky, fields = r.fields, revision_id = r.id,
+                            changed = now()
+                     FROM item_revision r WHERE r.id = $2 AND i.id = $1",
+                )
+                .bind(c.item_id)
+                .bind(c.revision_id)
+                .execute(&mut *tx),
+            )
+            .await?;
+            report.updated.push(c.item_id);
+        }
+        tags.extend(item::live_tags(c.item_id, &c.item_type));
+    }
+    timed(
+        "stage.clear_associations",
+        sqlx::query("DELETE FROM stage_association WHERE stage_id = $1")
+            .bind(stage.as_str())
+            .execute(&mut *tx),
+    )
+    .await?;
+    tx.commit().await?;
+    state.cache.invalidate(&tags).await;
+    for id in report.updated.iter().chain(&report.created) {
+        tracing::debug!(item = %id, stage = %stage, "published");
+    }
+    Ok(report)
+}
+
+/// The Redis key holding the stage a browser session works in, beside the
+/// session itself (same token hash, same idle lifetime).
+fn session_stage_key(state: &AppState, token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    state.kv.key(&format!(
+        "stage:session:{}",
+        crate::user::session::hex(&digest)
+    ))
+}
+
+fn idle_secs(state: &AppState) -> u64 {
+    state.config.session_idle_timeout.as_secs().max(1)
+}
+
+/// Remembers `stage` as the session's working stage (`live` forgets it).
+pub async fn select_for_session(
+    state: &AppState,
+    token: &str,
+    stage: &StageId,
+) -> Result<(), crate::kv::KvError> {
+    let key = session_stage_key(state, token);
+    if stage.is_live() {
+        let _: i64 = state.kv.query(redis::cmd("DEL").arg(key)).await?;
+    } else {
+        let _: () = state
+            .kv
+            .query(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(stage.as_str())
+                    .arg("EX")
+                    .arg(idle_secs(state)),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The session's working stage, if one was selected (sliding its lifetime
+/// like the session's). Without Redis the session works in live.
+async fn session_stage(state: &AppState, token: &str) -> Option<String> {
+    let key = session_stage_key(state, token);
+    match state
+        .kv
+        .query::<Option<String>>(redis::cmd("GETEX").arg(key).arg("EX").arg(idle_secs(state)))
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "session stage unavailable; using live");
+            None
+        }
+    }
+}
+
+/// The stage a request reads and writes in: `?stage=`, else the
+/// `X-Trovato-Stage` header, else the stage selected for the browser
+/// session, else live. A named stage must exist.
+#[derive(Debug, Clone)]
+pub struct SelectedStage(pub StageId);
+
+pub const STAGE_HEADER: &str = "x-trovato-stage";
+
+impl FromRequestParts<AppState> for SelectedStage {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let from_query = parts.uri.query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "stage")
+                .map(|(_, v)| v.into_owned())
+        });
+        let from_header = parts
+            .headers
+            .get(STAGE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let from_session = match (&from_query, &from_header) {
+            (None, None) => {
+                match crate::user::access::cookie(&parts.headers, crate::user::session::COOKIE) {
+                    Some(token) => session_stage(state, &token).await,
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(raw) = from_query.or(from_header).or(from_session) else {
+            return Ok(Self(StageId::live()));
+        };
+        let id = StageId::parse(raw.trim())?;
+        if !id.is_live() && !exists(&state.db, &id).await? {
+            return Err(StageError::NotFound(id.to_string()).into());
+        }
+        Ok(Self(id))
+    }
+}

@@ -1,0 +1,584 @@
+//! The two-tier cache: tags, single flight, the stale-fill race, coherence
+//! between processes, and reads through a Redis outage.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use trovato::cache::{Cache, CacheKey, CacheSettings, CacheTag, Loaded};
+use trovato::embedded::redis::RedisListen;
+use trovato::embedded::{Durability, RedisServer};
+
+use crate::harness::content::PASSWORD;
+use crate::harness::{Cluster, TestApp, eventually, free_port, services::scratch_root};
+
+fn key(k: &str) -> CacheKey {
+    CacheKey::new(k).expect("key")
+}
+
+fn tag(t: &str) -> CacheTag {
+    CacheTag::new(t).expect("tag")
+}
+
+fn loaded(value: &str, tags: &[&str]) -> Loaded {
+    Loaded {
+        bytes: Bytes::from(value.to_owned()),
+        tags: tags.iter().map(|t| tag(t)).collect(),
+    }
+}
+
+/// Reads `k`, loading `value` with `tags` on a miss.
+async fn fill(cache: &Cache, k: &str, value: &str, tags: &[&str]) -> String {
+    let v = value.to_owned();
+    let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
+    let got = cache
+        .get_or_load(&key(k), || async move {
+            let t: Vec<&str> = tags.iter().map(String::as_str).collect();
+            Ok::<_, std::convert::Infallible>(Some(loaded(&v, &t)))
+        })
+        .await
+        .expect("infallible")
+        .expect("value");
+    String::from_utf8(got.bytes.to_vec()).expect("utf8")
+}
+
+/// A second cache on the same Redis namespace: another instance, in effect.
+async fn other_instance(app: &TestApp) -> Cache {
+    Cache::start(
+        app.state.kv.clone(),
+        app.state.config.redis_url.as_deref().expect("redis url"),
+        CacheSettings::default(),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("second cache")
+}
+
+#[tokio::test]
+async fn tag_invalidation_removes_exactly_the_tagged_values_in_both_tiers() {
+    let app = TestApp::spawn().await;
+    let cache = &app.state.cache;
+    fill(cache, "a", "A", &["x"]).await;
+    fill(cache, "b", "B", &["y"]).await;
+    fill(cache, "c", "C", &["x", "y"]).await;
+    fill(cache, "d", "D", &[]).await;
+    cache.invalidate(&[tag("x")]).await;
+    for (k, present) in [("a", false), ("b", true), ("c", false), ("d", true)] {
+        assert_eq!(cache.peek_l1(&key(k)).is_some(), present, "L1 {k}");
+        assert_eq!(
+            cache.peek_l2(&key(k)).await.expect("redis").is_some(),
+            present,
+            "L2 {k}"
+        );
+    }
+    // A value filled after the invalidation is cached again.
+    assert_eq!(fill(cache, "a", "A2", &["x"]).await, "A2");
+    assert!(cache.peek_l2(&key("a")).await.expect("redis").is_some());
+}
+
+#[tokio::test]
+async fn tag_bookkeeping_in_redis_is_bounded_and_expires() {
+    let app = TestApp::spawn().await;
+    let cache = &app.state.cache;
+    for i in 0..50 {
+        fill(cache, &format!("k{i}"), "v", &[&format!("t{i}"), "shared"]).await;
+    }
+    // Filling writes no per-tag structures at all: only entries and the counter.
+    let kv = &app.state.kv;
+    let pattern = kv.key("cache:t:*");
+    let (_, tags): (u64, Vec<String>) = kv
+        .query(
+            redis::cmd("SCAN")
+                .arg(0)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(10_000),
+        )
+        .await
+        .expect("SCAN");
+    assert!(tags.is_empty(), "{tags:?}");
+    cache.invalidate(&[tag("shared")]).await;
+    let ttl: i64 = kv
+        .query(redis::cmd("TTL").arg(kv.key("cache:t:shared")))
+        .await
+        .expect("TTL");
+    assert!(ttl > 0, "tag stamps expire (ttl {ttl})");
+    for i in 0..50 {
+        assert!(
+            cache
+                .peek_l2(&key(&format!("k{i}")))
+                .await
+                .expect("redis")
+                .is_none()
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_cache_key_lives_under_the_namespace_prefix() {
+    let app = TestApp::spawn().await;
+    let cache = &app.state.cache;
+    let marker = uuid::Uuid::now_v7().simple().to_string();
+    fill(
+        cache,
+        &format!("st:draft:item:{marker}"),
+        "v",
+        &[&format!("item:{marker}")],
+    )
+    .await;
+    cache.invalidate(&[tag(&format!("item:{marker}"))]).await;
+    let kv = &app.state.kv;
+    let scan = |pattern: String| async move {
+        let mut cursor = 0u64;
+        let mut found = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = kv
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await
+                .expect("SCAN");
+            found.extend(keys);
+            cursor = next;
+            if cursor == 0 {
+                return found;
+            }
+        }
+    };
+    let ours = scan(format!("*{marker}*")).await;
+    assert!(!ours.is_empty());
+    assert!(ours.iter().all(|k| k.starts_with(kv.prefix())), "{ours:?}");
+    assert!(
+        ours.contains(&kv.key(&format!("cache:t:item:{marker}"))),
+        "{ours:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_misses_for_one_key_load_once() {
+    let app = TestApp::spawn().await;
+    let loads = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let cache = app.state.cache.clone();
+        let loads = loads.clone();
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_load(&key("hot"), || async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok::<_, std::convert::Infallible>(Some(loaded("value", &["t"])))
+                })
+                .await
+                .expect("infallible")
+                .map(|e| e.bytes.clone())
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("join").as_deref(), Some(&b"value"[..]));
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_fill_racing_an_invalidation_leaves_no_stale_entry() {
+    let app = TestApp::spawn().await;
+    let cache = app.state.cache.clone();
+    // The loader reads the old value, then waits until the test has
+    // invalidated its tag (the write committed meanwhile), then returns.
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let filler = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_load(&key("item:race"), || async move {
+                    let old = loaded("old", &["item:race"]);
+                    let _ = read_tx.send(());
+                    let _ = go_rx.await;
+                    Ok::<_, std::convert::Infallible>(Some(old))
+                })
+                .await
+                .expect("infallible")
+        })
+    };
+    read_rx.await.expect("loader started");
+    cache.invalidate(&[tag("item:race")]).await;
+    go_tx.send(()).expect("release loader");
+    let served = filler.await.expect("join").expect("value");
+    assert_eq!(
+        &served.bytes[..],
+        b"old",
+        "the racing reader itself gets what it read"
+    );
+
+    assert!(
+        cache.peek_l1(&key("item:race")).is_none(),
+        "no stale L1 entry"
+    );
+    assert!(
+        cache
+            .peek_l2(&key("item:race"))
+            .await
+            .expect("redis")
+            .is_none(),
+        "no stale L2 entry"
+    );
+    let other = other_instance(&app).await;
+    assert_eq!(
+        fill(&other, "item:race", "new", &["item:race"]).await,
+        "new"
+    );
+    assert_eq!(
+        fill(&cache, "item:race", "unused", &["item:race"]).await,
+        "new"
+    );
+}
+
+#[tokio::test]
+async fn a_reader_waiting_on_a_load_that_went_stale_loads_for_itself() {
+    let app = TestApp::spawn().await;
+    let cache = app.state.cache.clone();
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let leader = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_load(&key("item:sf"), || async move {
+                    let old = loaded("old", &["item:sf"]);
+                    let _ = read_tx.send(());
+                    let _ = go_rx.await;
+                    Ok::<_, std::convert::Infallible>(Some(old))
+                })
+                .await
+                .expect("infallible")
+        })
+    };
+    read_rx.await.expect("leader loading");
+    let follower = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_load(&key("item:sf"), || async move {
+                    Ok::<_, std::convert::Infallible>(Some(loaded("new", &["item:sf"])))
+                })
+                .await
+                .expect("infallible")
+        })
+    };
+    // Let the follower join the leader's flight, then write.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cache.invalidate(&[tag("item:sf")]).await;
+    go_tx.send(()).expect("release leader");
+    assert_eq!(
+        &leader.await.expect("join").expect("value").bytes[..],
+        b"old"
+    );
+    assert_eq!(
+        &follower.await.expect("join").expect("value").bytes[..],
+        b"new"
+    );
+    assert_eq!(fill(&cache, "item:sf", "unused", &["item:sf"]).await, "new");
+}
+
+#[tokio::test]
+async fn an_l2_read_racing_an_invalidation_does_not_refill_l1() {
+    let app = TestApp::spawn().await;
+    let a = app.state.cache.clone();
+    let b = other_instance(&app).await;
+    // Both hold the value; B drops it on A's invalidation via the bus.
+    fill(&a, "k", "v1", &["t"]).await;
+    fill(&b, "k", "unused", &["t"]).await;
+    assert!(b.peek_l1(&key("k")).is_some());
+    a.invalidate(&[tag("t")]).await;
+    let gone = eventually(Duration::from_secs(1), || async {
+        b.peek_l1(&key("k")).is_none()
+    })
+    .await;
+    let took = gone.expect("B dropped its L1 copy");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert_eq!(fill(&b, "k", "v2", &["t"]).await, "v2");
+}
+
+#[tokio::test]
+async fn stage_scoped_values_use_the_stage_prefix_and_never_fill_live_keys() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    assert_eq!(
+        app.create_stage("draft").await.status(),
+        StatusCode::CREATED
+    );
+    let item = app.create_item("Live", None).await;
+    let id = item["id"].as_str().expect("id");
+    assert_eq!(
+        app.item_title(id, Some("draft")).await.as_deref(),
+        Some("Live")
+    );
+    let cache = &app.state.cache;
+    assert!(
+        cache
+            .peek_l2(&key(&format!("st:draft:item:{id}")))
+            .await
+            .expect("redis")
+            .is_some()
+    );
+    assert!(
+        cache
+            .peek_l2(&key(&format!("item:{id}")))
+            .await
+            .expect("redis")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn cache_metrics_are_exported() {
+    let app = TestApp::spawn().await;
+    fill(&app.state.cache, "m", "v", &["t"]).await;
+    fill(&app.state.cache, "m", "v", &["t"]).await;
+    app.state.cache.invalidate(&[tag("t")]).await;
+    let text = app.get("/metrics").await.text().await.expect("metrics");
+    for name in [
+        "trovato_cache_hits_total{tier=\"l1\"}",
+        "trovato_cache_misses_total{tier=\"l2\"}",
+        "trovato_cache_invalidations_total",
+        "trovato_cache_load_duration_seconds",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+}
+
+async fn sign_in(client: &reqwest::Client, base: &str) {
+    let r = client
+        .post(format!("{base}/user/login"))
+        .json(&json!({"name": "admin", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_through_one_process_is_served_by_the_other_at_once() {
+    let cluster = Cluster::spawn(2).await;
+    let pool = sqlx::PgPool::connect(&cluster.db_url).await.expect("db");
+    trovato::user::create(
+        &pool,
+        trovato::user::NewUser {
+            name: "admin",
+            email: "admin@example.com",
+            password: PASSWORD,
+            admin: true,
+        },
+    )
+    .await
+    .expect("admin");
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let client = crate::harness::client();
+    sign_in(&client, &a.url("")).await;
+    let r = client
+        .post(a.url("/api/item-types"))
+        .json(
+            &json!({"type": "article", "label": "Article", "description": "",
+                      "has_title": true, "title_label": "Title", "plugin": "kernel", "fields": []}),
+        )
+        .send()
+        .await
+        .expect("type");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let item: Value = client
+        .post(a.url("/api/items"))
+        .json(&json!({"type": "article", "title": "Old"}))
+        .send()
+        .await
+        .expect("item")
+        .json()
+        .await
+        .expect("json");
+    let id = item["id"].as_str().expect("id");
+    let anon = crate::harness::client();
+    let title_on_b = || async {
+        let v: Value = anon
+            .get(b.url(&format!("/api/items/{id}")))
+            .send()
+            .await
+            .expect("GET on B")
+            .json()
+            .await
+            .expect("json");
+        v["title"].as_str().unwrap_or_default().to_owned()
+    };
+    // B fills its L1 (and reads it back from L1).
+    assert_eq!(title_on_b().await, "Old");
+    assert_eq!(title_on_b().await, "Old");
+
+    for round in 0..5 {
+        let title = format!("New {round}");
+        let r = client
+            .put(a.url(&format!("/api/items/{id}")))
+            .json(&json!({"title": title}))
+            .send()
+            .await
+            .expect("PUT on A");
+        assert_eq!(r.status(), StatusCode::OK);
+        // Within milliseconds: poll every 2 ms for at most 100 ms.
+        let start = Instant::now();
+        loop {
+            let seen = title_on_b().await;
+            if seen == title {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_millis(100),
+                "B still serves `{seen}` {:?} after the update",
+                start.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_reads_keep_working_while_redis_is_down_and_the_cache_resumes() {
+    let port = free_port();
+    let dir = scratch_root()
+        .join("cache-faults")
+        .join(uuid::Uuid::now_v7().simple().to_string());
+    let redis = RedisServer::ensure(&dir, RedisListen::Tcp(port), Durability::Scratch)
+        .await
+        .expect("private redis");
+    let url = redis.url();
+    let app = TestApp::spawn_with(
+        move |c| {
+            c.redis_url = Some(url);
+            c.cache_l1_ttl = Duration::from_secs(2);
+        },
+        axum::Router::new(),
+    )
+    .await;
+    // Scripts authenticate with a bearer token, which lives in PostgreSQL.
+    let admin = app.create_user("admin", PASSWORD, true).await;
+    let token = trovato::user::token::create(&app.state.db, admin.id, "test")
+        .await
+        .expect("token");
+    let bearer = format!("Bearer {token}");
+    let r = app
+        .client
+        .post(app.url("/api/item-types"))
+        .header("authorization", &bearer)
+        .json(
+            &json!({"type": "article", "label": "Article", "description": "",
+                      "has_title": true, "title_label": "Title", "plugin": "kernel", "fields": []}),
+        )
+        .send()
+        .await
+        .expect("type");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let item: Value = app
+        .client
+        .post(app.url("/api/items"))
+        .header("authorization", &bearer)
+        .json(&json!({"type": "article", "title": "Before"}))
+        .send()
+        .await
+        .expect("item")
+        .json()
+        .await
+        .expect("json");
+    let id = item["id"].as_str().expect("id").to_owned();
+    let anon = crate::harness::client();
+    let read = |path: String| {
+        let anon = anon.clone();
+        let url = app.url(&path);
+        async move { anon.get(url).send().await.expect("GET") }
+    };
+    assert_eq!(
+        read(format!("/api/items/{id}")).await.status(),
+        StatusCode::OK
+    );
+
+    redis.kill().await.expect("stop redis");
+    for path in [
+        format!("/api/items/{id}"),
+        format!("/item/{id}"),
+        "/api/items".into(),
+    ] {
+        let r = read(path.clone()).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path} while Redis is down");
+    }
+    // A write while Redis is down still invalidates this instance's L1.
+    let r = app
+        .client
+        .put(app.url(&format!("/api/items/{id}")))
+        .header("authorization", &bearer)
+        .json(&json!({"title": "During"}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = read(format!("/api/items/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["title"], "During");
+    // A change this instance cannot hear about (another instance's write
+    // while the bus is down) shows once the L1 TTL (2 s here) has passed.
+    sqlx::query("UPDATE item SET title = 'Elsewhere' WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&app.state.db)
+        .await
+        .expect("direct update");
+    let changed_at = Instant::now();
+    let seen = eventually(Duration::from_secs(5), || async {
+        let v: Value = read(format!("/api/items/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap_or_default();
+        v["title"] == "Elsewhere"
+    })
+    .await;
+    assert!(seen.is_some(), "L1 must not serve past its TTL");
+    assert!(
+        changed_at.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        changed_at.elapsed()
+    );
+
+    redis.start().await.expect("restart redis");
+    let k = key(&format!("item:{id}"));
+    let resumed = eventually(Duration::from_secs(10), || async {
+        let ok = read(format!("/api/items/{id}")).await.status() == StatusCode::OK;
+        ok && matches!(app.state.cache.peek_l2(&k).await, Ok(Some(_)))
+    })
+    .await;
+    assert!(resumed.is_some(), "L2 fills again after Redis returns");
+    let v: Value = read(format!("/api/items/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["title"], "Elsewhere");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            app.state.cache.bus_connected()
+        })
+        .await
+        .is_some()
+    );
+    redis.kill().await.expect("stop redis");
+    let _ = std::fs::remove_dir_all(dir);
+}

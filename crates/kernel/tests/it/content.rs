@@ -1,0 +1,460 @@
+//! Item types, items, revisions, listings, permissions and the HTML pages.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use trovato::cache::CacheKey;
+
+use crate::harness::TestApp;
+use crate::harness::content::{PASSWORD, error_body};
+
+async fn item_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM item")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("count items")
+}
+
+#[tokio::test]
+async fn item_with_invalid_fields_gets_422_listing_every_failing_field_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    let r = app
+        .post_item(
+            json!({
+                "type": "article",
+                "title": "",
+                "fields": {
+                    "field_body": {"value": "x".repeat(101)},
+                    "field_rating": {"value": 9},
+                    "field_featured": {"value": "yes"},
+                    "field_tags": [{"target_id": uuid::Uuid::now_v7().to_string()}],
+                    "field_date": {"value": "yesterday"},
+                    "field_unknown": {"value": 1},
+                }
+            }),
+            None,
+        )
+        .await;
+    let body = error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let fields = body["details"]["fields"].as_object().expect("fields");
+    let mut names: Vec<&str> = fields.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "field_body",
+            "field_date",
+            "field_featured",
+            "field_rating",
+            "field_tags",
+            "field_unknown",
+            "title"
+        ],
+        "{body}"
+    );
+    assert_eq!(item_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn missing_required_field_and_unknown_type_are_422() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    let r = app
+        .post_item(json!({"type": "article", "title": "T", "fields": {}}), None)
+        .await;
+    let body = error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(body["details"]["fields"]["field_body"][0], "is required");
+    let r = app
+        .post_item(json!({"type": "nope", "title": "T"}), None)
+        .await;
+    let body = error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert!(body["details"]["fields"]["type"].is_array(), "{body}");
+    assert_eq!(item_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn item_type_errors_are_reported_by_name() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    let dup = app.create_item_type("article", json!([])).await;
+    error_body(dup, StatusCode::CONFLICT, "item_type_exists").await;
+    let bad = app
+        .create_item_type(
+            "Bad-Name",
+            json!([{"name": "body", "label": "", "kind": "text"}]),
+        )
+        .await;
+    let body = error_body(bad, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert!(body["details"]["fields"]["type"].is_array(), "{body}");
+    assert!(body["details"]["fields"]["body"].is_array(), "{body}");
+    let missing = app.get("/api/item-types/nope").await;
+    error_body(missing, StatusCode::NOT_FOUND, "item_type_not_found").await;
+
+    app.create_item("Keeps the type", None).await;
+    let in_use = app
+        .json_request(reqwest::Method::DELETE, "/api/item-types/article")
+        .send()
+        .await
+        .expect("DELETE");
+    error_body(in_use, StatusCode::CONFLICT, "item_type_in_use").await;
+    assert_eq!(
+        app.get("/api/item-types/article").await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn created_item_reads_back_and_is_cached_in_both_tiers() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    let item = app.create_item("Hello", None).await;
+    let id = item["id"].as_str().expect("id");
+    assert_eq!(item["status"], "published");
+    assert_eq!(app.item_title(id, None).await.as_deref(), Some("Hello"));
+
+    let key = CacheKey::new(format!("item:{id}")).expect("key");
+    assert!(app.state.cache.peek_l1(&key).is_some(), "L1 filled");
+    assert!(
+        app.state
+            .cache
+            .peek_l2(&key)
+            .await
+            .expect("redis")
+            .is_some(),
+        "L2 filled"
+    );
+    // The L2 entry lives under the namespace prefix.
+    let raw: Option<Vec<u8>> = app
+        .state
+        .kv
+        .query(redis::cmd("GET").arg(app.state.kv.key(&format!("cache:e:item:{id}"))))
+        .await
+        .expect("GET");
+    assert!(raw.is_some());
+}
+
+#[tokio::test]
+async fn update_writes_a_revision_and_readers_see_the_new_values() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    let item = app.create_item("Before", None).await;
+    let id = item["id"].as_str().expect("id");
+    assert_eq!(app.item_title(id, None).await.as_deref(), Some("Before"));
+    let r = app
+        .update_item(
+            id,
+            json!({"title": "After", "fields": {"field_rating": {"value": 4}}, "log": "retitled"}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app.read_item(id, None).await;
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["title"], "After");
+    assert_eq!(v["fields"]["field_rating"]["value"], 4);
+    assert_eq!(
+        v["fields"]["field_body"]["value"], "text",
+        "untouched field kept"
+    );
+
+    let revs: Value = app
+        .get(&format!("/api/items/{id}/revisions"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let revs = revs.as_array().expect("array");
+    assert_eq!(revs.len(), 2);
+    assert_eq!(revs[0]["title"], "After");
+    assert_eq!(revs[0]["log"], "retitled");
+    assert_eq!(revs[1]["title"], "Before");
+    assert_eq!(v["revision_id"], revs[0]["id"]);
+
+    let bad = app
+        .update_item(id, json!({"fields": {"field_rating": {"value": 0}}}), None)
+        .await;
+    error_body(bad, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(app.item_title(id, None).await.as_deref(), Some("After"));
+}
+
+#[tokio::test]
+async fn deleted_item_is_gone_from_database_cache_and_listing() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    let item = app.create_item("Doomed", None).await;
+    let id = item["id"].as_str().expect("id");
+    assert_eq!(app.listed_titles(None).await, ["Doomed"]);
+    assert!(app.item_title(id, None).await.is_some());
+    let r = app
+        .json_request(reqwest::Method::DELETE, &format!("/api/items/{id}"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(item_count(&app).await, 0);
+    let key = CacheKey::new(format!("item:{id}")).expect("key");
+    assert!(
+        app.state
+            .cache
+            .peek_l2(&key)
+            .await
+            .expect("redis")
+            .is_none()
+    );
+    error_body(
+        app.read_item(id, None).await,
+        StatusCode::NOT_FOUND,
+        "item_not_found",
+    )
+    .await;
+    assert!(app.listed_titles(None).await.is_empty());
+}
+
+#[tokio::test]
+async fn delete_by_session_without_csrf_header_or_json_is_403() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    let item = app.create_item("Kept", None).await;
+    let id = item["id"].as_str().expect("id");
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/items/{id}")))
+        .send()
+        .await
+        .expect("DELETE");
+    error_body(r, StatusCode::FORBIDDEN, "csrf_token_invalid").await;
+    assert_eq!(item_count(&app).await, 1);
+}
+
+#[tokio::test]
+async fn listing_is_sorted_paged_and_sees_new_items_at_once() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    for t in ["b", "a", "c"] {
+        app.create_item(t, None).await;
+    }
+    assert_eq!(app.listed_titles(None).await, ["a", "b", "c"]);
+    let page: Value = app
+        .get("/api/items?type=article&sort=title&order=desc&page=2&per_page=2")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["total"], 3);
+    assert_eq!(page["items"][0]["title"], "a");
+    // Cached listing is invalidated by the next create.
+    app.create_item("d", None).await;
+    assert_eq!(app.listed_titles(None).await, ["a", "b", "c", "d"]);
+    // Unpublished items are not listed.
+    let r = app
+        .post_item(
+            json!({"type": "article", "title": "hidden", "status": "unpublished",
+                   "fields": {"field_body": {"value": "x"}}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(app.listed_titles(None).await.len(), 4);
+    let all: Value = app.get("/api/items").await.json().await.expect("json");
+    assert_eq!(all["total"], 4);
+}
+
+#[tokio::test]
+async fn bad_listing_parameters_are_rejected() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    let r = app.get("/api/items?per_page=500&page=0").await;
+    let body = error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert!(body["details"]["fields"]["per_page"].is_array());
+    assert!(body["details"]["fields"]["page"].is_array());
+    error_body(
+        app.get("/api/items?sort=random").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await;
+    error_body(
+        app.get("/api/items?type=nope").await,
+        StatusCode::NOT_FOUND,
+        "item_type_not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn creating_requires_a_permission() {
+    let app = TestApp::spawn().await;
+    app.create_user("editor", PASSWORD, false).await;
+    let anon = app
+        .post_item(json!({"type": "article", "title": "x"}), None)
+        .await;
+    error_body(anon, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    app.login("editor", PASSWORD).await;
+    let r = app
+        .post_item(json!({"type": "article", "title": "x"}), None)
+        .await;
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_eq!(item_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn unpublished_items_are_visible_to_their_author_and_administrators_only() {
+    let app = TestApp::spawn().await;
+    app.create_user("admin", PASSWORD, true).await;
+    app.login("admin", PASSWORD).await;
+    app.create_article_type().await;
+    app.grant_authenticated("create content").await;
+    app.grant_authenticated("edit own content").await;
+    app.create_user("author", PASSWORD, false).await;
+    app.create_user("other", PASSWORD, false).await;
+
+    let author = crate::harness::client();
+    author
+        .post(app.url("/user/login"))
+        .json(&json!({"name": "author", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    let r = author
+        .post(app.url("/api/items"))
+        .json(
+            &json!({"type": "article", "title": "Draft", "status": "unpublished",
+                      "fields": {"field_body": {"value": "x"}}}),
+        )
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let item: Value = r.json().await.expect("json");
+    let id = item["id"].as_str().expect("id");
+    let path = format!("/api/items/{id}");
+
+    let by_author = author.get(app.url(&path)).send().await.expect("GET");
+    assert_eq!(by_author.status(), StatusCode::OK);
+    assert_eq!(app.get(&path).await.status(), StatusCode::OK, "admin");
+    let anon = crate::harness::client()
+        .get(app.url(&path))
+        .send()
+        .await
+        .expect("GET");
+    error_body(anon, StatusCode::NOT_FOUND, "item_not_found").await;
+    let anon_page = crate::harness::client()
+        .get(app.url(&format!("/item/{id}")))
+        .send()
+        .await
+        .expect("GET");
+    error_body(anon_page, StatusCode::NOT_FOUND, "item_not_found").await;
+    let other = crate::harness::client();
+    other
+        .post(app.url("/user/login"))
+        .json(&json!({"name": "other", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    let r = other.get(app.url(&path)).send().await.expect("GET");
+    error_body(r, StatusCode::NOT_FOUND, "item_not_found").await;
+
+    // Publishing it makes it public; another author may still not edit it.
+    let r = author
+        .put(app.url(&path))
+        .json(&json!({"status": "published"}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), StatusCode::OK);
+    let anon = crate::harness::client()
+        .get(app.url(&path))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(anon.status(), StatusCode::OK);
+    let r = other
+        .put(app.url(&path))
+        .json(&json!({"title": "Hijacked"}))
+        .send()
+        .await
+        .expect("PUT");
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_eq!(app.item_title(id, None).await.as_deref(), Some("Draft"));
+}
+
+#[tokio::test]
+async fn item_page_is_escaped_cached_and_follows_updates() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    let item = app.create_item("<script>alert(1)</script>", None).await;
+    let id = item["id"].as_str().expect("id");
+    let anon = crate::harness::client();
+    let page = |anon: reqwest::Client, url: String| async move {
+        let r = anon.get(url).send().await.expect("GET");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap_or("")
+                .starts_with("text/html")
+        );
+        r.text().await.expect("html")
+    };
+    let html = page(anon.clone(), app.url(&format!("/item/{id}"))).await;
+    assert!(!html.contains("<script>alert"), "{html}");
+    assert!(html.contains("&lt;script&gt;"), "{html}");
+    let key = CacheKey::new(format!("page:item:{id}")).expect("key");
+    assert!(app.state.cache.peek_l1(&key).is_some(), "page cached");
+
+    app.rename_item(id, "Renamed", None).await;
+    assert!(app.state.cache.peek_l1(&key).is_none(), "page invalidated");
+    let html = page(anon.clone(), app.url(&format!("/item/{id}"))).await;
+    assert!(html.contains("Renamed"), "{html}");
+
+    let list = page(anon.clone(), app.url("/items/article")).await;
+    assert!(
+        list.contains("Renamed") && list.contains(&format!("/item/{id}")),
+        "{list}"
+    );
+    let r = anon.get(app.url("/items/nope")).send().await.expect("GET");
+    error_body(r, StatusCode::NOT_FOUND, "item_type_not_found").await;
+    let r = anon
+        .get(app.url("/item/not-a-uuid"))
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn openapi_describes_the_content_endpoints() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app
+        .get("/api/openapi.json")
+        .await
+        .json()
+        .await
+        .expect("json");
+    for path in [
+        "/api/item-types",
+        "/api/item-types/{type}",
+        "/api/items",
+        "/api/items/{id}",
+        "/api/items/{id}/revisions",
+        "/api/stages",
+        "/stage/{id}/publish",
+        "/api/stage/current",
+        "/api/categories",
+        "/api/categories/{id}",
+        "/api/categories/{id}/terms",
+        "/api/terms/{id}",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+}

@@ -1,0 +1,167 @@
+//! Test helpers for the content core, named after what an editor does.
+
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::TestApp;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Adds `?stage=` when a stage is given.
+pub fn staged(path: &str, stage: Option<&str>) -> String {
+    match stage {
+        Some(s) if path.contains('?') => format!("{path}&stage={s}"),
+        Some(s) => format!("{path}?stage={s}"),
+        None => path.to_owned(),
+    }
+}
+
+/// The field definitions used by most tests: a required short text, a
+/// bounded integer, a boolean, term references and a date.
+pub fn article_fields() -> Value {
+    json!([
+        {"name": "field_body", "label": "Body", "kind": "text", "max_length": 100, "required": true},
+        {"name": "field_rating", "label": "Rating", "kind": "integer", "min": 1, "max": 5},
+        {"name": "field_featured", "label": "Featured", "kind": "boolean"},
+        {"name": "field_tags", "label": "Tags", "kind": "reference", "target": "term", "cardinality": 0},
+        {"name": "field_date", "label": "Date", "kind": "date"},
+    ])
+}
+
+impl TestApp {
+    /// Creates an administrator and logs this app's client in as them.
+    pub async fn sign_in_as_admin(&self) -> trovato::user::User {
+        let user = self.create_user("admin", PASSWORD, true).await;
+        assert_eq!(self.login("admin", PASSWORD).await.status(), StatusCode::OK);
+        user
+    }
+
+    /// A JSON request with this app's (cookie-keeping) client.
+    pub fn json_request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("content-type", "application/json")
+    }
+
+    pub async fn create_item_type(&self, name: &str, fields: Value) -> Response {
+        self.json_request(reqwest::Method::POST, "/api/item-types")
+            .json(&json!({
+                "type": name, "label": name.to_uppercase(), "description": "",
+                "has_title": true, "title_label": "Title", "plugin": "kernel",
+                "fields": fields,
+            }))
+            .send()
+            .await
+            .expect("POST /api/item-types")
+    }
+
+    pub async fn create_article_type(&self) {
+        let r = self.create_item_type("article", article_fields()).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    }
+
+    /// Creates an item (in `stage` when given); returns the response.
+    pub async fn post_item(&self, body: Value, stage: Option<&str>) -> Response {
+        self.json_request(reqwest::Method::POST, &staged("/api/items", stage))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /api/items")
+    }
+
+    /// Creates an article with `title` and returns it as JSON.
+    pub async fn create_item(&self, title: &str, stage: Option<&str>) -> Value {
+        let r = self
+            .post_item(
+                json!({"type": "article", "title": title, "fields": {"field_body": {"value": "text"}}}),
+                stage,
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json().await.expect("item JSON")
+    }
+
+    pub async fn update_item(&self, id: &str, patch: Value, stage: Option<&str>) -> Response {
+        self.json_request(
+            reqwest::Method::PUT,
+            &staged(&format!("/api/items/{id}"), stage),
+        )
+        .json(&patch)
+        .send()
+        .await
+        .expect("PUT /api/items/{id}")
+    }
+
+    pub async fn rename_item(&self, id: &str, title: &str, stage: Option<&str>) {
+        let r = self.update_item(id, json!({"title": title}), stage).await;
+        assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    }
+
+    pub async fn read_item(&self, id: &str, stage: Option<&str>) -> Response {
+        self.get(&staged(&format!("/api/items/{id}"), stage)).await
+    }
+
+    /// The title the item shows from `stage`, or `None` if not visible.
+    pub async fn item_title(&self, id: &str, stage: Option<&str>) -> Option<String> {
+        let r = self.read_item(id, stage).await;
+        if r.status() != StatusCode::OK {
+            return None;
+        }
+        let v: Value = r.json().await.ok()?;
+        v["title"].as_str().map(str::to_owned)
+    }
+
+    pub async fn create_stage(&self, id: &str) -> Response {
+        self.json_request(reqwest::Method::POST, "/api/stages")
+            .json(&json!({"id": id, "label": format!("Stage {id}")}))
+            .send()
+            .await
+            .expect("POST /api/stages")
+    }
+
+    pub async fn publish_stage(&self, id: &str) -> Response {
+        self.json_request(reqwest::Method::POST, &format!("/stage/{id}/publish"))
+            .send()
+            .await
+            .expect("POST /stage/{id}/publish")
+    }
+
+    /// Titles of the published articles listed from `stage`.
+    pub async fn listed_titles(&self, stage: Option<&str>) -> Vec<String> {
+        let r = self
+            .get(&staged(
+                "/api/items?type=article&sort=title&order=asc",
+                stage,
+            ))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.expect("page JSON");
+        v["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i["title"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Grants `permission` to every authenticated user.
+    pub async fn grant_authenticated(&self, permission: &str) {
+        sqlx::query("INSERT INTO role_permission (role, permission) VALUES ('authenticated', $1)")
+            .bind(permission)
+            .execute(&self.state.db)
+            .await
+            .expect("grant permission");
+    }
+}
+
+/// Asserts the JSON error shape and returns the body.
+pub async fn error_body(r: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(r.status(), status);
+    let v: Value = r.json().await.expect("JSON error body");
+    assert_eq!(v["error"], code, "{v}");
+    assert!(v["message"].is_string(), "{v}");
+    assert!(v.get("details").is_some(), "{v}");
+    v
+}

@@ -1,0 +1,363 @@
+//! Stages: isolation from live, publishing (all or nothing), and errors.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::TestApp;
+use crate::harness::content::{PASSWORD, article_fields, error_body};
+
+async fn app_with_stage() -> TestApp {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    assert_eq!(
+        app.create_stage("draft").await.status(),
+        StatusCode::CREATED
+    );
+    app
+}
+
+async fn live_row_title(app: &TestApp, id: &str) -> String {
+    sqlx::query_scalar("SELECT title FROM item WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("item row")
+}
+
+#[tokio::test]
+async fn a_stage_edit_is_invisible_on_live_until_published() {
+    let app = app_with_stage().await;
+    let item = app.create_item("Live title", None).await;
+    let id = item["id"].as_str().expect("id");
+    // Warm both views into the cache first.
+    assert_eq!(
+        app.item_title(id, None).await.as_deref(),
+        Some("Live title")
+    );
+    assert_eq!(
+        app.item_title(id, Some("draft")).await.as_deref(),
+        Some("Live title")
+    );
+
+    app.rename_item(id, "Draft title", Some("draft")).await;
+    assert_eq!(
+        app.item_title(id, Some("draft")).await.as_deref(),
+        Some("Draft title")
+    );
+    assert_eq!(
+        app.item_title(id, None).await.as_deref(),
+        Some("Live title")
+    );
+    assert_eq!(
+        live_row_title(&app, id).await,
+        "Live title",
+        "live row untouched"
+    );
+    assert_eq!(app.listed_titles(None).await, ["Live title"]);
+    assert_eq!(app.listed_titles(Some("draft")).await, ["Draft title"]);
+    // The header selects the stage too.
+    let r = app
+        .client
+        .get(app.url(&format!("/api/items/{id}")))
+        .header("x-trovato-stage", "draft")
+        .send()
+        .await
+        .expect("GET");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["title"], "Draft title");
+
+    let r = app.publish_stage("draft").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let report: Value = r.json().await.expect("json");
+    assert_eq!(report["updated"], json!([id]));
+    assert_eq!(
+        app.item_title(id, None).await.as_deref(),
+        Some("Draft title")
+    );
+    assert_eq!(live_row_title(&app, id).await, "Draft title");
+    assert_eq!(app.listed_titles(None).await, ["Draft title"]);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM stage_association")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("count");
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn an_item_created_in_a_stage_goes_live_only_when_published() {
+    let app = app_with_stage().await;
+    let item = app.create_item("Staged", Some("draft")).await;
+    let id = item["id"].as_str().expect("id");
+    assert_eq!(item["stage_id"], "draft");
+    assert!(app.listed_titles(None).await.is_empty());
+    error_body(
+        app.read_item(id, None).await,
+        StatusCode::NOT_FOUND,
+        "item_not_found",
+    )
+    .await;
+    let anon = crate::harness::client();
+    let r = anon
+        .get(app.url(&format!("/item/{id}")))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.listed_titles(Some("draft")).await, ["Staged"]);
+
+    assert_eq!(app.publish_stage("draft").await.status(), StatusCode::OK);
+    assert_eq!(app.listed_titles(None).await, ["Staged"]);
+    let r = anon
+        .get(app.url(&format!("/item/{id}")))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn publish_is_all_or_nothing() {
+    let app = app_with_stage().await;
+    // A live item edited in the stage (applied first) ...
+    let a = app.create_item("A live", None).await;
+    let a_id = a["id"].as_str().expect("id");
+    app.rename_item(a_id, "A staged", Some("draft")).await;
+    // ... and an item created in the stage whose body will stop validating.
+    let r = app
+        .post_item(
+            json!({"type": "article", "title": "B",
+                   "fields": {"field_body": {"value": "twenty characters!!"}}}),
+            Some("draft"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let b: Value = r.json().await.expect("json");
+    let b_id = b["id"].as_str().expect("id");
+    // The type now allows at most 10 characters: B fails after A applied.
+    let mut fields = article_fields();
+    fields[0]["max_length"] = json!(10);
+    let r = app
+        .json_request(reqwest::Method::PUT, "/api/item-types/article")
+        .json(
+            &json!({"type": "article", "label": "Article", "description": "",
+                      "has_title": true, "title_label": "Title", "plugin": "kernel",
+                      "fields": fields}),
+        )
+        .send()
+        .await
+        .expect("PUT type");
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let r = app.publish_stage("draft").await;
+    let body = error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "stage_item_invalid").await;
+    assert_eq!(body["details"]["item"], b_id);
+    assert!(body["details"]["fields"]["field_body"].is_array(), "{body}");
+
+    // Nothing changed: A's live row, B's stage, the association.
+    assert_eq!(live_row_title(&app, a_id).await, "A live");
+    assert_eq!(app.item_title(a_id, None).await.as_deref(), Some("A live"));
+    let b_stage: String = sqlx::query_scalar("SELECT stage_id FROM item WHERE id = $1::uuid")
+        .bind(b_id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("B row");
+    assert_eq!(b_stage, "draft");
+    let assoc: i64 = sqlx::query_scalar("SELECT count(*) FROM stage_association")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("count");
+    assert_eq!(assoc, 1);
+    assert_eq!(
+        app.item_title(a_id, Some("draft")).await.as_deref(),
+        Some("A staged")
+    );
+
+    // Fixing B lets the whole stage publish.
+    app.update_item(
+        b_id,
+        json!({"fields": {"field_body": {"value": "short"}}}),
+        Some("draft"),
+    )
+    .await;
+    assert_eq!(app.publish_stage("draft").await.status(), StatusCode::OK);
+    assert_eq!(app.listed_titles(None).await, ["A staged", "B"]);
+}
+
+#[tokio::test]
+async fn stage_errors_are_specific() {
+    let app = app_with_stage().await;
+    error_body(
+        app.create_stage("draft").await,
+        StatusCode::CONFLICT,
+        "stage_exists",
+    )
+    .await;
+    error_body(
+        app.create_stage("Bad Id").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_stage_id",
+    )
+    .await;
+    let blank = app
+        .json_request(reqwest::Method::POST, "/api/stages")
+        .json(&json!({"id": "other", "label": " "}))
+        .send()
+        .await
+        .expect("POST");
+    error_body(blank, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    error_body(
+        app.publish_stage("nope").await,
+        StatusCode::NOT_FOUND,
+        "stage_not_found",
+    )
+    .await;
+    error_body(
+        app.publish_stage("live").await,
+        StatusCode::CONFLICT,
+        "stage_is_live",
+    )
+    .await;
+    error_body(
+        app.get("/api/items?stage=nope").await,
+        StatusCode::NOT_FOUND,
+        "stage_not_found",
+    )
+    .await;
+    // A live item cannot be deleted from inside a stage.
+    let item = app.create_item("Live", None).await;
+    let id = item["id"].as_str().expect("id");
+    let r = app
+        .json_request(
+            reqwest::Method::DELETE,
+            &format!("/api/items/{id}?stage=draft"),
+        )
+        .send()
+        .await
+        .expect("DELETE");
+    error_body(r, StatusCode::CONFLICT, "stage_conflict").await;
+    assert!(app.item_title(id, None).await.is_some());
+    let stages: Value = app.get("/api/stages").await.json().await.expect("json");
+    assert_eq!(stages[0]["id"], "live");
+    assert_eq!(stages[1]["id"], "draft");
+}
+
+#[tokio::test]
+async fn stages_are_for_editors_only() {
+    let app = app_with_stage().await;
+    app.create_user("visitor", PASSWORD, false).await;
+    let visitor = crate::harness::client();
+    visitor
+        .post(app.url("/user/login"))
+        .json(&json!({"name": "visitor", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    let r = visitor
+        .get(app.url("/api/items?stage=draft"))
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = visitor
+        .post(app.url("/stage/draft/publish"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("POST");
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let anon = crate::harness::client();
+    let r = anon
+        .get(app.url("/api/items?stage=draft"))
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let r = anon
+        .post(app.url("/api/stages"))
+        .json(&json!({"id": "x", "label": "X"}))
+        .send()
+        .await
+        .expect("POST");
+    error_body(r, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+}
+
+#[tokio::test]
+async fn a_browser_session_can_work_in_a_stage() {
+    let app = app_with_stage().await;
+    let live = app.create_item("Live", None).await;
+    let id = live["id"].as_str().expect("id");
+    let r = app
+        .json_request(reqwest::Method::PUT, "/api/stage/current")
+        .json(&json!({"stage": "draft"}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), StatusCode::OK);
+    let cur: Value = app
+        .get("/api/stage/current")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(cur["stage"], "draft");
+    // Without ?stage=, this session now edits and reads the draft.
+    app.rename_item(id, "Drafted", None).await;
+    assert_eq!(app.item_title(id, None).await.as_deref(), Some("Drafted"));
+    let anon = crate::harness::client();
+    let v: Value = anon
+        .get(app.url(&format!("/api/items/{id}")))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["title"], "Live", "other visitors still see live");
+    // Back to live.
+    let r = app
+        .json_request(reqwest::Method::PUT, "/api/stage/current")
+        .json(&json!({"stage": "live"}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(app.item_title(id, None).await.as_deref(), Some("Live"));
+
+    let missing = app
+        .json_request(reqwest::Method::PUT, "/api/stage/current")
+        .json(&json!({"stage": "nope"}))
+        .send()
+        .await
+        .expect("PUT");
+    error_body(missing, StatusCode::NOT_FOUND, "stage_not_found").await;
+    let r = anon
+        .put(app.url("/api/stage/current"))
+        .json(&json!({"stage": "draft"}))
+        .send()
+        .await
+        .expect("PUT");
+    error_body(r, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+}
+
+#[tokio::test]
+async fn publishing_drops_every_value_cached_for_the_stage() {
+    let app = app_with_stage().await;
+    let item = app.create_item("One", None).await;
+    let id = item["id"].as_str().expect("id");
+    app.rename_item(id, "Two", Some("draft")).await;
+    assert_eq!(app.listed_titles(Some("draft")).await, ["Two"]);
+    assert_eq!(
+        app.item_title(id, Some("draft")).await.as_deref(),
+        Some("Two")
+    );
+    assert_eq!(app.item_title(id, None).await.as_deref(), Some("One"));
+    let staged = trovato::cache::CacheKey::new(format!("st:draft:item:{id}")).expect("key");
+    let cache = &app.state.cache;
+    assert!(cache.peek_l2(&staged).await.expect("redis").is_some());
+    assert_eq!(app.publish_stage("draft").await.status(), StatusCode::OK);
+    assert!(cache.peek_l1(&staged).is_none());
+    assert!(cache.peek_l2(&staged).await.expect("redis").is_none());
+    let live = trovato::cache::CacheKey::new(format!("item:{id}")).expect("key");
+    assert!(cache.peek_l2(&live).await.expect("redis").is_none());
+}
