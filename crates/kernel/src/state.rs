@@ -9,8 +9,8 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::kv::Kv;
 use crate::page::Templates;
-use crate::user::access::PermissionCache;
 use crate::plugin::Plugins;
+use crate::user::access::PermissionCache;
 
 #[derive(Clone)]
 pub struct AppState {
