@@ -53,3 +53,38 @@ stop_static_nginx() {
 
 # ratio a/b with 2 decimals.
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
+
+# Private PostgreSQL on 127.0.0.1:$2 with data in $1 (run as the postgres
+# user when we are root: PostgreSQL refuses to run as root).
+start_private_postgres() {
+  local dir=$1 port=$2 bindir
+  bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -x "$bindir/initdb" ] || { echo "PostgreSQL binaries missing: apt-get install postgresql" >&2; exit 1; }
+  local as=()
+  if [ "$(id -u)" -eq 0 ]; then as=(runuser -u postgres --); fi
+  mkdir -p "$dir"
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    "${as[@]}" "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync >/dev/null
+  fi
+  "${as[@]}" "$bindir/pg_ctl" start -D "$dir/data" -w -l "$dir/postgres.log" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300" >/dev/null
+  PRIVATE_PG=("${as[@]}" "$bindir/pg_ctl" stop -D "$dir/data" -m fast)
+}
+
+start_private_redis() {
+  local dir=$1 port=$2
+  command -v redis-server >/dev/null || { echo "redis-server missing: apt-get install redis-server" >&2; exit 1; }
+  mkdir -p "$dir"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+    --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+  for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  PRIVATE_REDIS_PID="$dir/redis.pid"
+}
+
+stop_private_services() {
+  if [ -n "${PRIVATE_PG:-}" ]; then "${PRIVATE_PG[@]}" >/dev/null 2>&1 || true; fi
+  if [ -n "${PRIVATE_REDIS_PID:-}" ] && [ -s "$PRIVATE_REDIS_PID" ]; then
+    kill "$(cat "$PRIVATE_REDIS_PID")" 2>/dev/null || true
+  fi
+}
