@@ -415,7 +415,7 @@ pub async fn create(
         .cache
         .invalidate(&change_tags(stage, item.id, &item.item_type))
         .await;
-    taps::item_inserted(state, &item);
+    taps::item_inserted(state, &item).await;
     Ok(item)
 }
 
@@ -479,7 +479,7 @@ pub async fn update(
         .cache
         .invalidate(&change_tags(stage, id, &item.item_type))
         .await;
-    taps::item_updated(state, &item);
+    taps::item_updated(state, &item).await;
     Ok(item)
 }
 
@@ -501,7 +501,7 @@ pub async fn delete(state: &AppState, stage: &StageId, id: Uuid) -> Result<Item,
         .cache
         .invalidate(&change_tags(stage, id, &item.item_type))
         .await;
-    taps::item_deleted(state, &item);
+    taps::item_deleted(state, &item).await;
     Ok(item)
 }
 

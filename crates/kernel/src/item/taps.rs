@@ -1,23 +1,31 @@
-//! The seam where plugins hook into item writes. Plugins are wired in by
-//! the plugin subsystem: these functions are where `tap_item_insert`,
-//! `tap_item_update` and `tap_item_delete` (and `tap_item_update_index`)
-//! are to be invoked. They run after the write committed and after its
-//! cache invalidation, and they must not fail the write.
+//! Where plugins hook into item writes: `tap_item_insert`,
+//! `tap_item_update` and `tap_item_delete` receive the item as JSON. They
+//! run after the write committed and after its cache invalidation, in
+//! plugin weight order, and they never fail the write: each invocation's
+//! outcome is logged and counted by the plugin runtime.
 
 use super::Item;
 use crate::state::AppState;
 
 /// After an item was created.
-pub fn item_inserted(_state: &AppState, item: &Item) {
-    tracing::debug!(item = %item.id, "item inserted");
+pub async fn item_inserted(state: &AppState, item: &Item) {
+    fire(state, "tap_item_insert", item).await;
 }
 
 /// After an item was saved (live row or stage revision).
-pub fn item_updated(_state: &AppState, item: &Item) {
-    tracing::debug!(item = %item.id, "item updated");
+pub async fn item_updated(state: &AppState, item: &Item) {
+    fire(state, "tap_item_update", item).await;
 }
 
 /// After an item was deleted.
-pub fn item_deleted(_state: &AppState, item: &Item) {
-    tracing::debug!(item = %item.id, "item deleted");
+pub async fn item_deleted(state: &AppState, item: &Item) {
+    fire(state, "tap_item_delete", item).await;
+}
+
+async fn fire(state: &AppState, tap: &str, item: &Item) {
+    if state.plugins.implementors(tap).is_empty() {
+        return;
+    }
+    let outcomes = state.plugins.invoke_all(tap, item).await;
+    tracing::debug!(item = %item.id, tap, plugins = outcomes.len(), "item tap dispatched");
 }

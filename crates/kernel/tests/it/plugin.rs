@@ -923,3 +923,57 @@ fn every_plugin_command_has_help() {
         );
     }
 }
+
+/// Invocations of `tap` by `plugin` that succeeded, per `/metrics`.
+fn ok_invocations(metrics: &str, plugin: &str, tap: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("trovato_plugin_tap_duration_seconds_count{"))
+        .filter(|l| {
+            l.contains(&format!("plugin=\"{plugin}\""))
+                && l.contains(&format!("tap=\"{tap}\""))
+                && l.contains("outcome=\"ok\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn item_create_update_and_delete_invoke_the_item_taps() {
+    let dir = PluginDir::new().fixture("item_audit");
+    let app = spawn(&dir, |_| {}).await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    let count = |tap: &'static str| {
+        let app = &app;
+        async move {
+            let text = app.get("/metrics").await.text().await.expect("metrics");
+            ok_invocations(&text, "item_audit", tap)
+        }
+    };
+    let before = (
+        count("tap_item_insert").await,
+        count("tap_item_update").await,
+        count("tap_item_delete").await,
+    );
+
+    let item = app.create_item("Audited", None).await;
+    let id = item["id"].as_str().expect("id").to_owned();
+    assert_eq!(count("tap_item_insert").await, before.0 + 1);
+
+    app.rename_item(&id, "Audited again", None).await;
+    assert_eq!(count("tap_item_update").await, before.1 + 1);
+
+    let deleted = app
+        .json_request(reqwest::Method::DELETE, &format!("/api/items/{id}"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    assert_eq!(count("tap_item_delete").await, before.2 + 1);
+    assert_eq!(
+        count("tap_item_insert").await,
+        before.0 + 1,
+        "no extra insert taps"
+    );
+}
