@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$BENCH_KERNEL_PID/status")
-echo "| idle RSS of trovato serve (MiB) | $(python3 -c "print(f'{$rss_kb/1024:.1f}')") | — | — |"
+echo "| idle RSS of trovato serve, no plugins (MiB) | $(python3 -c "print(f'{$rss_kb/1024:.1f}')") | — | — |"
 
 docroot="$BENCH_OUT/static"
 mkdir -p "$docroot"
