@@ -557,7 +557,11 @@ fn compile_found(
     let plugin = m.name.to_string();
     let path = module_path.ok_or_else(|| PluginError::InvalidModule {
         plugin: plugin.clone(),
-        reason: format!("neither {plugin}.wasm nor {plugin}.wat exists"),
+        // Plugins written in Rust ship as source; say how to build them.
+        reason: format!(
+            "neither {plugin}.wasm nor {plugin}.wat exists (a plugin built from source needs \
+             its .wasm, e.g. scripts/build-plugins for the examples)"
+        ),
     })?;
     let bytes = std::fs::read(path).map_err(|e| PluginError::InvalidModule {
         plugin: plugin.clone(),

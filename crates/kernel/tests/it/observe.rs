@@ -140,9 +140,19 @@ async fn a_session_started_on_one_process_is_valid_on_another() {
         .await
         .expect("json");
     assert_eq!(me["user"]["name"], "pat");
+    // The request span carries the route template, status and latency.
+    let logs = a.logs.lock().map(|l| l.clone()).unwrap_or_default();
+    let line = logs
+        .iter()
+        .find(|l| l.contains("request completed") && l.contains("\"route\":\"/user/login\""))
+        .unwrap_or_else(|| panic!("no request line for /user/login in {logs:?}"));
+    let v: Value = serde_json::from_str(line).expect("JSON log line");
+    assert_eq!(v["span"]["status"], 200, "{line}");
+    assert_eq!(v["span"]["method"], "POST", "{line}");
+    assert!(v["span"]["latency_ms"].is_number(), "{line}");
     assert!(
-        a.logs_contain("\"route\":\"/user/login\""),
-        "request span carries the route template"
+        !v["span"]["request_id"].as_str().unwrap_or("").is_empty(),
+        "{line}"
     );
 }
 
