@@ -118,7 +118,12 @@ impl Kernel {
 
     /// Closes the pool and stops the embedded servers this process started.
     pub async fn shutdown(self) {
-        self.state.db.close().await;
-        self.embedded.stop().await;
+        let Kernel { state, embedded } = self;
+        state.db.close().await;
+        // Dropping the state ends its background tasks (the cache's
+        // subscriber) before the embedded Redis they talk to goes away.
+        drop(state);
+        tokio::task::yield_now().await;
+        embedded.stop().await;
     }
 }
