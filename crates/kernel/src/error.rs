@@ -110,9 +110,9 @@ impl AppError {
                 UserError::InvalidEmail(_) => (S::UNPROCESSABLE_ENTITY, "invalid_email", false),
                 UserError::WeakPassword(_) => (S::UNPROCESSABLE_ENTITY, "weak_password", false),
                 UserError::NotFound(_) => (S::NOT_FOUND, "not_found", false),
-                UserError::Hash(_) | UserError::Db(_) | UserError::Kv(_) => {
-                    (S::INTERNAL_SERVER_ERROR, "internal", true)
-                }
+                UserError::Db(e) => Self::classify_db(e),
+                UserError::Kv(_) => (S::SERVICE_UNAVAILABLE, "redis_unavailable", true),
+                UserError::Hash(_) => (S::INTERNAL_SERVER_ERROR, "internal", true),
             },
             AppError::Plugin(e) => match e {
                 PluginError::NotFound { .. } => (S::NOT_FOUND, "plugin_not_found", false),
@@ -137,12 +137,7 @@ impl AppError {
                     (S::INTERNAL_SERVER_ERROR, "plugin_failed", true)
                 }
             },
-            AppError::Db(e) => match e {
-                DbError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "database_unavailable", true),
-                DbError::Query(_) | DbError::Migrate(_) => {
-                    (S::INTERNAL_SERVER_ERROR, "internal", true)
-                }
-            },
+            AppError::Db(e) => Self::classify_db(e),
             AppError::Kv(_) => (S::SERVICE_UNAVAILABLE, "redis_unavailable", true),
             AppError::Cache(e) => match e {
                 CacheError::Backend(_) => (S::SERVICE_UNAVAILABLE, "redis_unavailable", true),
@@ -194,6 +189,7 @@ impl AppError {
         use StatusCode as S;
         match e {
             DbError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "database_unavailable", true),
+            DbError::InvalidText(_) => (S::UNPROCESSABLE_ENTITY, "invalid_text", false),
             DbError::Query(_) | DbError::Migrate(_) => (S::INTERNAL_SERVER_ERROR, "internal", true),
         }
     }

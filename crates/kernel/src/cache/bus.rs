@@ -50,6 +50,15 @@ pub(crate) fn spawn(
                     }
                     first = false;
                     strong.bus_up.store(true, Ordering::Relaxed);
+                    // Invalidations this process could not send while Redis
+                    // was away go out now, not at its next cache call: other
+                    // instances may read the stale L2 entries before then.
+                    if !strong.pending.is_empty() {
+                        let cache = super::Cache {
+                            inner: strong.clone(),
+                        };
+                        tokio::spawn(async move { cache.replay_pending().await });
+                    }
                     drop(strong);
                     if let Some(tx) = ready.take() {
                         let _ = tx.send(());

@@ -20,6 +20,10 @@ pub enum DbError {
     /// The database could not be reached (refused, timed out, pool closed).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Client text PostgreSQL cannot store (a NUL character, or bytes
+    /// invalid in the server encoding): the client's fault, not ours.
+    #[error("text the database cannot store: {0}")]
+    InvalidText(String),
     #[error("database query failed: {0}")]
     Query(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -31,6 +35,13 @@ impl From<sqlx::Error> for DbError {
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 DbError::Unavailable(e.to_string())
+            }
+            // character_not_in_repertoire (NUL in text) and
+            // untranslatable_character (\u0000 in JSONB).
+            sqlx::Error::Database(ref db)
+                if matches!(db.code().as_deref(), Some("22021") | Some("22P05")) =>
+            {
+                DbError::InvalidText(db.message().to_owned())
             }
             other => DbError::Query(other),
         }

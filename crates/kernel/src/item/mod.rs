@@ -187,9 +187,15 @@ impl ListSpec {
     pub const MAX_PER_PAGE: u32 = 100;
 
     fn cache_key(&self, stage: &StageId) -> Result<CacheKey, ItemError> {
+        // `type:{name}` and `any` cannot collide, even for a type named
+        // `all`.
+        let scope = match self.item_type.as_deref() {
+            Some(t) => format!("type:{t}"),
+            None => "any".to_owned(),
+        };
         let key = format!(
             "item_list:{}:{}:{}:{}:{}",
-            self.item_type.as_deref().unwrap_or("all"),
+            scope,
             sort_name(self.sort),
             if self.order == SortOrder::Asc {
                 "asc"
@@ -408,6 +414,7 @@ pub async fn create(
         revision_id: Some(Uuid::now_v7()),
     };
     let mut tx = state.db.begin().await?;
+    store::hold_stage(&mut *tx, stage.as_str()).await?;
     store::insert_item(&mut *tx, &item).await?;
     store::insert_revision(&mut *tx, &item, stage.as_str(), author, "Created").await?;
     tx.commit().await?;
@@ -430,6 +437,7 @@ pub async fn update(
     patch: ItemPatch,
 ) -> Result<Item, ItemError> {
     let mut tx = state.db.begin().await?;
+    store::hold_stage(&mut *tx, stage.as_str()).await?;
     let mut item = store::find_for_update(&mut *tx, stage.as_str(), id)
         .await?
         .ok_or(ItemError::NotFound(id))?;
@@ -487,6 +495,7 @@ pub async fn update(
 /// in that stage can be deleted.
 pub async fn delete(state: &AppState, stage: &StageId, id: Uuid) -> Result<Item, ItemError> {
     let mut tx = state.db.begin().await?;
+    store::hold_stage(&mut *tx, stage.as_str()).await?;
     let item = store::find_for_update(&mut *tx, stage.as_str(), id)
         .await?
         .ok_or(ItemError::NotFound(id))?;

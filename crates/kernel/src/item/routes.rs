@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{
     Item, ItemError, ItemPage, ItemPatch, ItemType, ListSpec, NewItem, Revision, SortKey, SortOrder,
 };
-use crate::cache::{CacheKey, CacheTag, Loaded};
+use crate::cache::{CacheKey, Loaded};
 use crate::error::{AppError, ErrorBody};
 use crate::http::{BodyKind, body_kind};
 use crate::stage::{SelectedStage, StageId};
@@ -415,27 +415,14 @@ fn html(bytes: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], bytes).into_response()
 }
 
-/// Whether anonymous visitors hold `access content`, through the cache
-/// (tag `role_permission`: whoever changes role permissions invalidates it).
+/// Whether anonymous visitors hold `access content`, from the per-process
+/// permission cache (a change takes effect within its short TTL).
 async fn anonymous_may_access(state: &AppState) -> Result<bool, AppError> {
-    let key = CacheKey::new("perm:anonymous:access_content")?;
-    let db = state.db.clone();
-    let cached = state
-        .cache
-        .get_or_load(&key, || async move {
-            let perms = crate::user::permissions_of(&db, &[role::ANONYMOUS.to_owned()]).await?;
-            let flag: &'static [u8] = if perms.contains(permission::ACCESS_CONTENT) {
-                b"1"
-            } else {
-                b"0"
-            };
-            Ok::<_, AppError>(Some(Loaded {
-                bytes: Bytes::from_static(flag),
-                tags: vec![CacheTag::new("role_permission")?],
-            }))
-        })
+    let perms = state
+        .permissions
+        .of(&state.db, &[role::ANONYMOUS.to_owned()])
         .await?;
-    Ok(cached.is_some_and(|c| &c.bytes[..] == b"1"))
+    Ok(perms.contains(permission::ACCESS_CONTENT))
 }
 
 fn render_item(state: &AppState, item: &Item, user: Option<&str>) -> Result<String, AppError> {

@@ -190,6 +190,25 @@ pub async fn find(
     Ok(row.map(Into::into))
 }
 
+/// Holds a share lock on the stage row for the rest of the transaction,
+/// so a publish of that stage (which takes it `FOR UPDATE`) either sees
+/// this write committed or waits for it, and never deletes a stage edit
+/// it did not apply. Taken before any item row lock, in the same order as
+/// publish, so the two cannot deadlock. Live needs no lock.
+pub async fn hold_stage(db: impl PgExecutor<'_>, stage: &str) -> Result<(), DbError> {
+    if stage == crate::cache::LIVE {
+        return Ok(());
+    }
+    timed(
+        "stage.share_lock",
+        sqlx::query("SELECT 1 FROM stage WHERE id = $1 FOR SHARE")
+            .bind(stage)
+            .execute(db),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Like [`find`], locking the item row for the rest of the transaction.
 pub async fn find_for_update(
     db: impl PgExecutor<'_>,

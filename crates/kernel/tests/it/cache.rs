@@ -582,3 +582,37 @@ async fn item_reads_keep_working_while_redis_is_down_and_the_cache_resumes() {
     redis.kill().await.expect("stop redis");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_missed_during_an_outage_are_sent_when_redis_returns() {
+    let port = free_port();
+    let dir = scratch_root()
+        .join("cache-faults")
+        .join(uuid::Uuid::now_v7().simple().to_string());
+    // Durable: the stale entry must survive the restart, as it does on a
+    // production Redis.
+    let redis = RedisServer::ensure(&dir, RedisListen::Tcp(port), Durability::Durable)
+        .await
+        .expect("private redis");
+    let url = redis.url();
+    let app = TestApp::spawn_with(move |c| c.redis_url = Some(url), axum::Router::new()).await;
+    let other = other_instance(&app).await;
+    assert_eq!(fill(&other, "replay:k", "old", &["replay:t"]).await, "old");
+    assert!(matches!(other.peek_l2(&key("replay:k")).await, Ok(Some(_))));
+
+    redis.kill().await.expect("stop redis");
+    // This instance's write cannot reach Redis; it is kept for replay.
+    app.state.cache.invalidate(&[tag("replay:t")]).await;
+    redis.start().await.expect("restart redis");
+
+    // No further cache call on this instance: the reconnect alone must
+    // send the missed invalidation, so the other instance's L2 entry dies.
+    let gone = eventually(Duration::from_secs(10), || async {
+        matches!(other.peek_l2(&key("replay:k")).await, Ok(None))
+    })
+    .await;
+    assert!(gone.is_some(), "the missed invalidation was not replayed");
+    assert_eq!(fill(&other, "replay:k", "new", &["replay:t"]).await, "new");
+    redis.kill().await.expect("stop redis");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -458,3 +458,50 @@ async fn openapi_describes_the_content_endpoints() {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
 }
+
+#[tokio::test]
+async fn text_the_database_cannot_store_is_422_and_nothing_is_written() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    let r = app
+        .post_item(
+            json!({"type": "article", "title": "nul\u{0}byte", "fields": {"field_body": {"value": "text"}}}),
+            None,
+        )
+        .await;
+    let body = error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_text").await;
+    assert!(body["message"].is_string(), "{body}");
+    let items: i64 = sqlx::query_scalar("SELECT count(*) FROM item")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("count");
+    let revisions: i64 = sqlx::query_scalar("SELECT count(*) FROM item_revision")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("count");
+    assert_eq!((items, revisions), (0, 0));
+}
+
+#[tokio::test]
+async fn a_type_named_all_has_its_own_listing() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    let r = app.create_item_type("all", json!([])).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    app.create_item("An article", None).await;
+    // Fill the cache for "every type" first, then ask for type `all`.
+    let every: Value = app.get("/api/items").await.json().await.expect("json");
+    let only_all: Value = app
+        .get("/api/items?type=all")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(every.to_string().contains("An article"), "{every}");
+    assert!(
+        !only_all.to_string().contains("An article"),
+        "type `all` must not be served the every-type listing: {only_all}"
+    );
+}

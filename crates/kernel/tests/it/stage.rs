@@ -361,3 +361,57 @@ async fn publishing_drops_every_value_cached_for_the_stage() {
     let live = trovato::cache::CacheKey::new(format!("item:{id}")).expect("key");
     assert!(cache.peek_l2(&live).await.expect("redis").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_edit_waits_for_a_publish_in_progress_instead_of_being_lost() {
+    let app = app_with_stage().await;
+    let item = app.create_item("Live title", None).await;
+    let id = item["id"].as_str().expect("id").to_owned();
+
+    // A publish in progress holds the stage row FOR UPDATE until it commits.
+    let mut publish = app.state.db.begin().await.expect("tx");
+    sqlx::query("SELECT id FROM stage WHERE id = 'draft' FOR UPDATE")
+        .execute(&mut *publish)
+        .await
+        .expect("lock the stage");
+    let edit = tokio::spawn({
+        let client = app.client.clone();
+        let url = app.url(&format!("/api/items/{id}?stage=draft"));
+        async move {
+            client
+                .put(url)
+                .json(&json!({"title": "Draft title"}))
+                .send()
+                .await
+        }
+    });
+    let db = app.state.db.clone();
+    let waiting = crate::harness::eventually(std::time::Duration::from_secs(5), || {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap_or(0)
+                > 0
+        }
+    })
+    .await;
+    assert!(
+        waiting.is_some(),
+        "the stage edit must wait on the publish's lock"
+    );
+    assert!(!edit.is_finished());
+
+    publish.rollback().await.expect("end the publish");
+    let resp = edit.await.expect("join").expect("PUT");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        app.item_title(&id, Some("draft")).await.as_deref(),
+        Some("Draft title")
+    );
+    assert_eq!(live_row_title(&app, &id).await, "Live title");
+}

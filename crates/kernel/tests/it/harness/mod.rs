@@ -157,6 +157,8 @@ impl Drop for TestApp {
 pub struct Process {
     pub addr: SocketAddr,
     child: Child,
+    /// Drains stderr into `logs`; finishes at the process's exit.
+    reader: Option<std::thread::JoinHandle<()>>,
     /// Every log line the process wrote to stderr so far.
     pub logs: Arc<Mutex<Vec<String>>>,
 }
@@ -166,11 +168,15 @@ impl Process {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Sends SIGTERM and waits for the exit status.
+    /// Sends SIGTERM and waits for the exit status and the last log line.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        self.child.wait().expect("wait for trovato")
+        let status = self.child.wait().expect("wait for trovato");
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        status
     }
 
     pub fn logs_contain(&self, needle: &str) -> bool {
@@ -254,7 +260,7 @@ pub fn spawn_process(db_url: &str, redis_url: &str, prefix: &str, env: &[(&str, 
     let logs = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
     let sink = logs.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(addr) = listening_addr(&line)
@@ -283,7 +289,12 @@ pub fn spawn_process(db_url: &str, redis_url: &str, prefix: &str, env: &[(&str, 
             "trovato serve did not start within 60 s"
         );
     };
-    Process { addr, child, logs }
+    Process {
+        addr,
+        child,
+        reader: Some(reader),
+        logs,
+    }
 }
 
 fn listening_addr(line: &str) -> Option<SocketAddr> {
