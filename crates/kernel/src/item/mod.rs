@@ -185,6 +185,8 @@ pub struct ListSpec {
 
 impl ListSpec {
     pub const MAX_PER_PAGE: u32 = 100;
+    /// Listing pages beyond this one are not cached.
+    pub const MAX_CACHED_PAGE: u32 = 50;
 
     fn cache_key(&self, stage: &StageId) -> Result<CacheKey, ItemError> {
         // `type:{name}` and `any` cannot collide, even for a type named
@@ -549,6 +551,12 @@ pub async fn list(
     stage: &StageId,
     spec: &ListSpec,
 ) -> Result<ItemPage, ItemError> {
+    // Deep pages are rare and each would be its own cache entry; reading
+    // them straight from the database keeps the number of listing keys an
+    // anonymous visitor can create bounded.
+    if spec.page > ListSpec::MAX_CACHED_PAGE {
+        return store::list(&state.db, stage.as_str(), spec).await;
+    }
     let key = spec.cache_key(stage)?;
     let db = state.db.clone();
     let st = stage.clone();

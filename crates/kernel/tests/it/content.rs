@@ -505,3 +505,45 @@ async fn a_type_named_all_has_its_own_listing() {
         "type `all` must not be served the every-type listing: {only_all}"
     );
 }
+
+#[tokio::test]
+async fn deep_listing_pages_are_served_without_creating_cache_entries() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    app.create_item("Only item", None).await;
+    let deep: Value = app
+        .get("/api/items?page=51")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(deep["total"], 1, "{deep}");
+    assert_eq!(deep["items"].as_array().map(Vec::len), Some(0), "{deep}");
+    let shallow: Value = app
+        .get("/api/items?page=1")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        shallow["items"].as_array().map(Vec::len),
+        Some(1),
+        "{shallow}"
+    );
+
+    let keys: Vec<String> = app
+        .state
+        .kv
+        .query(redis::cmd("KEYS").arg(format!("{}*item_list*", app.state.config.redis_prefix)))
+        .await
+        .expect("keys");
+    assert!(
+        keys.iter().any(|k| k.contains(":1:")),
+        "page 1 is cached: {keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.contains(":51:")),
+        "page 51 is not: {keys:?}"
+    );
+}
