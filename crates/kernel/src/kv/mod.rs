@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisError};
+use redis::{Cmd, FromRedisValue, RedisError};
 
 use crate::config::redact_url;
 
@@ -76,13 +76,6 @@ impl Kv {
             .await
     }
 
-    /// Runs a pipeline (or `MULTI`/`EXEC` transaction) in one round trip.
-    pub async fn pipeline<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, KvError> {
-        let mut conn = self.conn.clone();
-        self.tracked(async move { pipe.query_async(&mut conn).await })
-            .await
-    }
-
     /// Runs a Lua script.
     pub async fn script<T: FromRedisValue>(
         &self,
@@ -91,11 +84,6 @@ impl Kv {
         let mut conn = self.conn.clone();
         self.tracked(async move { inv.invoke_async(&mut conn).await })
             .await
-    }
-
-    /// A clone of the shared connection, for APIs that need one directly.
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
     }
 
     async fn tracked<T>(

@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
 use super::session::{self, Session};
-use super::{User, UserError, permission, role, token};
+use super::{User, UserError, role, token};
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -57,10 +57,6 @@ impl Account {
                 "requires the `{perm}` permission"
             )))
         }
-    }
-
-    pub fn require_admin(&self) -> Result<(), AppError> {
-        self.require(permission::ADMINISTER_SITE)
     }
 
     /// Checks a CSRF token submitted with a browser form. The expected token
@@ -209,11 +205,6 @@ impl PermissionCache {
                 Err(shared) => UserError::Db(crate::db::DbError::Unavailable(shared.to_string())),
             })?;
         Ok((*loaded).clone())
-    }
-
-    /// Forgets everything (after a permission change in this process).
-    pub fn clear(&self) {
-        self.cache.invalidate_all();
     }
 }
 

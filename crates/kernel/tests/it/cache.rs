@@ -189,29 +189,42 @@ async fn concurrent_misses_for_one_key_load_once() {
     assert_eq!(loads.load(Ordering::SeqCst), 1);
 }
 
+/// A read of `k` whose loader reads "old" and then waits: it returns once
+/// the first channel fires (the value was read) and finishes once the
+/// returned sender fires. Forces a fill to straddle whatever the test does
+/// in between.
+async fn held_fill(
+    cache: &Cache,
+    k: &'static str,
+) -> (
+    tokio::task::JoinHandle<Option<trovato::cache::Cached>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let cache = cache.clone();
+    let task = tokio::spawn(async move {
+        cache
+            .get_or_load(&key(k), || async move {
+                let old = loaded("old", &[k]);
+                let _ = read_tx.send(());
+                let _ = go_rx.await;
+                Ok::<_, std::convert::Infallible>(Some(old))
+            })
+            .await
+            .expect("infallible")
+    });
+    read_rx.await.expect("loader started");
+    (task, go_tx)
+}
+
 #[tokio::test]
 async fn a_fill_racing_an_invalidation_leaves_no_stale_entry() {
     let app = TestApp::spawn().await;
     let cache = app.state.cache.clone();
     // The loader reads the old value, then waits until the test has
     // invalidated its tag (the write committed meanwhile), then returns.
-    let (read_tx, read_rx) = tokio::sync::oneshot::channel::<()>();
-    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
-    let filler = {
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            cache
-                .get_or_load(&key("item:race"), || async move {
-                    let old = loaded("old", &["item:race"]);
-                    let _ = read_tx.send(());
-                    let _ = go_rx.await;
-                    Ok::<_, std::convert::Infallible>(Some(old))
-                })
-                .await
-                .expect("infallible")
-        })
-    };
-    read_rx.await.expect("loader started");
+    let (filler, go_tx) = held_fill(&cache, "item:race").await;
     cache.invalidate(&[tag("item:race")]).await;
     go_tx.send(()).expect("release loader");
     let served = filler.await.expect("join").expect("value");
@@ -248,23 +261,7 @@ async fn a_fill_racing_an_invalidation_leaves_no_stale_entry() {
 async fn a_reader_waiting_on_a_load_that_went_stale_loads_for_itself() {
     let app = TestApp::spawn().await;
     let cache = app.state.cache.clone();
-    let (read_tx, read_rx) = tokio::sync::oneshot::channel::<()>();
-    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
-    let leader = {
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            cache
-                .get_or_load(&key("item:sf"), || async move {
-                    let old = loaded("old", &["item:sf"]);
-                    let _ = read_tx.send(());
-                    let _ = go_rx.await;
-                    Ok::<_, std::convert::Infallible>(Some(old))
-                })
-                .await
-                .expect("infallible")
-        })
-    };
-    read_rx.await.expect("leader loading");
+    let (leader, go_tx) = held_fill(&cache, "item:sf").await;
     let follower = {
         let cache = cache.clone();
         tokio::spawn(async move {
@@ -312,9 +309,7 @@ async fn an_l2_read_racing_an_invalidation_does_not_refill_l1() {
 
 #[tokio::test]
 async fn stage_scoped_values_use_the_stage_prefix_and_never_fill_live_keys() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     assert_eq!(
         app.create_stage("draft").await.status(),
         StatusCode::CREATED

@@ -217,9 +217,7 @@ async fn category_crud_and_errors() {
 
 #[tokio::test]
 async fn items_may_reference_existing_terms_only() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     create_category(&app, "tags").await;
     let t: Value = add_term(&app, "tags", json!({"name": "Rust"}))
         .await

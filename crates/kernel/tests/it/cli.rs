@@ -1,22 +1,16 @@
 //! The `trovato` command: configuration errors are one line naming the
 //! setting and a non-zero exit; `user create` and `migrate` work.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use crate::harness::{services, trovato_bin};
+use crate::harness::{run_trovato, services};
 
+/// Runs the binary with a short start-up timeout, so unreachable services
+/// fail fast.
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(trovato_bin());
-    cmd.args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("REDIS_URL")
-        .env("TROVATO_CONNECT_TIMEOUT", "2")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run trovato")
+    let mut all = vec![("TROVATO_CONNECT_TIMEOUT", "2")];
+    all.extend_from_slice(env);
+    run_trovato(args, &all, None)
 }
 
 fn stderr(o: &Output) -> String {
@@ -112,8 +106,8 @@ async fn user_create_with_password_on_stdin_then_login_works() {
     let s = services().await;
     let (name, db_url) = crate::harness::services::create_test_database().await;
     let prefix = crate::harness::test_prefix();
-    let mut child = Command::new(trovato_bin())
-        .args([
+    let o = run_trovato(
+        &[
             "user",
             "create",
             "quinn",
@@ -121,22 +115,14 @@ async fn user_create_with_password_on_stdin_then_login_works() {
             "quinn@example.com",
             "--admin",
             "--password-stdin",
-        ])
-        .env("DATABASE_URL", &db_url)
-        .env("REDIS_URL", &s.redis_url)
-        .env("TROVATO_REDIS_PREFIX", &prefix)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"a long enough password\n")
-        .expect("write");
-    let o = child.wait_with_output().expect("wait");
+        ],
+        &[
+            ("DATABASE_URL", &db_url),
+            ("REDIS_URL", &s.redis_url),
+            ("TROVATO_REDIS_PREFIX", &prefix),
+        ],
+        Some("a long enough password\n"),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!String::from_utf8_lossy(&o.stdout).contains("Password:"));
 

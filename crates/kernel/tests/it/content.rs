@@ -16,9 +16,7 @@ async fn item_count(app: &TestApp) -> i64 {
 
 #[tokio::test]
 async fn item_with_invalid_fields_gets_422_listing_every_failing_field_and_writes_nothing() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     let r = app
         .post_item(
             json!({
@@ -58,9 +56,7 @@ async fn item_with_invalid_fields_gets_422_listing_every_failing_field_and_write
 
 #[tokio::test]
 async fn missing_required_field_and_unknown_type_are_422() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     let r = app
         .post_item(json!({"type": "article", "title": "T", "fields": {}}), None)
         .await;
@@ -76,9 +72,7 @@ async fn missing_required_field_and_unknown_type_are_422() {
 
 #[tokio::test]
 async fn item_type_errors_are_reported_by_name() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     let dup = app.create_item_type("article", json!([])).await;
     error_body(dup, StatusCode::CONFLICT, "item_type_exists").await;
     let bad = app
@@ -108,9 +102,7 @@ async fn item_type_errors_are_reported_by_name() {
 
 #[tokio::test]
 async fn created_item_reads_back_and_is_cached_in_both_tiers() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     let item = app.create_item("Hello", None).await;
     let id = item["id"].as_str().expect("id");
     assert_eq!(item["status"], "published");
@@ -139,9 +131,7 @@ async fn created_item_reads_back_and_is_cached_in_both_tiers() {
 
 #[tokio::test]
 async fn update_writes_a_revision_and_readers_see_the_new_values() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     let item = app.create_item("Before", None).await;
     let id = item["id"].as_str().expect("id");
     assert_eq!(app.item_title(id, None).await.as_deref(), Some("Before"));
@@ -184,9 +174,7 @@ async fn update_writes_a_revision_and_readers_see_the_new_values() {
 
 #[tokio::test]
 async fn deleted_item_is_gone_from_database_cache_and_listing() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     let item = app.create_item("Doomed", None).await;
     let id = item["id"].as_str().expect("id");
     assert_eq!(app.listed_titles(None).await, ["Doomed"]);
@@ -218,9 +206,7 @@ async fn deleted_item_is_gone_from_database_cache_and_listing() {
 
 #[tokio::test]
 async fn delete_by_session_without_csrf_header_or_json_is_403() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     let item = app.create_item("Kept", None).await;
     let id = item["id"].as_str().expect("id");
     let r = app
@@ -235,9 +221,7 @@ async fn delete_by_session_without_csrf_header_or_json_is_403() {
 
 #[tokio::test]
 async fn listing_is_sorted_paged_and_sees_new_items_at_once() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     for t in ["b", "a", "c"] {
         app.create_item(t, None).await;
     }
@@ -269,9 +253,7 @@ async fn listing_is_sorted_paged_and_sees_new_items_at_once() {
 
 #[tokio::test]
 async fn bad_listing_parameters_are_rejected() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     let r = app.get("/api/items?per_page=500&page=0").await;
     let body = error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert!(body["details"]["fields"]["per_page"].is_array());
@@ -389,9 +371,7 @@ async fn unpublished_items_are_visible_to_their_author_and_administrators_only()
 
 #[tokio::test]
 async fn item_page_is_escaped_cached_and_follows_updates() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     let item = app.create_item("<script>alert(1)</script>", None).await;
     let id = item["id"].as_str().expect("id");
     let anon = crate::harness::client();
@@ -461,9 +441,7 @@ async fn openapi_describes_the_content_endpoints() {
 
 #[tokio::test]
 async fn text_the_database_cannot_store_is_422_and_nothing_is_written() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     let r = app
         .post_item(
             json!({"type": "article", "title": "nul\u{0}byte", "fields": {"field_body": {"value": "text"}}}),
@@ -485,9 +463,7 @@ async fn text_the_database_cannot_store_is_422_and_nothing_is_written() {
 
 #[tokio::test]
 async fn a_type_named_all_has_its_own_listing() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     let r = app.create_item_type("all", json!([])).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
     app.create_item("An article", None).await;
@@ -508,9 +484,7 @@ async fn a_type_named_all_has_its_own_listing() {
 
 #[tokio::test]
 async fn deep_listing_pages_are_served_without_creating_cache_entries() {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     app.create_item("Only item", None).await;
     let deep: Value = app
         .get("/api/items?page=51")

@@ -6,7 +6,7 @@
 //! fixtures are `.wat` files under `tests/plugins/`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use trovato::config::Config;
 use trovato::plugin::{PluginError, postgres};
 
-use crate::harness::{Cluster, TestApp, client, services, trovato_bin};
+use crate::harness::{Cluster, TestApp, client, run_trovato, services};
 
 /// A throw-away plugin directory assembled from examples, fixtures and
 /// generated modules; removed on drop.
@@ -627,37 +627,19 @@ async fn plugin_list_requires_an_administrator() {
     assert!(doc["paths"]["/api/plugins"]["get"].is_object(), "{doc}");
 }
 
+/// Runs the CLI with JSON logs at info, and the compile cache inside the
+/// plugin directory given in `env`.
 fn run_cli(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(trovato_bin());
-    cmd.args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("REDIS_URL")
-        .env("TROVATO_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-        if *k == "TROVATO_PLUGIN_DIR" {
-            cmd.env("TROVATO_DATA_DIR", format!("{v}/.data"));
-        }
+    let data_dir = env
+        .iter()
+        .find(|(k, _)| *k == "TROVATO_PLUGIN_DIR")
+        .map(|(_, v)| format!("{v}/.data"));
+    let mut all = vec![("TROVATO_LOG_FORMAT", "json"), ("RUST_LOG", "info")];
+    all.extend_from_slice(env);
+    if let Some(d) = &data_dir {
+        all.push(("TROVATO_DATA_DIR", d));
     }
-    let mut child = cmd.spawn().expect("spawn trovato");
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    child.wait_with_output().expect("wait")
+    run_trovato(args, &all, stdin)
 }
 
 #[test]

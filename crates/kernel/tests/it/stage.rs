@@ -7,9 +7,7 @@ use crate::harness::TestApp;
 use crate::harness::content::{PASSWORD, article_fields, error_body};
 
 async fn app_with_stage() -> TestApp {
-    let app = TestApp::spawn().await;
-    app.sign_in_as_admin().await;
-    app.create_article_type().await;
+    let app = TestApp::spawn_with_articles().await;
     assert_eq!(
         app.create_stage("draft").await.status(),
         StatusCode::CREATED

@@ -29,6 +29,15 @@ pub fn article_fields() -> Value {
 }
 
 impl TestApp {
+    /// A kernel whose client is signed in as an administrator and which
+    /// has the `article` type: where most content tests start.
+    pub async fn spawn_with_articles() -> TestApp {
+        let app = TestApp::spawn().await;
+        app.sign_in_as_admin().await;
+        app.create_article_type().await;
+        app
+    }
+
     /// Creates an administrator and logs this app's client in as them.
     pub async fn sign_in_as_admin(&self) -> trovato::user::User {
         let user = self.create_user("admin", PASSWORD, true).await;

@@ -209,6 +209,40 @@ pub fn trovato_bin() -> &'static str {
     env!("CARGO_BIN_EXE_trovato")
 }
 
+/// Runs `trovato ARGS` to completion with `env` on top of this process's
+/// environment minus its service URLs, feeding `stdin` when given.
+pub fn run_trovato(
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> std::process::Output {
+    let mut cmd = Command::new(trovato_bin());
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn trovato");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("wait for trovato")
+}
+
 impl Cluster {
     pub async fn spawn(n: usize) -> Self {
         Self::spawn_with_env(n, &[]).await
