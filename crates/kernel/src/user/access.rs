@@ -87,7 +87,8 @@ impl Account {
         })
     }
 
-    async fn for_user(
+    /// The account of `user`, with its roles and permissions.
+    pub(crate) async fn for_user(
         state: &AppState,
         user: User,
         session: Option<(String, Session)>,

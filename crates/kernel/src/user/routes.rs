@@ -221,16 +221,13 @@ async fn authenticate(
     let (token, sess) =
         session::create(&state.kv, user.id, state.config.session_idle_timeout).await?;
     tracing::info!(user_id = %user.id, "login");
-    let mut headers = HeaderMap::new();
-    // Resolve as the new session would, to report roles and permissions.
-    let cookie = format!("{}={token}", session::COOKIE);
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        headers.insert(header::COOKIE, v);
-    }
-    let mut account = Account::resolve(state, &headers).await?;
-    if account.session.is_none() {
-        account.session = Some((token.clone(), sess));
-    }
+    let account = Account::for_user(
+        state,
+        user,
+        Some((token.clone(), sess)),
+        access::AuthMethod::Session,
+    )
+    .await?;
     Ok((token, account))
 }
 
