@@ -201,11 +201,18 @@ async fn form_login_with_wrong_password_shows_the_form_again_with_401() {
 }
 
 #[tokio::test]
-async fn login_page_escapes_nothing_unsafe_and_renders_the_form() {
+async fn login_page_sets_the_csrf_cookie_its_form_submits() {
     let app = TestApp::spawn().await;
-    let html = app.get("/user/login").await.text().await.expect("html");
-    assert!(html.contains("<form"), "{html}");
-    assert!(html.contains("name=\"password\""));
+    let resp = app.get("/user/login").await;
+    let cookie = resp
+        .cookies()
+        .find(|c| c.name() == "trovato_csrf")
+        .map(|c| c.value().to_owned())
+        .expect("CSRF cookie");
+    let html = resp.text().await.expect("html");
+    assert!(html.contains("name=\"password\""), "{html}");
+    assert_eq!(csrf_from_html(&html), cookie);
+    assert!(cookie.len() >= 32, "{cookie}");
 }
 
 #[tokio::test]
