@@ -456,8 +456,7 @@ async fn plugin_invoke(
     serde_json::from_str::<serde::de::IgnoredAny>(&input).context("--input is not JSON")?;
     let bounds = trovato::plugin::Bounds::from_config(config);
     let output =
-        trovato::plugin::invoke_from_dir(&config.plugin_dir, name, tap, input.as_bytes(), bounds)
-            .await?;
+        trovato::plugin::invoke_from_dir(&config.plugin_dir, name, tap, &input, bounds).await?;
     match output {
         Some(json) => println!("{}", json.get()),
         None => println!("null"),

@@ -174,6 +174,10 @@ struct Entry {
     manifest: Option<Manifest>,
     module: Result<Arc<Compiled>, PluginError>,
     enabled: AtomicBool,
+    /// The duration histogram of each declared tap's successful
+    /// invocations, resolved once: looking a labelled metric up by name
+    /// costs more than recording into it.
+    ok_durations: HashMap<String, metrics::Histogram>,
 }
 
 struct Registry {
@@ -243,11 +247,18 @@ impl Plugins {
                         reason: "the WebAssembly runtime could not start".into(),
                     }),
                 };
+                let manifest = f.manifest.ok();
+                let ok_durations = manifest
+                    .iter()
+                    .flat_map(|m| &m.taps)
+                    .map(|tap| (tap.clone(), duration_histogram(&f.dir_name, tap, "ok")))
+                    .collect();
                 Entry {
                     dir_name: f.dir_name,
-                    manifest: f.manifest.ok(),
+                    manifest,
                     module: module.map(Arc::new),
                     enabled: AtomicBool::new(true),
+                    ok_durations,
                 }
             })
             .collect();
@@ -449,7 +460,7 @@ impl Plugins {
         tap: &str,
         input: &T,
     ) -> Result<Option<Box<RawValue>>, PluginError> {
-        let input = serde_json::to_vec(input).map_err(|e| PluginError::Serialization {
+        let input = serde_json::to_string(input).map_err(|e| PluginError::Serialization {
             plugin: plugin.to_owned(),
             tap: tap.to_owned(),
             reason: format!("input: {e}"),
@@ -457,12 +468,13 @@ impl Plugins {
         self.invoke_json(plugin, tap, &input).await
     }
 
-    /// Invokes `tap` of one plugin with `input`, which must be UTF-8 JSON.
+    /// Invokes `tap` of one plugin with `input`, which must be JSON (being
+    /// a `str`, it is UTF-8, as ABI v1 promises guests).
     pub async fn invoke_json(
         &self,
         plugin: &str,
         tap: &str,
-        input: &[u8],
+        input: &str,
     ) -> Result<Option<Box<RawValue>>, PluginError> {
         let ready = self.entry(plugin).and_then(|e| {
             self.check_active(e)?;
@@ -481,7 +493,14 @@ impl Plugins {
         match ready {
             Ok(e) => self.run(e, tap, input).await,
             Err(err) => {
-                record(plugin, tap, input.len(), Instant::now(), &Err(err.clone()));
+                record(
+                    plugin,
+                    tap,
+                    input.len(),
+                    Instant::now(),
+                    &Err(err.clone()),
+                    None,
+                );
                 Err(err)
             }
         }
@@ -491,8 +510,8 @@ impl Plugins {
     /// order (ties by name), one after another. A failing plugin is
     /// reported in its outcome and never stops the others.
     pub async fn invoke_all<T: Serialize + ?Sized>(&self, tap: &str, input: &T) -> Vec<TapOutcome> {
-        match serde_json::to_vec(input) {
-            Ok(bytes) => self.invoke_all_json(tap, &bytes).await,
+        match serde_json::to_string(input) {
+            Ok(json) => self.invoke_all_json(tap, &json).await,
             Err(e) => self
                 .implementors(tap)
                 .into_iter()
@@ -509,7 +528,7 @@ impl Plugins {
     }
 
     /// [`Plugins::invoke_all`] with input already serialized.
-    pub async fn invoke_all_json(&self, tap: &str, input: &[u8]) -> Vec<TapOutcome> {
+    pub async fn invoke_all_json(&self, tap: &str, input: &str) -> Vec<TapOutcome> {
         let Some(indices) = self.inner.by_tap.get(tap) else {
             return Vec::new();
         };
@@ -531,7 +550,7 @@ impl Plugins {
         &self,
         e: &Entry,
         tap: &str,
-        input: &[u8],
+        input: &str,
     ) -> Result<Option<Box<RawValue>>, PluginError> {
         let start = Instant::now();
         let result = match (&e.module, &self.inner.runtime) {
@@ -543,7 +562,14 @@ impl Plugins {
                 reason: "the WebAssembly runtime is not running".into(),
             }),
         };
-        record(&e.dir_name, tap, input.len(), start, &result);
+        record(
+            &e.dir_name,
+            tap,
+            input.len(),
+            start,
+            &result,
+            e.ok_durations.get(tap),
+        );
         result
     }
 }
@@ -577,7 +603,7 @@ pub async fn invoke_from_dir(
     plugin_dir: &Path,
     name: &str,
     tap: &str,
-    input: &[u8],
+    input: &str,
     bounds: Bounds,
 ) -> Result<Option<Box<RawValue>>, PluginError> {
     PluginName::parse(name).map_err(|_| PluginError::NotFound {
@@ -617,17 +643,29 @@ pub async fn invoke_from_dir(
     let (rt, compiled) = compiled?;
     let start = Instant::now();
     let result = rt.invoke(&compiled, name, tap, input).await;
-    record(name, tap, input.len(), start, &result);
+    record(name, tap, input.len(), start, &result, None);
     result
 }
 
-/// The per-invocation log line and metrics (spec §15).
+/// The duration histogram of `plugin`'s `tap` for `outcome`.
+fn duration_histogram(plugin: &str, tap: &str, outcome: &'static str) -> metrics::Histogram {
+    metrics::histogram!(
+        "trovato_plugin_tap_duration_seconds",
+        "plugin" => plugin.to_owned(),
+        "tap" => tap.to_owned(),
+        "outcome" => outcome
+    )
+}
+
+/// The per-invocation log line and metrics (spec §15). `ok_duration` is
+/// the histogram for a success, when the caller holds it.
 fn record(
     plugin: &str,
     tap: &str,
     payload_bytes: usize,
     start: Instant,
     result: &Result<Option<Box<RawValue>>, PluginError>,
+    ok_duration: Option<&metrics::Histogram>,
 ) {
     let elapsed = start.elapsed();
     let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -635,13 +673,10 @@ fn record(
         Ok(_) => "ok",
         Err(e) => e.kind(),
     };
-    metrics::histogram!(
-        "trovato_plugin_tap_duration_seconds",
-        "plugin" => plugin.to_owned(),
-        "tap" => tap.to_owned(),
-        "outcome" => outcome
-    )
-    .record(elapsed.as_secs_f64());
+    match (result, ok_duration) {
+        (Ok(_), Some(h)) => h.record(elapsed.as_secs_f64()),
+        _ => duration_histogram(plugin, tap, outcome).record(elapsed.as_secs_f64()),
+    }
     match result {
         Ok(_) => tracing::info!(
             plugin,

@@ -146,13 +146,14 @@ fn build_engine(bounds: &Bounds) -> wasmtime::Result<Engine> {
         .max_memories_per_module(1)
         .max_tables_per_module(1)
         .max_memory_size(bounds.memory_bytes)
-        // Reset the first MiB of memory and the top of the stack with
-        // memset instead of madvise: a fresh instance then starts on warm
-        // pages instead of page-faulting (halves a typical invocation of a
-        // Rust plugin built with a small shadow stack; see plugins/.cargo).
+        // Reset up to the first MiB of memory by copying instead of
+        // madvise, so a fresh instance starts on warm pages instead of
+        // page-faulting (halves a typical invocation of a Rust plugin built
+        // with a small shadow stack; see plugins/.cargo). Where Linux has
+        // PAGEMAP_SCAN (6.7+), only the pages the guest dirtied are reset.
         .linear_memory_keep_resident(1 << 20)
         .table_keep_resident(64 * 1024)
-        .async_stack_keep_resident(64 * 1024);
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut config = wasmtime::Config::new();
     config
         .epoch_interruption(true)
@@ -224,6 +225,8 @@ pub struct Runtime {
     linker: Arc<Linker<Host>>,
     wasi_linker: Arc<Linker<Host>>,
     bounds: Arc<Bounds>,
+    /// `trovato_plugin_instances_active`, resolved once.
+    instances: metrics::Gauge,
 }
 
 impl Runtime {
@@ -238,6 +241,7 @@ impl Runtime {
             linker: Arc::new(linker),
             wasi_linker: Arc::new(wasi_linker),
             bounds: Arc::new(bounds),
+            instances: metrics::gauge!("trovato_plugin_instances_active"),
         })
     }
 
@@ -345,7 +349,7 @@ impl Runtime {
         })
     }
 
-    /// Runs `tap` of `module` on `input` (UTF-8 JSON) in a fresh instance.
+    /// Runs `tap` of `module` on `input` (JSON) in a fresh instance.
     /// `Ok(None)` is the tap's "no output"; `Ok(Some(json))` is checked
     /// UTF-8 JSON no larger than the output cap.
     pub async fn invoke(
@@ -353,7 +357,7 @@ impl Runtime {
         module: &Compiled,
         plugin: &str,
         tap: &str,
-        input: &[u8],
+        input: &str,
     ) -> Result<Option<Box<RawValue>>, PluginError> {
         let budget = self.bounds.deadline_for(tap);
         // The semaphore is never closed, so acquiring only waits.
@@ -381,7 +385,14 @@ impl Runtime {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        let run = call(&mut store, module, tap, input, self.bounds.output_bytes);
+        let run = call(
+            &mut store,
+            module,
+            tap,
+            input,
+            self.bounds.output_bytes,
+            &self.instances,
+        );
         let result = match tokio::time::timeout(budget + DEADLINE_GRACE, run).await {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(Failure::Plugin(e))) => Err(e),
@@ -480,18 +491,18 @@ fn classify(e: wasmtime::Error, host: &Host, after_ms: u64) -> PluginError {
 }
 
 /// Keeps `trovato_plugin_instances_active` equal to the live instances.
-struct LiveInstance;
+struct LiveInstance<'a>(&'a metrics::Gauge);
 
-impl LiveInstance {
-    fn new() -> Self {
-        metrics::gauge!("trovato_plugin_instances_active").increment(1.0);
-        Self
+impl<'a> LiveInstance<'a> {
+    fn new(gauge: &'a metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
     }
 }
 
-impl Drop for LiveInstance {
+impl Drop for LiveInstance<'_> {
     fn drop(&mut self) {
-        metrics::gauge!("trovato_plugin_instances_active").decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
@@ -502,15 +513,16 @@ async fn call(
     store: &mut Store<Host>,
     module: &Compiled,
     tap: &str,
-    input: &[u8],
+    input: &str,
     output_limit: usize,
+    instances: &metrics::Gauge,
 ) -> Result<Option<Box<RawValue>>, Failure> {
     let plugin_err = |store: &Store<Host>, make: fn(String, String) -> PluginError| {
         let h = store.data();
         Failure::Plugin(make(h.plugin.to_string(), h.tap.to_string()))
     };
     let instance = module.pre.instantiate_async(&mut *store).await?;
-    let _live = LiveInstance::new();
+    let _live = LiveInstance::new(instances);
     let memory = instance
         .get_memory(&mut *store, "memory")
         .ok_or_else(|| plugin_err(store, |plugin, _| PluginError::MissingMemory { plugin }))?;
@@ -527,7 +539,7 @@ async fn call(
     };
     let ptr = alloc.call_async(&mut *store, len).await?;
     if memory
-        .write(&mut *store, ptr as u32 as usize, input)
+        .write(&mut *store, ptr as u32 as usize, input.as_bytes())
         .is_err()
     {
         let h = store.data();
