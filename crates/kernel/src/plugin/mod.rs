@@ -26,6 +26,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::PgPool;
+use sqlx::postgres::PgListener;
 
 use crate::config::Config;
 use crate::db::DbError;
@@ -187,6 +188,8 @@ struct Registry {
     index: HashMap<String, usize>,
     /// Tap name to the entries declaring it, in dispatch order.
     by_tap: HashMap<String, Vec<usize>>,
+    /// Dropped with the registry, which ends its status refresher.
+    alive: tokio::sync::watch::Sender<()>,
 }
 
 /// The plugin registry: cheap to clone, shared by every handler.
@@ -204,6 +207,7 @@ impl Plugins {
                 entries: Vec::new(),
                 index: HashMap::new(),
                 by_tap: HashMap::new(),
+                alive: tokio::sync::watch::Sender::new(()),
             }),
         }
     }
@@ -318,6 +322,7 @@ impl Plugins {
                 entries,
                 index,
                 by_tap,
+                alive: tokio::sync::watch::Sender::new(()),
             }),
         }
     }
@@ -335,29 +340,61 @@ impl Plugins {
         Ok(())
     }
 
-    /// Re-reads the enabled/disabled state every `every` until this
-    /// registry is dropped, so `trovato plugin enable|disable` (or another
-    /// kernel process) reaches a running server within that period.
+    /// Keeps the enabled/disabled state in step with the database until
+    /// this registry is dropped, so `trovato plugin enable|disable` (or
+    /// another kernel process) reaches a running server: at once through
+    /// PostgreSQL notifications on [`postgres::STATUS_CHANNEL`], and by
+    /// re-reading it every `every` whatever happens to the listening
+    /// connection.
     pub fn spawn_status_refresh(&self, db: PgPool, every: std::time::Duration) {
         if self.inner.entries.is_empty() {
             return;
         }
         let weak = Arc::downgrade(&self.inner);
+        let mut alive = self.inner.alive.subscribe();
         tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(inner) = weak.upgrade() else { break };
-                let plugins = Plugins { inner };
-                if let Err(e) = plugins.sync_enabled(&db).await {
+            // Re-reads the state; false once the registry is gone.
+            let refresh = async |weak: &std::sync::Weak<Registry>| {
+                let Some(inner) = weak.upgrade() else {
+                    return false;
+                };
+                if let Err(e) = (Plugins { inner }).sync_enabled(&db).await {
                     tracing::debug!(error = %e, "cannot refresh the plugin status");
+                }
+                true
+            };
+            let mut listener: Option<PgListener> = None;
+            loop {
+                if listener.is_none() {
+                    listener = listen(&db).await;
+                    // Changes made before it listened were not announced
+                    // to it.
+                    if listener.is_some() && !refresh(&weak).await {
+                        break;
+                    }
+                }
+                // Wake on a notification, a lost listener, the period, or
+                // the registry going away.
+                tokio::select! {
+                    received = recv(&mut listener) => {
+                        if let Err(e) = received {
+                            tracing::debug!(error = %e, "plugin status listener lost");
+                            listener = None;
+                        }
+                    }
+                    () = tokio::time::sleep(every) => {}
+                    _ = alive.changed() => break,
+                }
+                if !refresh(&weak).await {
+                    break;
                 }
             }
         });
     }
 
     /// Enables or disables `plugin`: the database row first, then this
-    /// registry. Other kernel processes apply it within
-    /// [`STATUS_REFRESH`].
+    /// registry. Other kernel processes apply it when PostgreSQL notifies
+    /// them, or at the latest within [`STATUS_REFRESH`].
     pub async fn set_enabled(
         &self,
         db: &PgPool,
@@ -571,6 +608,34 @@ impl Plugins {
             e.ok_durations.get(tap),
         );
         result
+    }
+}
+
+/// A connection listening on [`postgres::STATUS_CHANNEL`]; `None` (and a
+/// debug line) when it cannot be had, in which case the periodic re-read
+/// carries on alone and listening is tried again after it.
+async fn listen(db: &PgPool) -> Option<PgListener> {
+    let mut listener = match PgListener::connect_with(db).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot listen for plugin status changes");
+            return None;
+        }
+    };
+    match listener.listen(postgres::STATUS_CHANNEL).await {
+        Ok(()) => Some(listener),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot listen for plugin status changes");
+            None
+        }
+    }
+}
+
+/// The next notification, or never when there is no listener.
+async fn recv(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
+    match listener {
+        Some(l) => l.recv().await.map(drop),
+        None => std::future::pending().await,
     }
 }
 

@@ -16,7 +16,12 @@ pub async fn enabled_states(db: impl PgExecutor<'_>) -> Result<HashMap<String, b
     Ok(rows.into_iter().collect())
 }
 
-/// Records the choice for `name`; idempotent.
+/// The channel on which every change of `plugin_status` is announced (the
+/// payload is the plugin's name), so running kernels apply it at once.
+pub const STATUS_CHANNEL: &str = "trovato_plugin_status";
+
+/// Records the choice for `name` and announces it on [`STATUS_CHANNEL`]
+/// (delivered when the statement commits); idempotent.
 pub async fn set_enabled(
     db: impl PgExecutor<'_>,
     name: &str,
@@ -25,8 +30,12 @@ pub async fn set_enabled(
     timed(
         "plugin.set_enabled",
         sqlx::query(
-            "INSERT INTO plugin_status (name, enabled) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET enabled = EXCLUDED.enabled, changed = now()",
+            "WITH changed AS (
+                 INSERT INTO plugin_status (name, enabled) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET enabled = EXCLUDED.enabled, changed = now()
+                 RETURNING name
+             )
+             SELECT pg_notify('trovato_plugin_status', name) FROM changed",
         )
         .bind(name)
         .bind(enabled)

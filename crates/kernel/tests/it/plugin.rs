@@ -340,6 +340,47 @@ async fn a_status_change_made_by_another_process_reaches_a_running_kernel() {
     );
 }
 
+#[tokio::test]
+async fn a_status_change_is_announced_to_running_kernels_without_waiting_for_the_poll() {
+    let dir = PluginDir::new().named("first", "").named("second", "");
+    let app = spawn(&dir, |_| {}).await;
+    // Another kernel on the same database whose periodic re-read comes only
+    // after an hour: the change can reach it only as a notification.
+    let other = trovato::plugin::Plugins::load(&app.state.config).await;
+    other.sync_enabled(&app.state.db).await.expect("sync");
+    other.spawn_status_refresh(app.state.db.clone(), Duration::from_secs(3600));
+    assert_eq!(
+        names(&other.invoke_all("tap_order", &json!({})).await),
+        vec!["first", "second"]
+    );
+
+    app.state
+        .plugins
+        .set_enabled(&app.state.db, "first", false)
+        .await
+        .expect("disable");
+    let reached = |want: Vec<&'static str>| {
+        let other = other.clone();
+        crate::harness::eventually(Duration::from_secs(10), move || {
+            let (other, want) = (other.clone(), want.clone());
+            async move { names(&other.invoke_all("tap_order", &json!({})).await) == want }
+        })
+    };
+    assert!(
+        reached(vec!["second"]).await.is_some(),
+        "the disable never reached the other kernel"
+    );
+
+    // And the way back, written as `trovato plugin enable first` would.
+    postgres::set_enabled(&app.state.db, "first", true)
+        .await
+        .expect("enable");
+    assert!(
+        reached(vec!["first", "second"]).await.is_some(),
+        "the enable never reached the other kernel"
+    );
+}
+
 /// Whether an error is the variant a fixture must produce.
 type Expect = fn(&PluginError) -> bool;
 
