@@ -72,6 +72,11 @@ pub struct FileConfig {
     pub cache_l1_capacity: Option<u64>,
     pub cache_l1_ttl_secs: Option<u64>,
     pub cache_l2_ttl_secs: Option<u64>,
+    pub trusted_proxies: Option<Vec<IpNet>>,
+    pub login_address_limit: Option<u32>,
+    pub login_address_window_secs: Option<u64>,
+    pub login_name_limit: Option<u32>,
+    pub login_name_window_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -125,6 +130,24 @@ pub struct Config {
     pub cache_l1_ttl: Duration,
     /// Lifetime of a Redis cache entry.
     pub cache_l2_ttl: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Failed logins tolerated from one client address per
+    /// `login_address_window` (0: no limit).
+    pub login_address_limit: u32,
+    pub login_address_window: Duration,
+    /// Failed logins tolerated for one name from one address per
+    /// `login_name_window` (0: no limit).
+    pub login_name_limit: u32,
+    pub login_name_window: Duration,
+}
+
+/// Loopback: a reverse proxy on the same host (see `deploy/nginx`).
+pub fn default_trusted_proxies() -> Vec<IpNet> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect()
 }
 
 /// Loopback and the private ranges: who may read `/metrics` by default.
@@ -166,6 +189,11 @@ impl Default for Config {
             cache_l1_capacity: 10_000,
             cache_l1_ttl: Duration::from_secs(60),
             cache_l2_ttl: Duration::from_secs(3600),
+            trusted_proxies: default_trusted_proxies(),
+            login_address_limit: 50,
+            login_address_window: Duration::from_secs(3600),
+            login_name_limit: 5,
+            login_name_window: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -203,6 +231,11 @@ impl Config {
             cache_l1_capacity,
             cache_l1_ttl_secs,
             cache_l2_ttl_secs,
+            trusted_proxies,
+            login_address_limit,
+            login_address_window_secs,
+            login_name_limit,
+            login_name_window_secs,
         } = over;
         if let Some(v) = listen {
             self.listen = v;
@@ -267,6 +300,21 @@ impl Config {
         if let Some(v) = cache_l2_ttl_secs {
             self.cache_l2_ttl = Duration::from_secs(v);
         }
+        if let Some(v) = trusted_proxies {
+            self.trusted_proxies = v;
+        }
+        if let Some(v) = login_address_limit {
+            self.login_address_limit = v;
+        }
+        if let Some(v) = login_address_window_secs {
+            self.login_address_window = Duration::from_secs(v);
+        }
+        if let Some(v) = login_name_limit {
+            self.login_name_limit = v;
+        }
+        if let Some(v) = login_name_window_secs {
+            self.login_name_window = Duration::from_secs(v);
+        }
     }
 
     /// Checks every setting; the error names the first bad one.
@@ -328,7 +376,29 @@ impl Config {
                 message: "must be at least 1 second".into(),
             });
         }
+        if self.login_address_window.is_zero() {
+            return Err(ConfigError::Invalid {
+                setting: "login_address_window_secs (TROVATO_LOGIN_ADDRESS_WINDOW)",
+                message: "must be at least 1 second".into(),
+            });
+        }
+        if self.login_name_window.is_zero() {
+            return Err(ConfigError::Invalid {
+                setting: "login_name_window_secs (TROVATO_LOGIN_NAME_WINDOW)",
+                message: "must be at least 1 second".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// The failed-login limits.
+    pub fn login_limits(&self) -> crate::user::flood::Limits {
+        crate::user::flood::Limits {
+            per_address: self.login_address_limit,
+            address_window: self.login_address_window,
+            per_name: self.login_name_limit,
+            name_window: self.login_name_window,
+        }
     }
 
     /// The cache tier settings.
@@ -474,6 +544,33 @@ mod tests {
         let c = Config::from_file(f);
         assert_eq!(c.cache().l1_capacity, 5);
         assert_eq!(c.cache().l2_ttl, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn login_limits_come_from_the_file_and_a_zero_window_is_rejected_by_name() {
+        let f: FileConfig = toml::from_str(
+            "login_name_limit = 0\nlogin_address_window_secs = 60\n\
+             trusted_proxies = [\"10.0.0.0/8\"]\n",
+        )
+        .expect("valid toml");
+        let c = Config::from_file(f);
+        assert_eq!(c.login_limits().per_name, 0);
+        assert_eq!(c.login_limits().per_address, 50);
+        assert_eq!(c.login_limits().address_window, Duration::from_secs(60));
+        assert_eq!(c.trusted_proxies.len(), 1);
+        c.validate().expect("valid");
+        let c = Config {
+            login_name_window: Duration::ZERO,
+            ..Config::default()
+        };
+        let msg = c.validate().expect_err("must fail").to_string();
+        assert!(msg.contains("TROVATO_LOGIN_NAME_WINDOW"), "{msg}");
+        let c = Config {
+            login_address_window: Duration::ZERO,
+            ..Config::default()
+        };
+        let msg = c.validate().expect_err("must fail").to_string();
+        assert!(msg.contains("TROVATO_LOGIN_ADDRESS_WINDOW"), "{msg}");
     }
 
     #[test]

@@ -105,6 +105,9 @@ impl AppError {
             AppError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", true),
             AppError::User(e) => match e {
                 UserError::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials", false),
+                UserError::TooManyLoginAttempts { .. } => {
+                    (S::TOO_MANY_REQUESTS, "too_many_attempts", false)
+                }
                 UserError::NameTaken => (S::CONFLICT, "name_taken", false),
                 UserError::InvalidName(_) => (S::UNPROCESSABLE_ENTITY, "invalid_name", false),
                 UserError::InvalidEmail(_) => (S::UNPROCESSABLE_ENTITY, "invalid_email", false),
@@ -224,12 +227,27 @@ impl IntoResponse for AppError {
             // Logged here, inside the request span, once.
             tracing::error!(error = %self, error_debug = ?self, "request failed");
         }
-        error_response(
+        let mut resp = error_response(
             status,
             code,
             &self.public_message(internal, status),
             self.details(),
-        )
+        );
+        if let Some(after) = self.retry_after() {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, after.into());
+        }
+        resp
+    }
+}
+
+impl AppError {
+    /// Whole seconds for `Retry-After`, for errors that end by themselves.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            AppError::User(e) => e.retry_after_secs(),
+            _ => None,
+        }
     }
 }
 

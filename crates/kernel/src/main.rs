@@ -162,6 +162,49 @@ struct Settings {
     /// Seconds a Redis cache entry lives [default: 3600].
     #[arg(long, global = true, env = "TROVATO_CACHE_L2_TTL", value_name = "SECS")]
     cache_l2_ttl: Option<u64>,
+    /// Reverse proxies whose X-Forwarded-For names the client,
+    /// comma-separated CIDRs [default: loopback].
+    #[arg(
+        long,
+        global = true,
+        env = "TROVATO_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDRS"
+    )]
+    trusted_proxies: Option<Vec<IpNet>>,
+    /// Failed logins from one address per window; 0: no limit [default: 50].
+    #[arg(
+        long,
+        global = true,
+        env = "TROVATO_LOGIN_ADDRESS_LIMIT",
+        value_name = "N"
+    )]
+    login_address_limit: Option<u32>,
+    /// Seconds the failed logins of an address are counted [default: 3600].
+    #[arg(
+        long,
+        global = true,
+        env = "TROVATO_LOGIN_ADDRESS_WINDOW",
+        value_name = "SECS"
+    )]
+    login_address_window: Option<u64>,
+    /// Failed logins for one name from one address per window; 0: no limit
+    /// [default: 5].
+    #[arg(
+        long,
+        global = true,
+        env = "TROVATO_LOGIN_NAME_LIMIT",
+        value_name = "N"
+    )]
+    login_name_limit: Option<u32>,
+    /// Seconds the failed logins of a name are counted [default: 21600].
+    #[arg(
+        long,
+        global = true,
+        env = "TROVATO_LOGIN_NAME_WINDOW",
+        value_name = "SECS"
+    )]
+    login_name_window: Option<u64>,
 }
 
 impl Settings {
@@ -193,6 +236,11 @@ impl Settings {
             cache_l1_capacity: self.cache_l1_capacity,
             cache_l1_ttl_secs: self.cache_l1_ttl,
             cache_l2_ttl_secs: self.cache_l2_ttl,
+            trusted_proxies: self.trusted_proxies,
+            login_address_limit: self.login_address_limit,
+            login_address_window_secs: self.login_address_window,
+            login_name_limit: self.login_name_limit,
+            login_name_window_secs: self.login_name_window,
         });
         config.validate()?;
         Ok(config)

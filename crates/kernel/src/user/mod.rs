@@ -3,6 +3,7 @@
 //! tokens.
 
 pub mod access;
+pub mod flood;
 pub mod password;
 pub mod routes;
 pub mod session;
@@ -25,6 +26,9 @@ pub enum UserError {
     /// Wrong password or unknown user: deliberately indistinguishable.
     #[error("invalid user name or password")]
     InvalidCredentials,
+    /// Flood control: too many failed logins from this address.
+    #[error("too many failed login attempts; try again in {} s", retry_after.as_millis().div_ceil(1000))]
+    TooManyLoginAttempts { retry_after: std::time::Duration },
     #[error("a user with this name already exists")]
     NameTaken,
     #[error("invalid user name: {0}")]
@@ -41,6 +45,18 @@ pub enum UserError {
     Db(#[from] DbError),
     #[error(transparent)]
     Kv(#[from] KvError),
+}
+
+impl UserError {
+    /// Whole seconds until the error ends by itself, for `Retry-After`.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            UserError::TooManyLoginAttempts { retry_after } => {
+                Some(u64::try_from(retry_after.as_millis().div_ceil(1000)).unwrap_or(u64::MAX))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl From<sqlx::Error> for UserError {

@@ -1,6 +1,8 @@
 //! `/user/login`, `/user/logout`, `/user/me`.
 
-use axum::extract::{FromRequest, Request, State};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -8,7 +10,7 @@ use axum::{Form, Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::access::{self, Account, CSRF_COOKIE};
-use super::{User, UserError, password, session};
+use super::{User, UserError, flood, password, session};
 use crate::config::CookieSecure;
 use crate::error::{AppError, ErrorBody};
 use crate::http::{BodyKind, body_kind};
@@ -145,6 +147,7 @@ fn render_login(
         (status = 403, description = "Form post without a valid CSRF token", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Neither JSON nor a form", body = ErrorBody),
+        (status = 429, description = "Too many failed logins from this address (see Retry-After)", body = ErrorBody),
     )
 )]
 pub(crate) async fn login(
@@ -153,11 +156,18 @@ pub(crate) async fn login(
     headers: HeaderMap,
     req: Request,
 ) -> Result<Response, AppError> {
+    // Served without connection info (an embedding program's own server):
+    // every client counts as one.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let client = flood::client_address(peer, &headers, &state.config.trusted_proxies);
     match body_kind(&headers) {
         BodyKind::Json => {
             let Json(body) = Json::<LoginRequest>::from_request(req, &state).await?;
             let (token, account) =
-                authenticate(&state, &account, &body.name, &body.password).await?;
+                authenticate(&state, &account, client, &body.name, &body.password).await?;
             let mut resp = Json(me_response(&account)).into_response();
             resp.headers_mut().append(
                 header::SET_COOKIE,
@@ -168,7 +178,7 @@ pub(crate) async fn login(
         BodyKind::Form => {
             let Form(body) = Form::<LoginForm>::from_request(req, &state).await?;
             account.check_csrf(&headers, body.csrf_token.as_deref())?;
-            match authenticate(&state, &account, &body.name, &body.password).await {
+            match authenticate(&state, &account, client, &body.name, &body.password).await {
                 Ok((token, _)) => {
                     let mut resp =
                         Redirect::to(safe_destination(body.destination.as_deref())).into_response();
@@ -185,6 +195,21 @@ pub(crate) async fn login(
                     StatusCode::UNAUTHORIZED,
                     Some("Invalid user name or password."),
                 ),
+                Err(AppError::User(e @ UserError::TooManyLoginAttempts { .. })) => {
+                    let message = format!("{}.", capitalised(&e.to_string()));
+                    let mut resp = render_login(
+                        &state,
+                        &account,
+                        &headers,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        Some(&message),
+                    )?;
+                    if let Some(secs) = e.retry_after_secs() {
+                        resp.headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    }
+                    Ok(resp)
+                }
                 Err(e) => Err(e),
             }
         }
@@ -194,14 +219,27 @@ pub(crate) async fn login(
     }
 }
 
+fn capitalised(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 /// Verifies credentials and starts a fresh session (any previous session of
-/// this browser is ended, so a planted session id is useless).
+/// this browser is ended, so a planted session id is useless). Refused
+/// without checking the password while flood control blocks `client`.
 async fn authenticate(
     state: &AppState,
     current: &Account,
+    client: IpAddr,
     name: &str,
     pass: &str,
 ) -> Result<(String, Account), AppError> {
+    let limits = state.config.login_limits();
+    let attempt = flood::Attempt::new(&state.kv, client, name);
+    attempt.check(&state.kv, &limits).await?;
     let found = super::find_credentials(&state.db, name).await?;
     let (user, hash) = match found {
         Some((u, h)) if u.status == 1 => (Some(u), Some(h)),
@@ -211,10 +249,12 @@ async fn authenticate(
     let user = match (ok, user) {
         (true, Some(u)) => u,
         _ => {
-            tracing::info!("login failed");
+            tracing::info!(client = %client, "login failed");
+            attempt.failed(&state.kv, &limits).await?;
             return Err(UserError::InvalidCredentials.into());
         }
     };
+    attempt.succeeded(&state.kv).await?;
     if let Some((old, _)) = &current.session {
         session::destroy(&state.kv, old).await?;
     }
