@@ -436,9 +436,9 @@ fn render_item(state: &AppState, item: &Item, user: Option<&str>) -> Result<Stri
 }
 
 /// The anonymous rendering of a published live item, cached as a page
-/// (`page:item:{id}`, tagged `item:{id}`).
+/// (`page:{templates fingerprint}:item:{id}`, tagged `item:{id}`).
 async fn cached_item_page(state: &AppState, id: Uuid) -> Result<Option<Bytes>, AppError> {
-    let key = CacheKey::new(format!("page:item:{id}"))?;
+    let key = item_page_key(state, id)?;
     let st = state.clone();
     let cached = state
         .cache
@@ -457,6 +457,14 @@ async fn cached_item_page(state: &AppState, id: Uuid) -> Result<Option<Bytes>, A
         })
         .await?;
     Ok(cached.map(|c| c.bytes.clone()))
+}
+
+/// The cache key of an item's anonymous page under the running templates.
+pub fn item_page_key(state: &AppState, id: Uuid) -> Result<CacheKey, AppError> {
+    Ok(CacheKey::new(format!(
+        "page:{}:item:{id}",
+        state.templates.fingerprint()
+    ))?)
 }
 
 /// The HTML page of an item. Anonymous visitors of live get the cached

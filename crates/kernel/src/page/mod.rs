@@ -38,19 +38,35 @@ impl From<PageError> for AppError {
 /// for `.html` names).
 pub struct Templates {
     env: Environment<'static>,
+    fingerprint: String,
 }
 
 impl Templates {
     pub fn new() -> Result<Self, PageError> {
+        Self::from_sources(TEMPLATES)
+    }
+
+    fn from_sources(templates: &[(&'static str, &'static str)]) -> Result<Self, PageError> {
         let mut env = Environment::new();
-        for (name, source) in TEMPLATES {
+        for (name, source) in templates {
             env.add_template(name, source)
                 .map_err(|source| PageError::Template {
                     name: (*name).to_owned(),
                     source,
                 })?;
         }
-        Ok(Self { env })
+        Ok(Self {
+            env,
+            fingerprint: fingerprint(templates),
+        })
+    }
+
+    /// Names what renders pages: the kernel's version and every
+    /// template's source. Cached pages are keyed by it, so a deployment
+    /// that changes either serves fresh pages at once instead of the old
+    /// build's until they expire.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     pub fn render(&self, name: &str, ctx: minijinja::Value) -> Result<String, PageError> {
@@ -62,6 +78,23 @@ impl Templates {
                 source,
             })
     }
+}
+
+fn fingerprint(templates: &[(&str, &str)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION"));
+    for (name, source) in templates {
+        // Lengths first, so no two different lists hash the same bytes.
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name);
+        h.update((source.len() as u64).to_le_bytes());
+        h.update(source);
+    }
+    h.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub fn router() -> Router<AppState> {
@@ -77,4 +110,23 @@ async fn front(
         minijinja::context! { user => account.user.as_ref().map(|u| u.name.clone()) },
     )?;
     Ok(Html(html))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_follows_every_template_source() {
+        let a = Templates::from_sources(&[("a.html", "<p>{{ x }}</p>")]).expect("a");
+        let same = Templates::from_sources(&[("a.html", "<p>{{ x }}</p>")]).expect("same");
+        let edited = Templates::from_sources(&[("a.html", "<p>{{ x }}!</p>")]).expect("edited");
+        let renamed = Templates::from_sources(&[("b.html", "<p>{{ x }}</p>")]).expect("renamed");
+        assert_eq!(a.fingerprint(), same.fingerprint());
+        assert_ne!(a.fingerprint(), edited.fingerprint());
+        assert_ne!(a.fingerprint(), renamed.fingerprint());
+        assert_eq!(a.fingerprint().len(), 12);
+        let shipped = Templates::new().expect("shipped templates");
+        assert_ne!(shipped.fingerprint(), a.fingerprint());
+    }
 }

@@ -389,7 +389,13 @@ async fn item_page_is_escaped_cached_and_follows_updates() {
     let html = page(anon.clone(), app.url(&format!("/item/{id}"))).await;
     assert!(!html.contains("<script>alert"), "{html}");
     assert!(html.contains("&lt;script&gt;"), "{html}");
-    let key = CacheKey::new(format!("page:item:{id}")).expect("key");
+    let key =
+        trovato::item::routes::item_page_key(&app.state, id.parse().expect("uuid")).expect("key");
+    assert!(
+        key.as_str()
+            .contains(&format!("page:{}:", app.state.templates.fingerprint())),
+        "{key:?}"
+    );
     assert!(app.state.cache.peek_l1(&key).is_some(), "page cached");
 
     app.rename_item(id, "Renamed", None).await;
