@@ -29,6 +29,7 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(extra)
         .merge(page::router())
         .merge(user::routes::router())
+        .merge(user::roles::router())
         .merge(observe::routes::router())
         .merge(plugin::routes::router())
         .merge(openapi::router())

@@ -185,6 +185,11 @@ impl PermissionCache {
         }
     }
 
+    /// Forgets every cached set, after roles or permissions changed.
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
     /// The union of the permissions of `roles` (order-insensitive).
     pub async fn of(
         &self,

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod flood;
 pub mod password;
+pub mod roles;
 pub mod routes;
 pub mod session;
 pub mod token;
@@ -39,6 +40,14 @@ pub enum UserError {
     WeakPassword(String),
     #[error("user {0} not found")]
     NotFound(String),
+    #[error("role {0} not found")]
+    RoleNotFound(String),
+    #[error("a role named {0} already exists")]
+    RoleExists(String),
+    #[error("{0}")]
+    InvalidRole(String),
+    #[error("{0}")]
+    BuiltInRole(String),
     #[error("password hashing failed: {0}")]
     Hash(String),
     #[error(transparent)]
@@ -70,6 +79,7 @@ pub mod permission {
     pub const ACCESS_CONTENT: &str = "access content";
     pub const ADMINISTER_SITE: &str = "administer site";
     pub const ADMINISTER_PLUGINS: &str = "administer plugins";
+    pub const ADMINISTER_PERMISSIONS: &str = "administer permissions";
     pub const CREATE_CONTENT: &str = "create content";
     pub const EDIT_OWN_CONTENT: &str = "edit own content";
     pub const EDIT_ANY_CONTENT: &str = "edit any content";

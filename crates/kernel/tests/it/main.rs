@@ -13,5 +13,6 @@ mod login_flood;
 mod nginx;
 mod observe;
 mod plugin;
+mod roles;
 mod stage;
 mod user;

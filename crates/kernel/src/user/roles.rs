@@ -1,0 +1,400 @@
+//! Roles and their permissions, and the roles a user holds: the data layer
+//! and `/api/roles`, `/api/users/{id}/roles`. Every change clears this
+//! process's permission cache; other processes see it within
+//! [`PermissionCache::TTL`](super::access::PermissionCache::TTL).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+use super::{Account, UserError, permission, role};
+use crate::db::timed;
+use crate::error::{AppError, ErrorBody};
+use crate::item::routes::check_same_origin;
+use crate::state::AppState;
+
+/// A role and the permissions it grants (the administrator role holds
+/// every permission whatever is stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Role {
+    pub name: String,
+    pub label: String,
+    pub permissions: Vec<String>,
+}
+
+/// A new role.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRole {
+    /// `[a-z][a-z0-9_]*`, at most 64 characters.
+    pub name: String,
+    pub label: String,
+}
+
+/// A role's label and its whole permission set (replacing the old one).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleUpdate {
+    pub label: String,
+    pub permissions: Vec<String>,
+}
+
+/// The roles a user holds explicitly (replacing the old set); `anonymous`
+/// and `authenticated` are implicit and cannot be listed.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserRoles {
+    pub roles: Vec<String>,
+}
+
+const BUILT_IN: [&str; 3] = [role::ANONYMOUS, role::AUTHENTICATED, role::ADMINISTRATOR];
+
+fn check_name(name: &str) -> Result<(), UserError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(UserError::InvalidRole(format!(
+            "role name `{name}` must be a lowercase letter followed by letters, digits or \
+             underscores, at most 64 characters"
+        )))
+    }
+}
+
+/// Labels and permission names: 1 to 128 characters, no control
+/// characters, no surrounding space.
+fn check_text(what: &str, text: &str) -> Result<(), UserError> {
+    let len = text.chars().count();
+    if len == 0 || len > 128 || text.trim() != text || text.chars().any(char::is_control) {
+        return Err(UserError::InvalidRole(format!(
+            "{what} `{}` must be 1 to 128 characters without control characters or \
+             surrounding space",
+            text.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+const SELECT_ROLES: &str = "SELECT r.name, r.label,
+        COALESCE(array_agg(p.permission ORDER BY p.permission)
+                 FILTER (WHERE p.permission IS NOT NULL), '{}') AS permissions
+     FROM role r LEFT JOIN role_permission p ON p.role = r.name";
+
+/// Every role, by name.
+pub async fn list(db: impl PgExecutor<'_>) -> Result<Vec<Role>, UserError> {
+    Ok(timed(
+        "role.list",
+        sqlx::query_as::<_, Role>(&format!(
+            "{SELECT_ROLES} GROUP BY r.name, r.label ORDER BY r.name"
+        ))
+        .fetch_all(db),
+    )
+    .await?)
+}
+
+/// One role.
+pub async fn get(db: impl PgExecutor<'_>, name: &str) -> Result<Role, UserError> {
+    timed(
+        "role.get",
+        sqlx::query_as::<_, Role>(&format!(
+            "{SELECT_ROLES} WHERE r.name = $1 GROUP BY r.name, r.label"
+        ))
+        .bind(name)
+        .fetch_optional(db),
+    )
+    .await?
+    .ok_or_else(|| UserError::RoleNotFound(name.to_owned()))
+}
+
+/// Creates a role without permissions.
+pub async fn create(db: impl PgExecutor<'_>, new: &NewRole) -> Result<Role, UserError> {
+    check_name(&new.name)?;
+    check_text("label", &new.label)?;
+    let created = timed(
+        "role.create",
+        sqlx::query("INSERT INTO role (name, label) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(&new.name)
+            .bind(&new.label)
+            .execute(db),
+    )
+    .await?;
+    if created.rows_affected() == 0 {
+        return Err(UserError::RoleExists(new.name.clone()));
+    }
+    Ok(Role {
+        name: new.name.clone(),
+        label: new.label.clone(),
+        permissions: Vec::new(),
+    })
+}
+
+/// Sets a role's label and replaces its permissions, in one transaction.
+pub async fn update(db: &PgPool, name: &str, update: &RoleUpdate) -> Result<Role, UserError> {
+    check_text("label", &update.label)?;
+    for p in &update.permissions {
+        check_text("permission", p)?;
+    }
+    if name == role::ADMINISTRATOR {
+        return Err(UserError::BuiltInRole(format!(
+            "`{name}` holds every permission; its permissions cannot be edited"
+        )));
+    }
+    let mut permissions = update.permissions.clone();
+    permissions.sort();
+    permissions.dedup();
+    let mut tx = db.begin().await?;
+    let found = timed(
+        "role.update",
+        sqlx::query("UPDATE role SET label = $2 WHERE name = $1")
+            .bind(name)
+            .bind(&update.label)
+            .execute(&mut *tx),
+    )
+    .await?;
+    if found.rows_affected() == 0 {
+        return Err(UserError::RoleNotFound(name.to_owned()));
+    }
+    timed(
+        "role.clear_permissions",
+        sqlx::query("DELETE FROM role_permission WHERE role = $1")
+            .bind(name)
+            .execute(&mut *tx),
+    )
+    .await?;
+    timed(
+        "role.grant_permissions",
+        sqlx::query("INSERT INTO role_permission (role, permission) SELECT $1, unnest($2::text[])")
+            .bind(name)
+            .bind(&permissions)
+            .execute(&mut *tx),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Role {
+        name: name.to_owned(),
+        label: update.label.clone(),
+        permissions,
+    })
+}
+
+/// Deletes a role; its holders lose it. Built-in roles stay.
+pub async fn delete(db: impl PgExecutor<'_>, name: &str) -> Result<(), UserError> {
+    if BUILT_IN.contains(&name) {
+        return Err(UserError::BuiltInRole(format!(
+            "`{name}` is built in and cannot be deleted"
+        )));
+    }
+    let deleted = timed(
+        "role.delete",
+        sqlx::query("DELETE FROM role WHERE name = $1")
+            .bind(name)
+            .execute(db),
+    )
+    .await?;
+    if deleted.rows_affected() == 0 {
+        return Err(UserError::RoleNotFound(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// Replaces the roles `user_id` holds explicitly, in one transaction.
+pub async fn set_user_roles(
+    db: &PgPool,
+    user_id: Uuid,
+    roles: &[String],
+) -> Result<Vec<String>, UserError> {
+    let mut roles = roles.to_vec();
+    roles.sort();
+    roles.dedup();
+    if let Some(implicit) = roles
+        .iter()
+        .find(|r| *r == role::ANONYMOUS || *r == role::AUTHENTICATED)
+    {
+        return Err(UserError::InvalidRole(format!(
+            "`{implicit}` is implicit and cannot be assigned"
+        )));
+    }
+    let mut tx = db.begin().await?;
+    let user: Option<Uuid> = timed(
+        "role.lock_user",
+        sqlx::query_scalar("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+            .bind(user_id)
+            .fetch_optional(&mut *tx),
+    )
+    .await?;
+    if user.is_none() {
+        return Err(UserError::NotFound(user_id.to_string()));
+    }
+    let known: Vec<String> = timed(
+        "role.known",
+        sqlx::query_scalar("SELECT name FROM role WHERE name = ANY($1) FOR SHARE")
+            .bind(&roles)
+            .fetch_all(&mut *tx),
+    )
+    .await?;
+    let unknown: Vec<&str> = roles
+        .iter()
+        .filter(|r| !known.contains(r))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(UserError::InvalidRole(format!(
+            "no such role: {}",
+            unknown.join(", ")
+        )));
+    }
+    timed(
+        "role.clear_user",
+        sqlx::query("DELETE FROM user_role WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx),
+    )
+    .await?;
+    timed(
+        "role.assign",
+        sqlx::query("INSERT INTO user_role (user_id, role) SELECT $1, unnest($2::text[])")
+            .bind(user_id)
+            .bind(&roles)
+            .execute(&mut *tx),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(roles)
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/roles", routing::get(list_roles).post(create_role))
+        .route(
+            "/api/roles/{name}",
+            routing::get(get_role).put(update_role).delete(delete_role),
+        )
+        .route("/api/users/{id}/roles", routing::put(set_roles))
+}
+
+/// Every role with its permissions.
+#[utoipa::path(get, path = "/api/roles", tag = "user",
+    responses(
+        (status = 200, description = "Roles", body = [Role]),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Lacks `administer permissions`", body = ErrorBody),
+    ))]
+pub(crate) async fn list_roles(
+    State(state): State<AppState>,
+    account: Account,
+) -> Result<Json<Vec<Role>>, AppError> {
+    account.require(permission::ADMINISTER_PERMISSIONS)?;
+    Ok(Json(list(&state.db).await?))
+}
+
+/// Create a role (without permissions).
+#[utoipa::path(post, path = "/api/roles", tag = "user", request_body = NewRole,
+    responses(
+        (status = 201, description = "Created", body = Role),
+        (status = 403, description = "Lacks `administer permissions`", body = ErrorBody),
+        (status = 409, description = "A role of that name exists", body = ErrorBody),
+        (status = 422, description = "Invalid name or label", body = ErrorBody),
+    ))]
+pub(crate) async fn create_role(
+    State(state): State<AppState>,
+    account: Account,
+    headers: HeaderMap,
+    Json(new): Json<NewRole>,
+) -> Result<(StatusCode, Json<Role>), AppError> {
+    account.require(permission::ADMINISTER_PERMISSIONS)?;
+    check_same_origin(&account, &headers)?;
+    let created = create(&state.db, &new).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// One role.
+#[utoipa::path(get, path = "/api/roles/{name}", tag = "user",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, description = "The role", body = Role),
+        (status = 404, description = "No such role", body = ErrorBody),
+    ))]
+pub(crate) async fn get_role(
+    State(state): State<AppState>,
+    account: Account,
+    Path(name): Path<String>,
+) -> Result<Json<Role>, AppError> {
+    account.require(permission::ADMINISTER_PERMISSIONS)?;
+    Ok(Json(get(&state.db, &name).await?))
+}
+
+/// Set a role's label and replace its permissions.
+#[utoipa::path(put, path = "/api/roles/{name}", tag = "user", request_body = RoleUpdate,
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, description = "Updated", body = Role),
+        (status = 404, description = "No such role", body = ErrorBody),
+        (status = 409, description = "The administrator role holds every permission", body = ErrorBody),
+        (status = 422, description = "Invalid label or permission", body = ErrorBody),
+    ))]
+pub(crate) async fn update_role(
+    State(state): State<AppState>,
+    account: Account,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(input): Json<RoleUpdate>,
+) -> Result<Json<Role>, AppError> {
+    account.require(permission::ADMINISTER_PERMISSIONS)?;
+    check_same_origin(&account, &headers)?;
+    let updated = update(&state.db, &name, &input).await?;
+    state.permissions.invalidate_all();
+    Ok(Json(updated))
+}
+
+/// Delete a role; its holders lose it.
+#[utoipa::path(delete, path = "/api/roles/{name}", tag = "user",
+    params(("name" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such role", body = ErrorBody),
+        (status = 409, description = "Built-in roles cannot be deleted", body = ErrorBody),
+    ))]
+pub(crate) async fn delete_role(
+    State(state): State<AppState>,
+    account: Account,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, AppError> {
+    account.require(permission::ADMINISTER_PERMISSIONS)?;
+    check_same_origin(&account, &headers)?;
+    delete(&state.db, &name).await?;
+    state.permissions.invalidate_all();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replace the roles a user holds.
+#[utoipa::path(put, path = "/api/users/{id}/roles", tag = "user", request_body = UserRoles,
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The user's roles now", body = UserRoles),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 422, description = "Unknown or implicit role", body = ErrorBody),
+    ))]
+pub(crate) async fn set_roles(
+    State(state): State<AppState>,
+    account: Account,
+    headers: HeaderMap,
+    Path(raw_id): Path<String>,
+    Json(input): Json<UserRoles>,
+) -> Result<Json<UserRoles>, AppError> {
+    account.require(permission::ADMINISTER_PERMISSIONS)?;
+    check_same_origin(&account, &headers)?;
+    let id: Uuid = raw_id
+        .parse()
+        .map_err(|_| AppError::NotFound(format!("user {raw_id}")))?;
+    let roles = set_user_roles(&state.db, id, &input.roles).await?;
+    Ok(Json(UserRoles { roles }))
+}

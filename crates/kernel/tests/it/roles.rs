@@ -1,0 +1,318 @@
+//! Roles, their permissions and the roles a user holds, through
+//! `/api/roles` and `/api/users/{id}/roles`.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::harness::TestApp;
+use crate::harness::content::{PASSWORD, error_body};
+
+/// A separate client signed in as `name`.
+async fn signed_in(app: &TestApp, name: &str) -> reqwest::Client {
+    let client = crate::harness::client();
+    let resp = client
+        .post(app.url("/user/login"))
+        .json(&json!({"name": name, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status(), StatusCode::OK);
+    client
+}
+
+async fn send(app: &TestApp, method: Method, path: &str, body: Value) -> reqwest::Response {
+    app.json_request(method, path)
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn permissions_in_db(app: &TestApp, role: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT permission FROM role_permission WHERE role = $1 ORDER BY permission")
+        .bind(role)
+        .fetch_all(&app.state.db)
+        .await
+        .expect("query")
+}
+
+async fn roles_in_db(app: &TestApp, user: uuid::Uuid) -> Vec<String> {
+    sqlx::query_scalar("SELECT role FROM user_role WHERE user_id = $1 ORDER BY role")
+        .bind(user)
+        .fetch_all(&app.state.db)
+        .await
+        .expect("query")
+}
+
+#[tokio::test]
+async fn a_new_role_with_permissions_grants_them_to_its_holders_at_once() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    let bob = app.create_user("bob", PASSWORD, false).await;
+    let bob_client = signed_in(&app, "bob").await;
+    let plugins = |c: reqwest::Client| {
+        let url = app.url("/api/plugins");
+        async move { c.get(url).send().await.expect("GET").status() }
+    };
+    assert_eq!(plugins(bob_client.clone()).await, StatusCode::FORBIDDEN);
+
+    let resp = send(
+        &app,
+        Method::POST,
+        "/api/roles",
+        json!({"name": "site_ops", "label": "Site operations"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = send(
+        &app,
+        Method::PUT,
+        "/api/roles/site_ops",
+        json!({"label": "Operations", "permissions": ["administer plugins", "access content", "administer plugins"]}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let role: Value = resp.json().await.expect("json");
+    assert_eq!(
+        role["permissions"],
+        json!(["access content", "administer plugins"])
+    );
+    assert_eq!(
+        permissions_in_db(&app, "site_ops").await,
+        vec!["access content", "administer plugins"]
+    );
+
+    let resp = send(
+        &app,
+        Method::PUT,
+        &format!("/api/users/{}/roles", bob.id),
+        json!({"roles": ["site_ops"]}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(roles_in_db(&app, bob.id).await, vec!["site_ops"]);
+    assert_eq!(plugins(bob_client.clone()).await, StatusCode::OK);
+
+    // Replacing the permissions takes the old ones away, at once here.
+    let resp = send(
+        &app,
+        Method::PUT,
+        "/api/roles/site_ops",
+        json!({"label": "Operations", "permissions": ["access content"]}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        permissions_in_db(&app, "site_ops").await,
+        vec!["access content"]
+    );
+    assert_eq!(plugins(bob_client.clone()).await, StatusCode::FORBIDDEN);
+
+    let listed: Value = app.get("/api/roles").await.json().await.expect("json");
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["administrator", "anonymous", "authenticated", "site_ops"]
+    );
+    let one: Value = app
+        .get("/api/roles/anonymous")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(one["permissions"], json!(["access content"]));
+
+    // Deleting the role takes it from its holders.
+    let resp = send(&app, Method::DELETE, "/api/roles/site_ops", json!({})).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert!(roles_in_db(&app, bob.id).await.is_empty());
+    assert!(permissions_in_db(&app, "site_ops").await.is_empty());
+    error_body(
+        app.get("/api/roles/site_ops").await,
+        StatusCode::NOT_FOUND,
+        "role_not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn only_holders_of_administer_permissions_see_or_change_roles() {
+    let app = TestApp::spawn().await;
+    let anon = crate::harness::client();
+    let r = anon.get(app.url("/api/roles")).send().await.expect("GET");
+    error_body(r, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    app.create_user("carol", PASSWORD, false).await;
+    let carol = signed_in(&app, "carol").await;
+    let r = carol.get(app.url("/api/roles")).send().await.expect("GET");
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = carol
+        .post(app.url("/api/roles"))
+        .json(&json!({"name": "mine", "label": "Mine"}))
+        .send()
+        .await
+        .expect("POST");
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = carol
+        .put(app.url("/api/roles/authenticated"))
+        .json(&json!({"label": "x", "permissions": ["administer site"]}))
+        .send()
+        .await
+        .expect("PUT");
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_eq!(
+        permissions_in_db(&app, "authenticated").await,
+        vec!["access content"]
+    );
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM role WHERE name = 'mine')")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("query");
+    assert!(!exists);
+}
+
+#[tokio::test]
+async fn bad_role_requests_are_refused_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    let dave = app.create_user("dave", PASSWORD, false).await;
+    send(
+        &app,
+        Method::POST,
+        "/api/roles",
+        json!({"name": "editor", "label": "Editor"}),
+    )
+    .await;
+    send(
+        &app,
+        Method::PUT,
+        "/api/roles/editor",
+        json!({"label": "Editor", "permissions": ["edit any content"]}),
+    )
+    .await;
+    send(
+        &app,
+        Method::PUT,
+        &format!("/api/users/{}/roles", dave.id),
+        json!({"roles": ["editor"]}),
+    )
+    .await;
+
+    for (body, code) in [
+        (json!({"name": "Editor2", "label": "x"}), "invalid_role"),
+        (json!({"name": "2nd", "label": "x"}), "invalid_role"),
+        (json!({"name": "ok_name", "label": " "}), "invalid_role"),
+        (
+            json!({"name": "ok_name", "label": "a\u{7}b"}),
+            "invalid_role",
+        ),
+    ] {
+        let r = send(&app, Method::POST, "/api/roles", body.clone()).await;
+        error_body(r, StatusCode::UNPROCESSABLE_ENTITY, code).await;
+    }
+    let r = send(
+        &app,
+        Method::POST,
+        "/api/roles",
+        json!({"name": "editor", "label": "Again"}),
+    )
+    .await;
+    error_body(r, StatusCode::CONFLICT, "role_exists").await;
+    let r = send(
+        &app,
+        Method::POST,
+        "/api/roles",
+        json!({"name": "x", "label": "x", "extra": 1}),
+    )
+    .await;
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let v: Value = r.json().await.expect("JSON error");
+    assert!(v["error"].is_string(), "{v}");
+
+    // Bad permissions: nothing replaced.
+    for perms in [json!([""]), json!(["  padded"]), json!(["x".repeat(129)])] {
+        let r = send(
+            &app,
+            Method::PUT,
+            "/api/roles/editor",
+            json!({"label": "Renamed", "permissions": perms}),
+        )
+        .await;
+        error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_role").await;
+    }
+    assert_eq!(
+        permissions_in_db(&app, "editor").await,
+        vec!["edit any content"]
+    );
+    let label: String = sqlx::query_scalar("SELECT label FROM role WHERE name = 'editor'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("query");
+    assert_eq!(label, "Editor");
+
+    let r = send(
+        &app,
+        Method::PUT,
+        "/api/roles/nope",
+        json!({"label": "x", "permissions": []}),
+    )
+    .await;
+    error_body(r, StatusCode::NOT_FOUND, "role_not_found").await;
+    let r = send(&app, Method::DELETE, "/api/roles/nope", json!({})).await;
+    error_body(r, StatusCode::NOT_FOUND, "role_not_found").await;
+    let r = send(
+        &app,
+        Method::PUT,
+        "/api/roles/administrator",
+        json!({"label": "x", "permissions": []}),
+    )
+    .await;
+    error_body(r, StatusCode::CONFLICT, "role_built_in").await;
+    for built_in in ["anonymous", "authenticated", "administrator"] {
+        let r = send(
+            &app,
+            Method::DELETE,
+            &format!("/api/roles/{built_in}"),
+            json!({}),
+        )
+        .await;
+        error_body(r, StatusCode::CONFLICT, "role_built_in").await;
+    }
+
+    // Bad assignments: dave keeps what he had.
+    let path = format!("/api/users/{}/roles", dave.id);
+    for roles in [
+        json!(["editor", "ghost"]),
+        json!(["authenticated"]),
+        json!(["anonymous"]),
+    ] {
+        let r = send(&app, Method::PUT, &path, json!({"roles": roles})).await;
+        error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_role").await;
+    }
+    assert_eq!(roles_in_db(&app, dave.id).await, vec!["editor"]);
+    let r = send(
+        &app,
+        Method::PUT,
+        &format!("/api/users/{}/roles", uuid::Uuid::now_v7()),
+        json!({"roles": []}),
+    )
+    .await;
+    error_body(r, StatusCode::NOT_FOUND, "not_found").await;
+    let r = send(
+        &app,
+        Method::PUT,
+        "/api/users/not-a-uuid/roles",
+        json!({"roles": []}),
+    )
+    .await;
+    error_body(r, StatusCode::NOT_FOUND, "not_found").await;
+
+    // And an empty list takes every role away.
+    let r = send(&app, Method::PUT, &path, json!({"roles": []})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(roles_in_db(&app, dave.id).await.is_empty());
+}
