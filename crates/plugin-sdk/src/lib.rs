@@ -356,10 +356,7 @@ pub mod __abi {
                 ))
             }
         };
-        // SAFETY: ABI v1 promises UTF-8 input, and the kernel passes only
-        // `str`s; trusting it spares a second UTF-8 check of every string.
-        let text = unsafe { std::str::from_utf8_unchecked(&input) };
-        let parsed: I = match serde_json::from_str(text) {
+        let parsed: I = match serde_json::from_slice(&input) {
             Ok(v) => v,
             Err(e) => fail(&format!("cannot deserialize the tap input: {e}")),
         };

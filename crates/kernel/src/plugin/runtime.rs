@@ -146,14 +146,15 @@ fn build_engine(bounds: &Bounds) -> wasmtime::Result<Engine> {
         .max_memories_per_module(1)
         .max_tables_per_module(1)
         .max_memory_size(bounds.memory_bytes)
-        // Reset up to the first MiB of memory by copying instead of
-        // madvise, so a fresh instance starts on warm pages instead of
-        // page-faulting (halves a typical invocation of a Rust plugin built
-        // with a small shadow stack; see plugins/.cargo). Where Linux has
-        // PAGEMAP_SCAN (6.7+), only the pages the guest dirtied are reset.
+        // Reset the first MiB of memory with memset instead of madvise, so
+        // a fresh instance starts on warm pages instead of page-faulting
+        // (halves a typical invocation of a Rust plugin built with a small
+        // shadow stack; see plugins/.cargo). PAGEMAP_SCAN, which would
+        // reset only the dirtied pages, stays off: wasmtime 48 skips dirty
+        // pages that are swapped out, which could show one invocation's
+        // memory to the next.
         .linear_memory_keep_resident(1 << 20)
-        .table_keep_resident(64 * 1024)
-        .pagemap_scan(wasmtime::Enabled::Auto);
+        .table_keep_resident(64 * 1024);
     let mut config = wasmtime::Config::new();
     config
         .epoch_interruption(true)
