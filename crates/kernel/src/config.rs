@@ -142,6 +142,9 @@ pub struct Config {
     pub login_name_window: Duration,
 }
 
+/// The longest a failed login may count.
+const MAX_LOGIN_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Loopback: a reverse proxy on the same host (see `deploy/nginx`).
 pub fn default_trusted_proxies() -> Vec<IpNet> {
     ["127.0.0.0/8", "::1/128"]
@@ -376,17 +379,25 @@ impl Config {
                 message: "must be at least 1 second".into(),
             });
         }
-        if self.login_address_window.is_zero() {
-            return Err(ConfigError::Invalid {
-                setting: "login_address_window_secs (TROVATO_LOGIN_ADDRESS_WINDOW)",
-                message: "must be at least 1 second".into(),
-            });
-        }
-        if self.login_name_window.is_zero() {
-            return Err(ConfigError::Invalid {
-                setting: "login_name_window_secs (TROVATO_LOGIN_NAME_WINDOW)",
-                message: "must be at least 1 second".into(),
-            });
+        for (window, setting) in [
+            (
+                self.login_address_window,
+                "login_address_window_secs (TROVATO_LOGIN_ADDRESS_WINDOW)",
+            ),
+            (
+                self.login_name_window,
+                "login_name_window_secs (TROVATO_LOGIN_NAME_WINDOW)",
+            ),
+        ] {
+            if window.is_zero() || window > MAX_LOGIN_WINDOW {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    message: format!(
+                        "must be 1 to {} seconds (30 days)",
+                        MAX_LOGIN_WINDOW.as_secs()
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -571,6 +582,12 @@ mod tests {
         };
         let msg = c.validate().expect_err("must fail").to_string();
         assert!(msg.contains("TROVATO_LOGIN_ADDRESS_WINDOW"), "{msg}");
+        let c = Config {
+            login_name_window: MAX_LOGIN_WINDOW + Duration::from_secs(1),
+            ..Config::default()
+        };
+        let msg = c.validate().expect_err("must fail").to_string();
+        assert!(msg.contains("30 days"), "{msg}");
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! shares it. Too many failed logins from one client address, or for one
 //! account name from one address, refuse further attempts from there until
 //! the window that counted them ends; the password is then not even
-//! checked, so a blocked guesser costs no Argon2 work. A successful login
-//! clears its name's count for that address (the address's own count
-//! stays, as it counts guesses at every name).
+//! checked, so a blocked guesser costs no Argon2 work. Each attempt is
+//! counted before its password is checked, so parallel guesses cannot all
+//! pass one check; a successful one is uncounted from its address and
+//! clears its name's count.
 //!
 //! The client address is the peer's, unless the peer is a trusted proxy
 //! (`trusted_proxies`); then it is the right-most `X-Forwarded-For` entry
@@ -33,8 +34,12 @@ pub struct Limits {
     pub name_window: Duration,
 }
 
-/// Milliseconds until both counts allow another attempt; 0 when they do.
-static CHECK: LazyLock<Script> = LazyLock::new(|| {
+/// Refuses an attempt while either count is at its limit (returning the
+/// milliseconds until it allows one), else counts it in both windows
+/// (a window starts with its first count) and returns 0. Counting before
+/// the password is checked means parallel guesses cannot all slip through
+/// one check.
+static BEGIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local wait = 0
@@ -44,19 +49,26 @@ for i, key in ipairs(KEYS) do
     wait = math.max(wait, redis.call('PTTL', key), 1)
   end
 end
-return wait
+if wait > 0 then
+  return wait
+end
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, 0, 'PX', ARGV[i + 2], 'NX')
+  redis.call('INCR', key)
+end
+return 0
 ",
     )
 });
 
-/// Counts one failure in each key; a key's window starts with its first
-/// failure.
-static FAIL: LazyLock<Script> = LazyLock::new(|| {
+/// A successful attempt was no failure: takes it off the address's count
+/// and clears the name's.
+static SUCCEEDED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-for i, key in ipairs(KEYS) do
-  redis.call('SET', key, 0, 'PX', ARGV[i], 'NX')
-  redis.call('INCR', key)
+redis.call('DEL', KEYS[2])
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
 end
 return 0
 ",
@@ -78,21 +90,29 @@ impl Attempt {
         let name = Sha256::digest(name.to_lowercase().as_bytes());
         let name: String = name[..16].iter().map(|b| format!("{b:02x}")).collect();
         Self {
-            address_key: kv.key(&format!("flood:login:addr:{client}")),
-            name_key: kv.key(&format!("flood:login:name:{client}:{name}")),
+            address_key: kv.key(&format!("flood:login:addr:{}", bucket(client))),
+            name_key: kv.key(&format!("flood:login:name:{}:{name}", bucket(client))),
         }
     }
 
-    /// `Err(TooManyLoginAttempts)` while either count is at its limit.
-    pub async fn check(&self, kv: &Kv, limits: &Limits) -> Result<(), UserError> {
-        if limits.per_address == 0 && limits.per_name == 0 {
+    fn off(limits: &Limits) -> bool {
+        limits.per_address == 0 && limits.per_name == 0
+    }
+
+    /// Counts the attempt, or refuses it with `TooManyLoginAttempts` while
+    /// either count is at its limit. Call before checking the password;
+    /// then [`Attempt::succeeded`] if it was right.
+    pub async fn begin(&self, kv: &Kv, limits: &Limits) -> Result<(), UserError> {
+        if Self::off(limits) {
             return Ok(());
         }
-        let mut inv = CHECK.prepare_invoke();
+        let mut inv = BEGIN.prepare_invoke();
         inv.key(&self.address_key)
             .key(&self.name_key)
             .arg(limits.per_address)
-            .arg(limits.per_name);
+            .arg(limits.per_name)
+            .arg(window_ms(limits.address_window))
+            .arg(window_ms(limits.name_window));
         let wait_ms: u64 = kv.script(inv).await?;
         if wait_ms == 0 {
             Ok(())
@@ -103,24 +123,29 @@ impl Attempt {
         }
     }
 
-    /// Counts a failed attempt.
-    pub async fn failed(&self, kv: &Kv, limits: &Limits) -> Result<(), UserError> {
-        if limits.per_address == 0 && limits.per_name == 0 {
+    /// Uncounts a successful attempt from the address and clears the
+    /// name's count.
+    pub async fn succeeded(&self, kv: &Kv, limits: &Limits) -> Result<(), UserError> {
+        if Self::off(limits) {
             return Ok(());
         }
-        let mut inv = FAIL.prepare_invoke();
-        inv.key(&self.address_key)
-            .key(&self.name_key)
-            .arg(window_ms(limits.address_window))
-            .arg(window_ms(limits.name_window));
+        let mut inv = SUCCEEDED.prepare_invoke();
+        inv.key(&self.address_key).key(&self.name_key);
         let _: i64 = kv.script(inv).await?;
         Ok(())
     }
+}
 
-    /// Clears the name's count after a successful login.
-    pub async fn succeeded(&self, kv: &Kv) -> Result<(), UserError> {
-        let _: i64 = kv.query(redis::cmd("DEL").arg(&self.name_key)).await?;
-        Ok(())
+/// What an address counts as: an IPv4 address itself, an IPv6 address's
+/// /64 (one host usually holds a whole /64, so counting single IPv6
+/// addresses would let it rotate through them).
+fn bucket(client: IpAddr) -> String {
+    match client.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let net = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(net))
+        }
     }
 }
 
@@ -129,19 +154,21 @@ fn window_ms(d: Duration) -> u64 {
 }
 
 /// The client's address: `peer`, or, when `peer` is a trusted proxy, the
-/// right-most `X-Forwarded-For` address that is not one.
+/// right-most `X-Forwarded-For` address that is not one. IPv4-mapped IPv6
+/// addresses count as the IPv4 address they carry.
 pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
     }
-    let forwarded = headers
+    // Split the raw bytes: a client's own non-ASCII entry must not hide the
+    // entries the proxies appended after it on the same line.
+    let forwarded: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect::<Vec<_>>();
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .collect();
     for entry in forwarded.iter().rev() {
         let Some(ip) = parse_forwarded(entry) else {
             // Something this side of it wrote garbage: trust nothing
@@ -156,17 +183,31 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
 }
 
 /// An `X-Forwarded-For` entry: an address, possibly with a port.
-fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+fn parse_forwarded(entry: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(entry).ok()?.trim();
     entry
         .parse::<IpAddr>()
         .ok()
         .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .map(|ip| ip.to_canonical())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn an_ipv6_client_counts_as_its_64() {
+        let a = bucket("2001:db8:1:2:aaaa::1".parse().expect("ip"));
+        let b = bucket("2001:db8:1:2:bbbb::9".parse().expect("ip"));
+        let other = bucket("2001:db8:1:3::1".parse().expect("ip"));
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+        assert_eq!(bucket("::ffff:192.0.2.1".parse().expect("ip")), "192.0.2.1");
+        assert_eq!(bucket("192.0.2.1".parse().expect("ip")), "192.0.2.1");
+    }
 
     fn headers(xff: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -213,6 +254,18 @@ mod tests {
             client_address(local, &headers(&["203.0.113.9, junk"]), &trusted),
             local
         );
+        // A mapped IPv4 peer is the IPv4 address (a kernel listening on
+        // [::] sees nginx so); a client's non-ASCII entry hides nothing.
+        assert_eq!(
+            client_address(ip("::ffff:127.0.0.1"), &headers(&["203.0.113.9"]), &trusted),
+            ip("203.0.113.9")
+        );
+        let mut raw = HeaderMap::new();
+        raw.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xc3\xb1, 203.0.113.9").expect("header"),
+        );
+        assert_eq!(client_address(local, &raw, &trusted), ip("203.0.113.9"));
         // With no trusted proxies the header never counts.
         assert_eq!(
             client_address(local, &headers(&["203.0.113.9"]), &[]),

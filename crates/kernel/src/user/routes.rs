@@ -239,7 +239,7 @@ async fn authenticate(
 ) -> Result<(String, Account), AppError> {
     let limits = state.config.login_limits();
     let attempt = flood::Attempt::new(&state.kv, client, name);
-    attempt.check(&state.kv, &limits).await?;
+    attempt.begin(&state.kv, &limits).await?;
     let found = super::find_credentials(&state.db, name).await?;
     let (user, hash) = match found {
         Some((u, h)) if u.status == 1 => (Some(u), Some(h)),
@@ -250,11 +250,10 @@ async fn authenticate(
         (true, Some(u)) => u,
         _ => {
             tracing::info!(client = %client, "login failed");
-            attempt.failed(&state.kv, &limits).await?;
             return Err(UserError::InvalidCredentials.into());
         }
     };
-    attempt.succeeded(&state.kv).await?;
+    attempt.succeeded(&state.kv, &limits).await?;
     if let Some((old, _)) = &current.session {
         session::destroy(&state.kv, old).await?;
     }

@@ -207,3 +207,27 @@ async fn the_block_ends_with_its_window() {
     .await;
     assert!(ended.is_some(), "still blocked after the window");
 }
+
+#[tokio::test]
+async fn parallel_guesses_cannot_all_pass_one_check() {
+    let app = spawn(|c| c.login_name_limit = 3).await;
+    app.create_user("pia", PASSWORD, false).await;
+    let guesses = (0..20).map(|i| {
+        let app = &app;
+        async move {
+            login_from(app, "203.0.113.77", "pia", &format!("guess {i}"))
+                .await
+                .status()
+        }
+    });
+    let statuses = futures::future::join_all(guesses).await;
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((checked, refused), (3, 17), "{statuses:?}");
+}
