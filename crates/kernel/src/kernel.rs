@@ -96,7 +96,7 @@ impl Kernel {
         // A broken plugin is recorded in the registry, never a boot error.
         let plugins = Plugins::load(&config).await;
         plugins.sync_enabled(&db).await?;
-        plugins.spawn_status_refresh(db.clone(), crate::plugin::STATUS_REFRESH);
+        plugins.spawn_status_refresh(db.clone(), db_url.clone(), crate::plugin::STATUS_REFRESH);
         let cache = Cache::start(
             kv.clone(),
             redis_url,

@@ -345,8 +345,14 @@ impl Plugins {
     /// another kernel process) reaches a running server: at once through
     /// PostgreSQL notifications on [`postgres::STATUS_CHANNEL`], and by
     /// re-reading it every `every` whatever happens to the listening
-    /// connection.
-    pub fn spawn_status_refresh(&self, db: PgPool, every: std::time::Duration) {
+    /// connection. The listener has its own connection to `database_url`,
+    /// outside the pool.
+    pub fn spawn_status_refresh(
+        &self,
+        db: PgPool,
+        database_url: String,
+        every: std::time::Duration,
+    ) {
         if self.inner.entries.is_empty() {
             return;
         }
@@ -366,7 +372,11 @@ impl Plugins {
             let mut listener: Option<PgListener> = None;
             loop {
                 if listener.is_none() {
-                    listener = listen(&db).await;
+                    listener = tokio::select! {
+                        l = listen(&database_url) => l,
+                        () = tokio::time::sleep(every) => None,
+                        _ = alive.changed() => break,
+                    };
                     // Changes made before it listened were not announced
                     // to it.
                     if listener.is_some() && !refresh(&weak).await {
@@ -614,8 +624,8 @@ impl Plugins {
 /// A connection listening on [`postgres::STATUS_CHANNEL`]; `None` (and a
 /// debug line) when it cannot be had, in which case the periodic re-read
 /// carries on alone and listening is tried again after it.
-async fn listen(db: &PgPool) -> Option<PgListener> {
-    let mut listener = match PgListener::connect_with(db).await {
+async fn listen(database_url: &str) -> Option<PgListener> {
+    let mut listener = match PgListener::connect(database_url).await {
         Ok(l) => l,
         Err(e) => {
             tracing::debug!(error = %e, "cannot listen for plugin status changes");

@@ -348,7 +348,11 @@ async fn a_status_change_is_announced_to_running_kernels_without_waiting_for_the
     // after an hour: the change can reach it only as a notification.
     let other = trovato::plugin::Plugins::load(&app.state.config).await;
     other.sync_enabled(&app.state.db).await.expect("sync");
-    other.spawn_status_refresh(app.state.db.clone(), Duration::from_secs(3600));
+    other.spawn_status_refresh(
+        app.state.db.clone(),
+        app.state.config.database_url.clone().expect("database url"),
+        Duration::from_secs(3600),
+    );
     assert_eq!(
         names(&other.invoke_all("tap_order", &json!({})).await),
         vec!["first", "second"]
