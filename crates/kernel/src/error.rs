@@ -117,6 +117,8 @@ impl AppError {
                 UserError::RoleExists(_) => (S::CONFLICT, "role_exists", false),
                 UserError::InvalidRole(_) => (S::UNPROCESSABLE_ENTITY, "invalid_role", false),
                 UserError::BuiltInRole(_) => (S::CONFLICT, "role_built_in", false),
+                UserError::AdministratorOnly => (S::FORBIDDEN, "forbidden", false),
+                UserError::LastAdministrator => (S::CONFLICT, "last_administrator", false),
                 UserError::Db(e) => Self::classify_db(e),
                 UserError::Kv(_) => (S::SERVICE_UNAVAILABLE, "redis_unavailable", true),
                 UserError::Hash(_) => (S::INTERNAL_SERVER_ERROR, "internal", true),

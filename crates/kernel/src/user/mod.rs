@@ -48,6 +48,10 @@ pub enum UserError {
     InvalidRole(String),
     #[error("{0}")]
     BuiltInRole(String),
+    #[error("only administrators grant or revoke the administrator role")]
+    AdministratorOnly,
+    #[error("the last active administrator keeps the administrator role")]
+    LastAdministrator,
     #[error("password hashing failed: {0}")]
     Hash(String),
     #[error(transparent)]

@@ -206,10 +206,13 @@ pub async fn delete(db: impl PgExecutor<'_>, name: &str) -> Result<(), UserError
 }
 
 /// Replaces the roles `user_id` holds explicitly, in one transaction.
+/// Granting or revoking `administrator` takes an administrator
+/// (`by_administrator`), and the last active administrator keeps it.
 pub async fn set_user_roles(
     db: &PgPool,
     user_id: Uuid,
     roles: &[String],
+    by_administrator: bool,
 ) -> Result<Vec<String>, UserError> {
     let mut roles = roles.to_vec();
     roles.sort();
@@ -232,6 +235,41 @@ pub async fn set_user_roles(
     .await?;
     if user.is_none() {
         return Err(UserError::NotFound(user_id.to_string()));
+    }
+    let had_admin = super::roles_of(&mut *tx, user_id)
+        .await?
+        .iter()
+        .any(|r| r == role::ADMINISTRATOR);
+    let keeps_admin = roles.iter().any(|r| r == role::ADMINISTRATOR);
+    if had_admin != keeps_admin {
+        if !by_administrator {
+            return Err(UserError::AdministratorOnly);
+        }
+        // One change of the administrators at a time, so two of them
+        // cannot each remove the other.
+        timed(
+            "role.lock_administrators",
+            sqlx::query("SELECT name FROM role WHERE name = $1 FOR UPDATE")
+                .bind(role::ADMINISTRATOR)
+                .execute(&mut *tx),
+        )
+        .await?;
+        if had_admin {
+            let others: i64 = timed(
+                "role.other_administrators",
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM user_role ur JOIN users u ON u.id = ur.user_id
+                     WHERE ur.role = $1 AND u.status = 1 AND u.id <> $2",
+                )
+                .bind(role::ADMINISTRATOR)
+                .bind(user_id)
+                .fetch_one(&mut *tx),
+            )
+            .await?;
+            if others == 0 {
+                return Err(UserError::LastAdministrator);
+            }
+        }
     }
     let known: Vec<String> = timed(
         "role.known",
@@ -380,7 +418,9 @@ pub(crate) async fn delete_role(
     params(("id" = String, Path)),
     responses(
         (status = 200, description = "The user's roles now", body = UserRoles),
+        (status = 403, description = "Granting or revoking administrator takes an administrator", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "The last active administrator keeps the role", body = ErrorBody),
         (status = 422, description = "Unknown or implicit role", body = ErrorBody),
     ))]
 pub(crate) async fn set_roles(
@@ -395,6 +435,6 @@ pub(crate) async fn set_roles(
     let id: Uuid = raw_id
         .parse()
         .map_err(|_| AppError::NotFound(format!("user {raw_id}")))?;
-    let roles = set_user_roles(&state.db, id, &input.roles).await?;
+    let roles = set_user_roles(&state.db, id, &input.roles, account.is_admin()).await?;
     Ok(Json(UserRoles { roles }))
 }

@@ -316,3 +316,84 @@ async fn bad_role_requests_are_refused_and_change_nothing() {
     assert_eq!(r.status(), StatusCode::OK);
     assert!(roles_in_db(&app, dave.id).await.is_empty());
 }
+
+#[tokio::test]
+async fn only_administrators_change_who_is_one_and_the_last_one_stays() {
+    let app = TestApp::spawn().await;
+    let admin = app.sign_in_as_admin().await;
+    let erin = app.create_user("erin", PASSWORD, false).await;
+    send(
+        &app,
+        Method::POST,
+        "/api/roles",
+        json!({"name": "role_admin", "label": "Role admin"}),
+    )
+    .await;
+    send(
+        &app,
+        Method::POST,
+        "/api/roles",
+        json!({"name": "editor", "label": "Editor"}),
+    )
+    .await;
+    let r = send(
+        &app,
+        Method::PUT,
+        "/api/roles/role_admin",
+        json!({"label": "Role admin", "permissions": ["administer permissions"]}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = send(
+        &app,
+        Method::PUT,
+        &format!("/api/users/{}/roles", erin.id),
+        json!({"roles": ["role_admin"]}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Erin manages roles, but cannot make herself an administrator, nor
+    // take the role from one.
+    let erin_client = signed_in(&app, "erin").await;
+    let put_roles = |user: uuid::Uuid, roles: Value| {
+        erin_client
+            .put(app.url(&format!("/api/users/{user}/roles")))
+            .json(&json!({ "roles": roles }))
+            .send()
+    };
+    let r = put_roles(erin.id, json!(["role_admin", "administrator"]))
+        .await
+        .expect("PUT");
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_eq!(roles_in_db(&app, erin.id).await, vec!["role_admin"]);
+    let r = put_roles(admin.id, json!([])).await.expect("PUT");
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_eq!(roles_in_db(&app, admin.id).await, vec!["administrator"]);
+    let r = put_roles(erin.id, json!(["role_admin", "editor"]))
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        roles_in_db(&app, erin.id).await,
+        vec!["editor", "role_admin"]
+    );
+
+    // The only administrator cannot stop being one...
+    let own = format!("/api/users/{}/roles", admin.id);
+    let r = send(&app, Method::PUT, &own, json!({"roles": []})).await;
+    error_body(r, StatusCode::CONFLICT, "last_administrator").await;
+    assert_eq!(roles_in_db(&app, admin.id).await, vec!["administrator"]);
+    // ...until there is another.
+    let r = send(
+        &app,
+        Method::PUT,
+        &format!("/api/users/{}/roles", erin.id),
+        json!({"roles": ["administrator"]}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = send(&app, Method::PUT, &own, json!({"roles": ["editor"]})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(roles_in_db(&app, admin.id).await, vec!["editor"]);
+}
