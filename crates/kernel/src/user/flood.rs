@@ -62,13 +62,13 @@ return 0
 });
 
 /// A successful attempt was no failure: takes it off the address's count
-/// and clears the name's.
+/// (deleting a count that reaches 0) and clears the name's.
 static SUCCEEDED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('DEL', KEYS[2])
-if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
-  redis.call('DECR', KEYS[1])
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 and redis.call('DECR', KEYS[1]) <= 0 then
+  redis.call('DEL', KEYS[1])
 end
 return 0
 ",

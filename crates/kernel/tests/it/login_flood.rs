@@ -104,6 +104,15 @@ async fn a_successful_login_clears_the_count_of_its_name() {
     );
     let counted: Vec<String> = kv.query(&keys("flood:login:name:*")).await.expect("keys");
     assert!(counted.is_empty(), "the name's count survived: {counted:?}");
+    let addr_count: Option<i64> = kv
+        .query(redis::cmd("GET").arg(kv.key(&format!("flood:login:addr:{addr}"))))
+        .await
+        .expect("get");
+    assert_eq!(
+        addr_count,
+        Some(2),
+        "the two failures stay counted, the success not"
+    );
 
     // Two more failures make two, not four: still under the limit.
     for _ in 0..2 {
