@@ -104,7 +104,7 @@ impl Kernel {
             config.connect_timeout,
         )
         .await?;
-        Ok(AppState {
+        Ok(AppState::new(crate::state::Shared {
             config: Arc::new(config),
             db,
             kv,
@@ -113,7 +113,7 @@ impl Kernel {
             permissions: Arc::new(PermissionCache::new()),
             plugins,
             cache,
-        })
+        }))
     }
 
     /// Closes the pool and stops the embedded servers this process started.

@@ -1,4 +1,5 @@
-//! The state every handler shares. Cloning is cheap (handles and `Arc`s).
+//! The state every handler shares. Cloning it (which axum does for every
+//! request) is one reference count.
 
 use std::sync::Arc;
 
@@ -13,7 +14,24 @@ use crate::plugin::Plugins;
 use crate::user::access::PermissionCache;
 
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub config: Arc<Config>,
     pub db: PgPool,
     pub kv: Kv,
