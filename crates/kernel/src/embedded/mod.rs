@@ -78,7 +78,7 @@ pub(crate) fn socket_dir(preferred: &Path, tag: &str) -> PathBuf {
     }
     use sha2::Digest;
     let digest = sha2::Sha256::digest(preferred.as_os_str().as_encoded_bytes());
-    let short = crate::user::session::hex(&digest[..6]);
+    let short = crate::text::hex(&digest[..6]);
     PathBuf::from(format!("/tmp/trovato-{tag}-{short}"))
 }
 

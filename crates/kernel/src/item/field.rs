@@ -79,12 +79,10 @@ pub fn check_defs(defs: &[FieldDef]) -> Failures {
     let mut seen = std::collections::BTreeSet::new();
     for d in defs {
         let mut errs = Vec::new();
-        let name_ok = d.name.len() > 6
-            && d.name.len() <= 64
-            && d.name.starts_with("field_")
-            && d.name[6..]
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let name_ok = d.name.len() <= 64
+            && d.name
+                .strip_prefix("field_")
+                .is_some_and(crate::text::is_name_chars);
         if !name_ok {
             errs.push("name must be `field_` followed by lowercase letters, digits or _".into());
         }

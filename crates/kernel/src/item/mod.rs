@@ -323,11 +323,7 @@ pub async fn get_type(db: &PgPool, name: &str) -> Result<ItemType, ItemError> {
 
 fn check_type(t: &ItemType) -> Result<(), ItemError> {
     let mut f = field::check_defs(&t.fields);
-    let name_ok = (1..=32).contains(&t.type_name.len())
-        && t.type_name.as_bytes()[0].is_ascii_lowercase()
-        && t.type_name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    let name_ok = crate::text::is_machine_name(&t.type_name, 32);
     if !name_ok {
         f.entry("type".into())
             .or_default()

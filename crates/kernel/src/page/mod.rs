@@ -91,10 +91,7 @@ fn fingerprint(templates: &[(&str, &str)]) -> String {
         h.update((source.len() as u64).to_le_bytes());
         h.update(source);
     }
-    h.finalize()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::text::hex(&h.finalize()[..6])
 }
 
 pub fn router() -> Router<AppState> {

@@ -14,12 +14,7 @@ pub struct PluginName(String);
 
 impl PluginName {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let ok = (1..=64).contains(&raw.len())
-            && raw.starts_with(|c: char| c.is_ascii_lowercase())
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if ok {
+        if crate::text::is_machine_name(raw, 64) {
             Ok(Self(raw.to_owned()))
         } else {
             Err(format!(
@@ -43,12 +38,9 @@ impl fmt::Display for PluginName {
 /// Tap names become export names and metric labels, so they stay small.
 pub fn check_tap_name(raw: &str) -> Result<(), String> {
     let ok = raw.len() <= 64
-        && raw.strip_prefix("tap_").is_some_and(|rest| {
-            !rest.is_empty()
-                && rest
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        });
+        && raw
+            .strip_prefix("tap_")
+            .is_some_and(crate::text::is_name_chars);
     if ok {
         Ok(())
     } else {

@@ -66,12 +66,7 @@ pub struct StageId(String);
 
 impl StageId {
     pub fn parse(raw: &str) -> Result<Self, StageError> {
-        let ok = (1..=32).contains(&raw.len())
-            && raw.as_bytes()[0].is_ascii_lowercase()
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if ok {
+        if crate::text::is_machine_name(raw, 32) {
             Ok(Self(raw.to_owned()))
         } else {
             Err(StageError::InvalidId(raw.to_owned()))
@@ -296,10 +291,9 @@ pub async fn publish(state: &AppState, stage: &StageId) -> Result<PublishReport,
 fn session_stage_key(state: &AppState, token: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(token.as_bytes());
-    state.kv.key(&format!(
-        "stage:session:{}",
-        crate::user::session::hex(&digest)
-    ))
+    state
+        .kv
+        .key(&format!("stage:session:{}", crate::text::hex(&digest)))
 }
 
 fn idle_secs(state: &AppState) -> u64 {

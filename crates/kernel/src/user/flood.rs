@@ -87,8 +87,7 @@ impl Attempt {
     pub fn new(kv: &Kv, client: IpAddr, name: &str) -> Self {
         // Names match case-insensitively at login, so they count so too;
         // hashed, so any name makes a short key.
-        let name = Sha256::digest(name.to_lowercase().as_bytes());
-        let name: String = name[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let name = crate::text::hex(&Sha256::digest(name.to_lowercase().as_bytes())[..16]);
         Self {
             address_key: kv.key(&format!("flood:login:addr:{}", bucket(client))),
             name_key: kv.key(&format!("flood:login:name:{}:{name}", bucket(client))),

@@ -54,12 +54,7 @@ pub struct UserRoles {
 const BUILT_IN: [&str; 3] = [role::ANONYMOUS, role::AUTHENTICATED, role::ADMINISTRATOR];
 
 fn check_name(name: &str) -> Result<(), UserError> {
-    let ok = (1..=64).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok {
+    if crate::text::is_machine_name(name, 64) {
         Ok(())
     } else {
         Err(UserError::InvalidRole(format!(

@@ -32,18 +32,7 @@ pub fn random_token() -> String {
 
 fn redis_key(kv: &Kv, token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
-    kv.key(&format!("session:{}", hex(&digest)))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            // Writing to a String cannot fail.
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    kv.key(&format!("session:{}", crate::text::hex(&digest)))
 }
 
 fn ttl_secs(idle: Duration) -> u64 {
