@@ -665,6 +665,13 @@ async fn plugin_list_requires_an_administrator() {
     assert!(doc["paths"]["/api/plugins"]["get"].is_object(), "{doc}");
 }
 
+impl PluginDir {
+    /// Runs the CLI on this plugin directory (see [`run_cli`]).
+    fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run_cli(args, &[("TROVATO_PLUGIN_DIR", &self.path())], stdin)
+    }
+}
+
 /// Runs the CLI with JSON logs at info, and the compile cache inside the
 /// plugin directory given in `env`.
 fn run_cli(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
@@ -683,9 +690,7 @@ fn run_cli(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
 #[test]
 fn plugin_invoke_runs_a_tap_without_a_database() {
     let dir = PluginDir::new().example("word_count");
-    let env = [("TROVATO_PLUGIN_DIR", dir.path())];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let o = run_cli(
+    let o = dir.cli(
         &[
             "plugin",
             "invoke",
@@ -694,7 +699,6 @@ fn plugin_invoke_runs_a_tap_without_a_database() {
             "--input",
             "-",
         ],
-        &env,
         Some(&item().to_string()),
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -715,7 +719,7 @@ fn plugin_invoke_runs_a_tap_without_a_database() {
         "{line}"
     );
 
-    let o = run_cli(
+    let o = dir.cli(
         &[
             "plugin",
             "invoke",
@@ -724,7 +728,6 @@ fn plugin_invoke_runs_a_tap_without_a_database() {
             "--input",
             "[1, 2]",
         ],
-        &env,
         None,
     );
     assert!(!o.status.success(), "a non-object input traps");
@@ -733,14 +736,13 @@ fn plugin_invoke_runs_a_tap_without_a_database() {
         stderr.contains("cannot deserialize the tap input") && stderr.contains("trapped"),
         "the plugin's own error is logged before the trap: {stderr}"
     );
-    let o = run_cli(
+    let o = dir.cli(
         &["plugin", "invoke", "word_count", "tap_x", "--input", "nope"],
-        &env,
         None,
     );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not JSON"));
-    let o = run_cli(&["plugin", "invoke", "nothing_here", "tap_x"], &env, None);
+    let o = dir.cli(&["plugin", "invoke", "nothing_here", "tap_x"], None);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
 }
@@ -751,8 +753,6 @@ fn plugin_invoke_reports_each_fault_on_stderr_and_in_the_log() {
     for (name, _) in fault_cases() {
         dir = dir.fixture(name);
     }
-    let env = [("TROVATO_PLUGIN_DIR", dir.path())];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     for (name, kind) in [
         ("trap", "trap"),
         ("infinite_loop", "timeout"),
@@ -763,7 +763,7 @@ fn plugin_invoke_reports_each_fault_on_stderr_and_in_the_log() {
         ("bad_pointer", "bad_output"),
         ("huge_output", "output_too_large"),
     ] {
-        let o = run_cli(&["plugin", "invoke", name, "tap_run"], &env, None);
+        let o = dir.cli(&["plugin", "invoke", name, "tap_run"], None);
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{name}");
         assert!(o.stdout.is_empty(), "{name}: nothing on stdout");
@@ -779,7 +779,7 @@ fn plugin_invoke_reports_each_fault_on_stderr_and_in_the_log() {
         );
     }
     for name in ["no_memory", "no_alloc", "unknown_import"] {
-        let o = run_cli(&["plugin", "invoke", name, "tap_run"], &env, None);
+        let o = dir.cli(&["plugin", "invoke", name, "tap_run"], None);
         assert!(!o.status.success(), "{name}");
         assert!(String::from_utf8_lossy(&o.stderr).contains(name));
     }
@@ -788,9 +788,7 @@ fn plugin_invoke_reports_each_fault_on_stderr_and_in_the_log() {
 #[test]
 fn a_plugin_log_line_reaches_the_kernel_log_with_the_plugin_name() {
     let dir = PluginDir::new().example("cron_log");
-    let env = [("TROVATO_PLUGIN_DIR", dir.path())];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let o = run_cli(
+    let o = dir.cli(
         &[
             "plugin",
             "invoke",
@@ -799,7 +797,6 @@ fn a_plugin_log_line_reaches_the_kernel_log_with_the_plugin_name() {
             "--input",
             "{\"timestamp\": 42}",
         ],
-        &env,
         None,
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -822,9 +819,7 @@ fn a_plugin_log_line_reaches_the_kernel_log_with_the_plugin_name() {
 #[test]
 fn wasi_output_reaches_the_log_and_no_file_can_be_opened() {
     let dir = PluginDir::new().fixture("wasi_hello");
-    let env = [("TROVATO_PLUGIN_DIR", dir.path())];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let o = run_cli(&["plugin", "invoke", "wasi_hello", "tap_run"], &env, None);
+    let o = dir.cli(&["plugin", "invoke", "wasi_hello", "tap_run"], None);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     // path_open on an fd that is not a preopened directory: EBADF (8).

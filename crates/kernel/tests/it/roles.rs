@@ -44,6 +44,37 @@ async fn roles_in_db(app: &TestApp, user: uuid::Uuid) -> Vec<String> {
         .expect("query")
 }
 
+/// Creates `role` with `permissions` and gives it to `holder`, checking
+/// each step.
+async fn role_for(app: &TestApp, role: &str, permissions: &[&str], holder: Option<uuid::Uuid>) {
+    let r = send(
+        app,
+        Method::POST,
+        "/api/roles",
+        json!({"name": role, "label": role}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = send(
+        app,
+        Method::PUT,
+        &format!("/api/roles/{role}"),
+        json!({"label": role, "permissions": permissions}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    if let Some(user) = holder {
+        let r = send(
+            app,
+            Method::PUT,
+            &format!("/api/users/{user}/roles"),
+            json!({ "roles": [role] }),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}
+
 #[tokio::test]
 async fn a_new_role_with_permissions_grants_them_to_its_holders_at_once() {
     let app = TestApp::spawn().await;
@@ -180,27 +211,7 @@ async fn bad_role_requests_are_refused_and_change_nothing() {
     let app = TestApp::spawn().await;
     app.sign_in_as_admin().await;
     let dave = app.create_user("dave", PASSWORD, false).await;
-    send(
-        &app,
-        Method::POST,
-        "/api/roles",
-        json!({"name": "editor", "label": "Editor"}),
-    )
-    .await;
-    send(
-        &app,
-        Method::PUT,
-        "/api/roles/editor",
-        json!({"label": "Editor", "permissions": ["edit any content"]}),
-    )
-    .await;
-    send(
-        &app,
-        Method::PUT,
-        &format!("/api/users/{}/roles", dave.id),
-        json!({"roles": ["editor"]}),
-    )
-    .await;
+    role_for(&app, "editor", &["edit any content"], Some(dave.id)).await;
 
     for (body, code) in [
         (json!({"name": "Editor2", "label": "x"}), "invalid_role"),
@@ -232,6 +243,15 @@ async fn bad_role_requests_are_refused_and_change_nothing() {
     assert!(r.status().is_client_error(), "{}", r.status());
     let v: Value = r.json().await.expect("JSON error");
     assert!(v["error"].is_string(), "{v}");
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM role ORDER BY name")
+        .fetch_all(&app.state.db)
+        .await
+        .expect("query");
+    assert_eq!(
+        names,
+        vec!["administrator", "anonymous", "authenticated", "editor"],
+        "a refused create wrote a role"
+    );
 
     // Bad permissions: nothing replaced.
     for perms in [json!([""]), json!(["  padded"]), json!(["x".repeat(129)])] {
@@ -252,7 +272,7 @@ async fn bad_role_requests_are_refused_and_change_nothing() {
         .fetch_one(&app.state.db)
         .await
         .expect("query");
-    assert_eq!(label, "Editor");
+    assert_eq!(label, "editor");
 
     let r = send(
         &app,
@@ -322,36 +342,14 @@ async fn only_administrators_change_who_is_one_and_the_last_one_stays() {
     let app = TestApp::spawn().await;
     let admin = app.sign_in_as_admin().await;
     let erin = app.create_user("erin", PASSWORD, false).await;
-    send(
+    role_for(
         &app,
-        Method::POST,
-        "/api/roles",
-        json!({"name": "role_admin", "label": "Role admin"}),
+        "role_admin",
+        &["administer permissions"],
+        Some(erin.id),
     )
     .await;
-    send(
-        &app,
-        Method::POST,
-        "/api/roles",
-        json!({"name": "editor", "label": "Editor"}),
-    )
-    .await;
-    let r = send(
-        &app,
-        Method::PUT,
-        "/api/roles/role_admin",
-        json!({"label": "Role admin", "permissions": ["administer permissions"]}),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = send(
-        &app,
-        Method::PUT,
-        &format!("/api/users/{}/roles", erin.id),
-        json!({"roles": ["role_admin"]}),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::OK);
+    role_for(&app, "editor", &[], None).await;
 
     // Erin manages roles, but cannot make herself an administrator, nor
     // take the role from one.
