@@ -232,4 +232,11 @@ async fn items_may_reference_existing_terms_only() {
         )
         .await;
     assert_eq!(ok.status(), StatusCode::CREATED);
+    let created: Value = ok.json().await.expect("json");
+    let id = created["id"].as_str().expect("id");
+    let stored: Value = app.read_item(id, None).await.json().await.expect("json");
+    assert_eq!(
+        stored["fields"]["field_tags"][0]["target_id"], t["id"],
+        "{stored}"
+    );
 }
