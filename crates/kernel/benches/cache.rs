@@ -44,8 +44,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prefix = format!("trovato-bench:{}:", uuid::Uuid::now_v7().simple());
     let kv = Kv::connect(&url, &prefix, Duration::from_secs(5)).await?;
     let settings = CacheSettings::default();
-    let a = Cache::start(kv.clone(), &url, settings, Duration::from_secs(5)).await?;
-    let b = Cache::start(kv.clone(), &url, settings, Duration::from_secs(5)).await?;
+    let tasks = trovato::tasks::Tasks::new();
+    let a = Cache::start(kv.clone(), &url, settings, Duration::from_secs(5), &tasks).await?;
+    let b = Cache::start(kv.clone(), &url, settings, Duration::from_secs(5), &tasks).await?;
 
     // ---- 1. L2 hit vs raw GET of the same size.
     let key = CacheKey::new("item:bench")?;

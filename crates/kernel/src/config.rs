@@ -77,6 +77,7 @@ pub struct FileConfig {
     pub login_address_window_secs: Option<u64>,
     pub login_name_limit: Option<u32>,
     pub login_name_window_secs: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -140,6 +141,8 @@ pub struct Config {
     /// `login_name_window` (0: no limit).
     pub login_name_limit: u32,
     pub login_name_window: Duration,
+    /// How long shutdown waits for background tasks after cancelling them.
+    pub shutdown_grace: Duration,
 }
 
 /// The longest a failed login may count.
@@ -197,6 +200,7 @@ impl Default for Config {
             login_address_window: Duration::from_secs(3600),
             login_name_limit: 5,
             login_name_window: Duration::from_secs(6 * 3600),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -239,6 +243,7 @@ impl Config {
             login_address_window_secs,
             login_name_limit,
             login_name_window_secs,
+            shutdown_grace_secs,
         } = over;
         if let Some(v) = listen {
             self.listen = v;
@@ -317,6 +322,9 @@ impl Config {
         }
         if let Some(v) = login_name_window_secs {
             self.login_name_window = Duration::from_secs(v);
+        }
+        if let Some(v) = shutdown_grace_secs {
+            self.shutdown_grace = Duration::from_secs(v);
         }
     }
 

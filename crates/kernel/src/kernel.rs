@@ -10,9 +10,11 @@ use crate::embedded::postgres::PgListen;
 use crate::embedded::redis::RedisListen;
 use crate::embedded::{Durability, Embedded, EmbeddedError, PostgresServer, RedisServer};
 use crate::kv::{Kv, KvError};
+use crate::observe::health::Probes;
 use crate::page::{PageError, Templates};
 use crate::plugin::Plugins;
 use crate::state::AppState;
+use crate::tasks::Tasks;
 use crate::user::access::PermissionCache;
 
 #[derive(Debug, thiserror::Error)]
@@ -96,14 +98,22 @@ impl Kernel {
         // A broken plugin is recorded in the registry, never a boot error.
         let plugins = Plugins::load(&config).await;
         plugins.sync_enabled(&db).await?;
-        plugins.spawn_status_refresh(db.clone(), db_url.clone(), crate::plugin::STATUS_REFRESH);
+        let tasks = Tasks::new();
+        plugins.spawn_status_refresh(
+            db.clone(),
+            db_url.clone(),
+            crate::plugin::STATUS_REFRESH,
+            &tasks,
+        );
         let cache = Cache::start(
             kv.clone(),
             redis_url,
             config.cache(),
             config.connect_timeout,
+            &tasks,
         )
         .await?;
+        let probes = Probes::kernel(&db, &kv);
         Ok(AppState::new(crate::state::Shared {
             config: Arc::new(config),
             db,
@@ -112,18 +122,20 @@ impl Kernel {
             metrics,
             permissions: Arc::new(PermissionCache::new()),
             plugins,
+            probes,
             cache,
+            tasks,
         }))
     }
 
-    /// Closes the pool and stops the embedded servers this process started.
+    /// Cancels the background tasks and waits for them up to the shutdown
+    /// grace period, closes the pool, then stops the embedded servers this
+    /// process started.
     pub async fn shutdown(self) {
         let Kernel { state, embedded } = self;
+        state.tasks.shutdown(state.config.shutdown_grace).await;
         state.db.close().await;
-        // Dropping the state ends its background tasks (the cache's
-        // subscriber) before the embedded Redis they talk to goes away.
         drop(state);
-        tokio::task::yield_now().await;
         embedded.stop().await;
     }
 }

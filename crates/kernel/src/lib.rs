@@ -20,6 +20,7 @@ pub mod page;
 pub mod plugin;
 pub mod stage;
 pub mod state;
+pub mod tasks;
 pub mod text;
 pub mod user;
 

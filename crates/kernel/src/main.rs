@@ -205,6 +205,14 @@ struct Settings {
         value_name = "SECS"
     )]
     login_name_window: Option<u64>,
+    /// Seconds shutdown waits for background tasks [default: 10].
+    #[arg(
+        long,
+        global = true,
+        env = "TROVATO_SHUTDOWN_GRACE",
+        value_name = "SECS"
+    )]
+    shutdown_grace: Option<u64>,
 }
 
 impl Settings {
@@ -241,6 +249,7 @@ impl Settings {
             login_address_window_secs: self.login_address_window,
             login_name_limit: self.login_name_limit,
             login_name_window_secs: self.login_name_window,
+            shutdown_grace_secs: self.shutdown_grace,
         });
         config.validate()?;
         Ok(config)

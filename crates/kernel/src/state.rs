@@ -9,8 +9,10 @@ use sqlx::PgPool;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::kv::Kv;
+use crate::observe::health::Probes;
 use crate::page::Templates;
 use crate::plugin::Plugins;
+use crate::tasks::Tasks;
 use crate::user::access::PermissionCache;
 
 #[derive(Clone)]
@@ -40,4 +42,8 @@ pub struct Shared {
     pub permissions: Arc<PermissionCache>,
     pub plugins: Plugins,
     pub cache: Cache,
+    /// Every background task and post-commit effect runs here.
+    pub tasks: Tasks,
+    /// What `/health` checks.
+    pub probes: Probes,
 }

@@ -4,7 +4,8 @@
 //!
 //! The task reconnects by itself (50 ms doubling to 1 s) and clears L1 on
 //! every reconnect, since messages sent while it was away are lost. It
-//! stops when the last [`super::Cache`] clone is dropped.
+//! stops when the kernel's tasks are cancelled or the last
+//! [`super::Cache`] clone is dropped.
 
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
@@ -14,6 +15,7 @@ use futures::StreamExt;
 use tokio::sync::{oneshot, watch};
 
 use super::{CacheTag, Inner};
+use crate::tasks::Tasks;
 
 pub(crate) fn spawn(
     inner: Weak<Inner>,
@@ -21,10 +23,19 @@ pub(crate) fn spawn(
     channel: String,
     origin: &str,
     mut stop: watch::Receiver<()>,
+    tasks: &Tasks,
 ) -> oneshot::Receiver<()> {
     let origin = origin.to_owned();
     let (ready_tx, ready_rx) = oneshot::channel();
-    tokio::spawn(async move {
+    let replays = tasks.clone();
+    tasks.spawn("cache bus", |token| async move {
+        // Ends with the kernel, or when the last cache clone is dropped.
+        let mut stopped = std::pin::pin!(async move {
+            tokio::select! {
+                _ = stop.changed() => {},
+                () = token.cancelled() => {},
+            }
+        });
         let mut ready = Some(ready_tx);
         let mut delay = Duration::from_millis(50);
         let mut first = true;
@@ -35,7 +46,7 @@ pub(crate) fn spawn(
                 Ok::<_, redis::RedisError>(pubsub)
             };
             let subscribed = tokio::select! {
-                _ = stop.changed() => return,
+                () = &mut stopped => return,
                 r = session => r,
             };
             match subscribed {
@@ -57,7 +68,10 @@ pub(crate) fn spawn(
                         let cache = super::Cache {
                             inner: strong.clone(),
                         };
-                        tokio::spawn(async move { cache.replay_pending().await });
+                        replays.spawn(
+                            "cache replay",
+                            |_| async move { cache.replay_pending().await },
+                        );
                     }
                     drop(strong);
                     if let Some(tx) = ready.take() {
@@ -66,7 +80,7 @@ pub(crate) fn spawn(
                     let mut messages = pubsub.into_on_message();
                     loop {
                         let msg = tokio::select! {
-                            _ = stop.changed() => return,
+                            () = &mut stopped => return,
                             m = messages.next() => m,
                         };
                         let Some(msg) = msg else { break };
@@ -90,7 +104,7 @@ pub(crate) fn spawn(
                 }
             }
             tokio::select! {
-                _ = stop.changed() => return,
+                () = &mut stopped => return,
                 () = tokio::time::sleep(delay) => {},
             }
             delay = (delay * 2).min(Duration::from_secs(1));

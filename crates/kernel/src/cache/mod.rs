@@ -40,6 +40,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::kv::{Kv, KvError};
+use crate::tasks::Tasks;
 
 pub use self::redis::ReadOutcome;
 
@@ -233,6 +234,7 @@ impl Cache {
         redis_url: &str,
         settings: CacheSettings,
         timeout: Duration,
+        tasks: &Tasks,
     ) -> Result<Self, CacheError> {
         let client = ::redis::Client::open(redis_url)
             .map_err(|e| KvError::Unavailable(crate::config::redact_url(&e.to_string())))?;
@@ -255,6 +257,7 @@ impl Cache {
             channel,
             cache.inner.local.origin(),
             stop_rx,
+            tasks,
         );
         // Not fatal: the bus keeps retrying, and until it is up L1 copies
         // are bounded by their TTL.

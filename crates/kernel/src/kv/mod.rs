@@ -31,7 +31,33 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Kv {
     conn: ConnectionManager,
+    client: redis::Client,
+    connect_timeout: Duration,
     prefix: Arc<str>,
+}
+
+/// A Redis connection of its own, for blocking commands (a queue worker's
+/// `BLMOVE`, a pub/sub wait): a long block neither stalls the shared
+/// multiplexed connection nor trips its [`COMMAND_TIMEOUT`]. Each call
+/// states its own bound. Not reconnecting: a caller that gets
+/// [`KvError::Unavailable`] opens a new one.
+pub struct Dedicated {
+    conn: redis::aio::MultiplexedConnection,
+}
+
+impl Dedicated {
+    /// Runs `cmd`, abandoning it after `timeout` (give a blocking command
+    /// a timeout longer than its own block time).
+    pub async fn query<T: FromRedisValue>(
+        &mut self,
+        cmd: &Cmd,
+        timeout: Duration,
+    ) -> Result<T, KvError> {
+        classify(
+            tokio::time::timeout(timeout, cmd.query_async(&mut self.conn)).await,
+            timeout,
+        )
+    }
 }
 
 impl Kv {
@@ -48,15 +74,31 @@ impl Kv {
             .set_factor(50)
             .set_max_delay(500)
             .set_number_of_retries(3);
-        let conn =
-            tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
-                .await
-                .map_err(|_| KvError::Unavailable(format!("{}: timed out", redact_url(url))))?
-                .map_err(|e| KvError::Unavailable(format!("{}: {e}", redact_url(url))))?;
+        let conn = tokio::time::timeout(
+            timeout,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| KvError::Unavailable(format!("{}: timed out", redact_url(url))))?
+        .map_err(|e| KvError::Unavailable(format!("{}: {e}", redact_url(url))))?;
         Ok(Self {
             conn,
+            client,
+            connect_timeout: timeout,
             prefix: prefix.into(),
         })
+    }
+
+    /// Opens a [`Dedicated`] connection to the same server.
+    pub async fn dedicated(&self) -> Result<Dedicated, KvError> {
+        let config =
+            redis::AsyncConnectionConfig::new().set_connection_timeout(self.connect_timeout);
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| KvError::Unavailable(e.to_string()))?;
+        Ok(Dedicated { conn })
     }
 
     /// The namespace prefix, e.g. `trovato:`.
@@ -94,16 +136,7 @@ impl Kv {
         gauge.increment(1.0);
         let result = tokio::time::timeout(COMMAND_TIMEOUT, fut).await;
         gauge.decrement(1.0);
-        match result {
-            Err(_) => Err(KvError::Timeout(COMMAND_TIMEOUT)),
-            Ok(Err(e))
-                if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() =>
-            {
-                Err(KvError::Unavailable(e.to_string()))
-            }
-            Ok(Err(e)) => Err(KvError::Command(e)),
-            Ok(Ok(v)) => Ok(v),
-        }
+        classify(result, COMMAND_TIMEOUT)
     }
 
     /// Deletes every key under `<prefix><sub_prefix>`, by SCAN confined to
@@ -132,5 +165,20 @@ impl Kv {
                 return Ok(deleted);
             }
         }
+    }
+}
+
+/// Maps a bounded command's result onto [`KvError`].
+fn classify<T>(
+    result: Result<Result<T, RedisError>, tokio::time::error::Elapsed>,
+    timeout: Duration,
+) -> Result<T, KvError> {
+    match result {
+        Err(_) => Err(KvError::Timeout(timeout)),
+        Ok(Err(e)) if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() => {
+            Err(KvError::Unavailable(e.to_string()))
+        }
+        Ok(Err(e)) => Err(KvError::Command(e)),
+        Ok(Ok(v)) => Ok(v),
     }
 }

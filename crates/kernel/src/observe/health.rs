@@ -1,8 +1,11 @@
-//! Dependency probes for `/health`. Each probe is bounded by
+//! Dependency probes for `/health`: a list of named probes ([`Probes`])
+//! that subsystems add to at start-up. Each probe is bounded by
 //! [`PROBE_TIMEOUT`], so a hung dependency never hangs the endpoint, and the
 //! probes run concurrently.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -89,26 +92,138 @@ where
     }
 }
 
-/// Probes PostgreSQL (`SELECT 1`) and Redis (`PING`) concurrently.
-pub async fn check(db: &sqlx::PgPool, kv: &Kv) -> Health {
-    let pg = probe(async { sqlx::query("SELECT 1").execute(db).await.map(|_| ()) });
-    let redis = probe(async {
-        let pong: String = kv.query(&redis::cmd("PING")).await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(KvError::Unavailable(format!(
-                "unexpected PING reply {pong}"
-            )))
+/// The name a probe reports under in `/health`'s `checks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ProbeName(&'static str);
+
+impl ProbeName {
+    pub const POSTGRES: ProbeName = ProbeName("postgres");
+    pub const REDIS: ProbeName = ProbeName("redis");
+
+    /// A subsystem's own probe name (`storage`, `search`, ...).
+    pub const fn new(name: &'static str) -> Self {
+        Self(name)
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+/// What a probe runs: `Ok` when its dependency answers.
+pub type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+type ProbeFn = dyn Fn() -> ProbeFuture + Send + Sync;
+
+/// The named probes `/health` runs, concurrently, each within
+/// [`PROBE_TIMEOUT`]. Subsystems add theirs at start-up.
+#[derive(Clone, Default)]
+pub struct Probes {
+    probes: Vec<(ProbeName, Arc<ProbeFn>)>,
+}
+
+impl Probes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) the probe called `name`.
+    pub fn add<F, Fut>(&mut self, name: ProbeName, probe: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.probes.retain(|(n, _)| *n != name);
+        self.probes
+            .push((name, Arc::new(move || Box::pin(probe()) as ProbeFuture)));
+    }
+
+    /// The probes' names, in registration order.
+    pub fn names(&self) -> Vec<ProbeName> {
+        self.probes.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// The kernel's own: PostgreSQL (`SELECT 1`) and Redis (`PING`).
+    pub fn kernel(db: &sqlx::PgPool, kv: &Kv) -> Self {
+        let mut probes = Self::new();
+        let db = db.clone();
+        probes.add(ProbeName::POSTGRES, move || {
+            let db = db.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&db)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        });
+        let kv = kv.clone();
+        probes.add(ProbeName::REDIS, move || {
+            let kv = kv.clone();
+            async move {
+                let pong: String = kv
+                    .query(&redis::cmd("PING"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if pong == "PONG" {
+                    Ok(())
+                } else {
+                    Err(KvError::Unavailable(format!("unexpected PING reply {pong}")).to_string())
+                }
+            }
+        });
+        probes
+    }
+
+    /// Runs every probe concurrently.
+    pub async fn check(&self) -> Health {
+        let results =
+            futures::future::join_all(self.probes.iter().map(|(_, run)| probe(run()))).await;
+        let checks: BTreeMap<&'static str, Check> = self
+            .probes
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .zip(results)
+            .collect();
+        let ok = checks.values().all(|c| c.status == "ok");
+        Health {
+            status: if ok { "ok" } else { "error" },
+            checks,
         }
-    });
-    let (pg, redis) = tokio::join!(pg, redis);
-    let ok = pg.status == "ok" && redis.status == "ok";
-    let mut checks = BTreeMap::new();
-    checks.insert("postgres", pg);
-    checks.insert("redis", redis);
-    Health {
-        status: if ok { "ok" } else { "error" },
-        checks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_probe_is_reported_under_its_name() {
+        let mut probes = Probes::new();
+        probes.add(ProbeName::new("up"), || async { Ok(()) });
+        probes.add(ProbeName::new("down"), || async {
+            Err("connection refused".to_string())
+        });
+        let h = probes.check().await;
+        assert!(!h.is_ok());
+        assert_eq!(h.checks["up"].status, "ok");
+        assert_eq!(h.checks["down"].status, "error");
+        assert_eq!(h.checks["down"].reason, Some("refused"));
+    }
+
+    #[tokio::test]
+    async fn a_hung_probe_is_a_timeout() {
+        let mut probes = Probes::new();
+        probes.add(ProbeName::new("hung"), || std::future::pending());
+        let h = probes.check().await;
+        assert_eq!(h.checks["hung"].reason, Some("timeout"));
+    }
+
+    #[test]
+    fn adding_a_name_twice_replaces_the_probe() {
+        let mut probes = Probes::new();
+        probes.add(ProbeName::REDIS, || async { Ok(()) });
+        probes.add(ProbeName::REDIS, || async { Ok(()) });
+        assert_eq!(probes.names(), vec![ProbeName::REDIS]);
     }
 }

@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use super::health::{self, Health};
+use super::health::Health;
 use crate::error::{AppError, ErrorBody};
 use crate::state::AppState;
 
@@ -30,7 +30,7 @@ pub fn router() -> Router<AppState> {
     )
 )]
 pub(crate) async fn health_check(State(state): State<AppState>) -> Response {
-    let h = health::check(&state.db, &state.kv).await;
+    let h = state.probes.check().await;
     let status = if h.is_ok() {
         StatusCode::OK
     } else {

@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod postgres;
 pub mod routes;
 pub mod runtime;
+pub mod tap;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,6 +34,7 @@ use crate::db::DbError;
 use crate::error::AppError;
 pub use manifest::{Manifest, PluginName};
 pub use runtime::{Bounds, Compiled, Runtime};
+pub use tap::Tap;
 
 /// Every way a plugin can fail. Each variant names the plugin, and the tap
 /// where one was being invoked, so a log line or an API error is
@@ -352,13 +354,21 @@ impl Plugins {
         db: PgPool,
         database_url: String,
         every: std::time::Duration,
+        tasks: &crate::tasks::Tasks,
     ) {
         if self.inner.entries.is_empty() {
             return;
         }
         let weak = Arc::downgrade(&self.inner);
         let mut alive = self.inner.alive.subscribe();
-        tokio::spawn(async move {
+        tasks.spawn("plugin status listener", |token| async move {
+            // Ends with the kernel, or when the registry is dropped.
+            let mut stopped = std::pin::pin!(async move {
+                tokio::select! {
+                    _ = alive.changed() => {},
+                    () = token.cancelled() => {},
+                }
+            });
             // Re-reads the state; false once the registry is gone.
             let refresh = async |weak: &std::sync::Weak<Registry>| {
                 let Some(inner) = weak.upgrade() else {
@@ -375,7 +385,7 @@ impl Plugins {
                     listener = tokio::select! {
                         l = listen(&database_url) => l,
                         () = tokio::time::sleep(every) => None,
-                        _ = alive.changed() => break,
+                        () = &mut stopped => break,
                     };
                     // Changes made before it listened were not announced
                     // to it.
@@ -393,7 +403,7 @@ impl Plugins {
                         }
                     }
                     () = tokio::time::sleep(every) => {}
-                    _ = alive.changed() => break,
+                    () = &mut stopped => break,
                 }
                 if !refresh(&weak).await {
                     break;
@@ -488,7 +498,8 @@ impl Plugins {
     }
 
     /// The active plugins implementing `tap`, in dispatch order.
-    pub fn implementors(&self, tap: &str) -> Vec<&str> {
+    pub fn implementors(&self, tap: impl AsRef<str>) -> Vec<&str> {
+        let tap = tap.as_ref();
         self.inner
             .by_tap
             .get(tap)
@@ -556,7 +567,12 @@ impl Plugins {
     /// Invokes `tap` of every active plugin implementing it, in weight
     /// order (ties by name), one after another. A failing plugin is
     /// reported in its outcome and never stops the others.
-    pub async fn invoke_all<T: Serialize + ?Sized>(&self, tap: &str, input: &T) -> Vec<TapOutcome> {
+    pub async fn invoke_all<T: Serialize + ?Sized>(
+        &self,
+        tap: impl AsRef<str>,
+        input: &T,
+    ) -> Vec<TapOutcome> {
+        let tap = tap.as_ref();
         match serde_json::to_string(input) {
             Ok(json) => self.invoke_all_json(tap, &json).await,
             Err(e) => self

@@ -46,10 +46,6 @@ const ASYNC_STACK_BYTES: usize = 2 * 1024 * 1024;
 /// checks do not run.
 const DEADLINE_GRACE: Duration = Duration::from_millis(50);
 
-/// Taps that run in the background (cron, queue workers) and get the long
-/// deadline.
-pub const BACKGROUND_TAPS: &[&str] = &["tap_cron", "tap_queue_worker"];
-
 /// The bounds every invocation runs under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bounds {
@@ -76,7 +72,7 @@ impl Bounds {
 
     /// The deadline of one invocation of `tap`.
     pub fn deadline_for(&self, tap: &str) -> Duration {
-        if BACKGROUND_TAPS.contains(&tap) {
+        if super::Tap::from_name(tap).is_some_and(super::Tap::is_background) {
             self.background_deadline
         } else {
             self.request_deadline

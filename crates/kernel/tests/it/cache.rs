@@ -52,6 +52,7 @@ async fn other_instance(app: &TestApp) -> Cache {
         app.state.config.redis_url.as_deref().expect("redis url"),
         CacheSettings::default(),
         Duration::from_secs(5),
+        &app.state.tasks,
     )
     .await
     .expect("second cache")

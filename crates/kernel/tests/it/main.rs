@@ -9,6 +9,7 @@ mod cli;
 mod content;
 mod errors;
 mod faults;
+mod kv;
 mod login_flood;
 mod nginx;
 mod observe;

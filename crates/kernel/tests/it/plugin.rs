@@ -352,6 +352,7 @@ async fn a_status_change_is_announced_to_running_kernels_without_waiting_for_the
         app.state.db.clone(),
         app.state.config.database_url.clone().expect("database url"),
         Duration::from_secs(3600),
+        &app.state.tasks,
     );
     assert_eq!(
         names(&other.invoke_all("tap_order", &json!({})).await),

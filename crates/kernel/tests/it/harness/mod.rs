@@ -148,6 +148,8 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        // The kernel's background tasks end with the test.
+        self.state.tasks.token().cancel();
         self.state.db.close_event();
         services::cleanup(self.db_name.clone(), self.state.config.redis_prefix.clone());
     }

@@ -1,0 +1,101 @@
+//! The shared Redis connection and dedicated connections for blocking
+//! commands.
+
+use std::time::Duration;
+
+use crate::harness::{services, test_prefix};
+use trovato::kv::{Kv, KvError};
+
+async fn kv() -> Kv {
+    Kv::connect(
+        &services().await.redis_url,
+        &test_prefix(),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("kv connects")
+}
+
+/// Whether a client named `name` is blocked in a command right now.
+async fn is_blocked(kv: &Kv, name: &str) -> bool {
+    let list: String = kv
+        .query(redis::cmd("CLIENT").arg("LIST"))
+        .await
+        .expect("CLIENT LIST");
+    list.lines()
+        .any(|l| l.contains(&format!(" name={name} ")) && l.contains("flags=b"))
+}
+
+#[tokio::test]
+async fn a_blocking_pop_on_a_dedicated_connection_does_not_stall_the_shared_one() {
+    let kv = kv().await;
+    let key = kv.key("queue:dedicated");
+    let name = format!("blocker-{}", uuid::Uuid::now_v7().simple());
+    let mut blocker = kv.dedicated().await.expect("dedicated connection");
+    let _: () = blocker
+        .query(
+            redis::cmd("CLIENT").arg("SETNAME").arg(&name),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("SETNAME");
+    let pop = tokio::spawn({
+        let key = key.clone();
+        async move {
+            blocker
+                .query::<Option<(String, String)>>(
+                    redis::cmd("BLPOP").arg(&key).arg(60),
+                    Duration::from_secs(90),
+                )
+                .await
+        }
+    });
+    // Wait until Redis reports the client blocked, then use the shared
+    // connection while it stays blocked.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !is_blocked(&kv, &name).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "BLPOP never blocked"
+        );
+        tokio::task::yield_now().await;
+    }
+    let pong: String = kv.query(&redis::cmd("PING")).await.expect("shared PING");
+    assert_eq!(pong, "PONG");
+    assert!(is_blocked(&kv, &name).await, "still blocked after the PING");
+    let _: i64 = kv
+        .query(redis::cmd("RPUSH").arg(&key).arg("job-1"))
+        .await
+        .expect("RPUSH");
+    let popped = pop.await.expect("task").expect("BLPOP");
+    assert_eq!(popped, Some((key, "job-1".to_string())));
+}
+
+#[tokio::test]
+async fn a_block_longer_than_the_shared_command_timeout_ends_by_the_servers_timeout() {
+    let kv = kv().await;
+    let mut conn = kv.dedicated().await.expect("dedicated connection");
+    // The shared connection abandons commands after 2 s; this one blocks
+    // for 3 s and gets Redis's own "nothing arrived" answer.
+    let popped: Option<(String, String)> = conn
+        .query(
+            redis::cmd("BLPOP").arg(kv.key("queue:empty")).arg(3),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("BLPOP ends with nil, not a timeout");
+    assert_eq!(popped, None);
+}
+
+#[tokio::test]
+async fn a_dedicated_command_past_its_own_bound_is_a_timeout() {
+    let kv = kv().await;
+    let mut conn = kv.dedicated().await.expect("dedicated connection");
+    let r = conn
+        .query::<Option<(String, String)>>(
+            redis::cmd("BLPOP").arg(kv.key("queue:never")).arg(0),
+            Duration::from_millis(200),
+        )
+        .await;
+    assert!(matches!(r, Err(KvError::Timeout(_))), "{r:?}");
+}
