@@ -1,7 +1,7 @@
 //! The router and the server loop, kept apart so tests can drive the real
 //! router in-process or on port 0.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -56,19 +56,44 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` resolves; in-flight
-/// requests are allowed to finish.
+/// Serves `app(state)` on `listener` until `shutdown` resolves. Then the
+/// kernel's background tasks are told to stop (their token is cancelled)
+/// and in-flight requests may finish, for at most the shutdown grace
+/// period; connections still open after it are closed.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let grace = state.config.shutdown_grace;
+    let token = state.tasks.token();
+    let (begun_tx, begun_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        token.cancel();
+        let _ = begun_tx.send(());
+    });
+    let drain_deadline = async move {
+        if begun_rx.await.is_err() {
+            // The server ended without a shutdown signal.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = server.into_future() => r,
+        () = drain_deadline => {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "requests still in flight after the shutdown grace period; closing their connections"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
