@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use trovato::config::Config;
+use trovato::Config;
 use trovato::plugin::{PluginError, postgres};
 
 use crate::harness::{Cluster, TestApp, client, run_trovato, services};
@@ -107,8 +107,8 @@ async fn spawn(dir: &PluginDir, customise: impl FnOnce(&mut Config)) -> TestApp 
         move |c| {
             // One data directory (the compile cache) for every test, so
             // the in-process kernels share one engine and its reservation.
-            c.data_dir = std::env::temp_dir().join("trovato-plugin-tests-data");
-            c.plugin_dir = path;
+            c.server.data_dir = std::env::temp_dir().join("trovato-plugin-tests-data");
+            c.plugin.dir = path;
             customise(c);
         },
         axum::Router::new(),
@@ -283,7 +283,9 @@ async fn disabling_a_plugin_is_stored_and_stops_dispatch_until_enabled_again() {
     assert!(matches!(err, PluginError::Disabled { .. }), "{err:?}");
 
     // A kernel started later reads the stored choice.
-    let later = trovato::plugin::Plugins::load(&app.state.config).await;
+    let later =
+        trovato::plugin::Plugins::load(&app.state.config.plugin, &app.state.config.server.data_dir)
+            .await;
     later.sync_enabled(db).await.expect("sync");
     assert_eq!(
         names(&later.invoke_all("tap_order", &json!({})).await),
@@ -346,11 +348,13 @@ async fn a_status_change_is_announced_to_running_kernels_without_waiting_for_the
     let app = spawn(&dir, |_| {}).await;
     // Another kernel on the same database whose periodic re-read comes only
     // after an hour: the change can reach it only as a notification.
-    let other = trovato::plugin::Plugins::load(&app.state.config).await;
+    let other =
+        trovato::plugin::Plugins::load(&app.state.config.plugin, &app.state.config.server.data_dir)
+            .await;
     other.sync_enabled(&app.state.db).await.expect("sync");
     other.spawn_status_refresh(
         app.state.db.clone(),
-        app.state.config.database_url.clone().expect("database url"),
+        app.state.config.db.url.clone().expect("database url"),
         Duration::from_secs(3600),
     );
     assert_eq!(

@@ -299,7 +299,7 @@ async fn session_keys_live_under_the_configured_prefix() {
     let app = TestApp::spawn().await;
     app.create_user("leo", PASSWORD, false).await;
     app.login("leo", PASSWORD).await;
-    let prefix = app.state.config.redis_prefix.clone();
+    let prefix = app.state.config.redis.prefix.clone();
     let keys: Vec<String> = app
         .state
         .kv
