@@ -63,11 +63,20 @@ impl Config {
 
     /// Parses a TOML file over the defaults.
     pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            // toml's message spans several lines (it quotes the source);
-            // keep the one-line summary.
-            message: e.message().trim_end().to_owned(),
+        toml::from_str(text).map_err(|e| {
+            // toml's own rendering spans several lines (it quotes the
+            // source); keep the summary and say where.
+            let mut message = e.message().trim_end().to_owned();
+            if let Some(span) = e.span() {
+                let line = 1 + text
+                    .get(..span.start)
+                    .map_or(0, |before| before.matches('\n').count());
+                message.push_str(&format!(" (line {line})"));
+            }
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            }
         })
     }
 

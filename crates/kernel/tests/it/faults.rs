@@ -31,7 +31,7 @@ async fn redis_stopped_while_serving_is_reported_and_recovered() {
         .await
         .expect("private redis");
     let url = redis.url();
-    let app = TestApp::spawn_with(move |c| c.redis_url = Some(url), axum::Router::new()).await;
+    let app = TestApp::spawn_with(move |c| c.redis.url = Some(url), axum::Router::new()).await;
     assert_eq!(health(&app).await.0, StatusCode::OK);
 
     redis.kill().await.expect("stop redis");

@@ -510,7 +510,10 @@ async fn every_fault_fixture_yields_its_error_is_counted_and_the_kernel_keeps_se
 async fn http_requests_are_answered_while_looping_plugins_run_to_their_deadline() {
     let dir = PluginDir::new().fixture("infinite_loop");
     let deadline = Duration::from_secs(3);
-    let app = spawn(&dir, |c| c.plugin_request_deadline = deadline).await;
+    let app = spawn(&dir, |c| {
+        c.plugin.request_deadline_ms = u64::try_from(deadline.as_millis()).expect("ms")
+    })
+    .await;
     let started = Instant::now();
     // More looping invocations than worker threads: without yielding they
     // would hold every worker.
@@ -578,7 +581,7 @@ async fn two_invocations_never_see_each_others_memory() {
 async fn the_memory_and_output_caps_are_configurable() {
     let dir = PluginDir::new().example("word_count");
     // 100 bytes of output at most; the example returns more.
-    let app = spawn(&dir, |c| c.plugin_output_limit_bytes = 100).await;
+    let app = spawn(&dir, |c| c.plugin.output_limit_bytes = 100).await;
     let err = app
         .state
         .plugins
@@ -595,7 +598,7 @@ async fn the_memory_and_output_caps_are_configurable() {
 async fn a_module_whose_initial_memory_exceeds_the_cap_fails_to_load() {
     // huge_output starts with 81 pages (5.1 MiB).
     let dir = PluginDir::new().fixture("huge_output").fixture("trap");
-    let app = spawn(&dir, |c| c.plugin_memory_limit_bytes = 4 * 1024 * 1024).await;
+    let app = spawn(&dir, |c| c.plugin.memory_limit_bytes = 4 * 1024 * 1024).await;
     let err = app
         .state
         .plugins

@@ -275,11 +275,7 @@ async fn logout_without_a_session_is_401() {
 
 #[tokio::test]
 async fn session_ends_after_the_idle_timeout() {
-    let app = TestApp::spawn_with(
-        |c| c.session_idle_timeout = Duration::from_secs(1),
-        axum::Router::new(),
-    )
-    .await;
+    let app = TestApp::spawn_with(|c| c.session.idle_timeout_secs = 1, axum::Router::new()).await;
     app.create_user("ken", PASSWORD, false).await;
     let token = app
         .session_token(&app.login("ken", PASSWORD).await)
