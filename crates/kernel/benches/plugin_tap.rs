@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
-use trovato::config::Config;
+use trovato::Config;
 use trovato::plugin::{Bounds, Plugins};
 
 const PLUGIN: &str = "word_count";
@@ -130,7 +130,7 @@ async fn run(root: PathBuf) {
     let config = Config::default();
     let bounds = Bounds {
         cache_dir: None,
-        ..Bounds::from_config(&config)
+        ..Bounds::new(&config.plugin, &config.server.data_dir)
     };
     let plugins = Plugins::load_blocking(&root, bounds.clone());
     let input = Arc::new(payload());

@@ -24,7 +24,7 @@ pub fn app(state: AppState) -> Router {
 /// The kernel's router with `extra` routes mounted inside the same
 /// middleware (tests use it to add fault-injecting routes).
 pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
-    let body_limit = state.config.max_body_bytes;
+    let body_limit = state.config.server.max_body_bytes;
     Router::new()
         .merge(extra)
         .merge(page::router())
@@ -65,7 +65,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = state.config.shutdown_grace;
+    let grace = state.config.server.shutdown_grace();
     let token = state.tasks.token();
     let (begun_tx, begun_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(

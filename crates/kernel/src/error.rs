@@ -1,9 +1,13 @@
-//! The one HTTP error type. Subsystem errors convert into it with `From`, and
-//! [`AppError::status`] is the single place that decides status codes.
+//! The one HTTP error type. A subsystem's error enum implements
+//! [`HttpError`] in the subsystem's own module, with the one exhaustive
+//! match that decides its statuses, and converts into [`AppError`] with `?`.
+//! This module is core: it imports no subsystem.
 //!
 //! The body is always `{"error": "<machine_code>", "message": "...",
-//! "details": ...}`. Internal causes are logged once, inside the request
-//! span, and never sent to the client.
+//! "details": ...}`. A 5xx is internal: its cause is logged once, inside the
+//! request span, and never sent to the client.
+
+use std::error::Error;
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -11,14 +15,22 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cache::CacheError;
-use crate::category::CategoryError;
-use crate::db::DbError;
-use crate::item::ItemError;
-use crate::kv::KvError;
-use crate::plugin::PluginError;
-use crate::stage::StageError;
-use crate::user::UserError;
+/// How a subsystem's error answers a request.
+pub trait HttpError: Error + Send + Sync + 'static {
+    /// The status and machine code; the subsystem's one exhaustive match
+    /// (no `_` arm). A 5xx status makes the error internal.
+    fn status_code(&self) -> (StatusCode, &'static str);
+
+    /// Structured detail for the body (for example the failing fields).
+    fn error_details(&self) -> Value {
+        Value::Null
+    }
+
+    /// Whole seconds for `Retry-After`, for errors that end by themselves.
+    fn retry_after(&self) -> Option<u64> {
+        None
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -44,25 +56,18 @@ pub enum AppError {
     UnsupportedMediaType(String),
     #[error("service unavailable: {0}")]
     Unavailable(String),
-    #[error(transparent)]
-    User(#[from] UserError),
-    #[error(transparent)]
-    Plugin(#[from] PluginError),
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Kv(#[from] KvError),
-    #[error(transparent)]
-    Cache(#[from] CacheError),
-    #[error(transparent)]
-    Item(#[from] ItemError),
-    #[error(transparent)]
-    Stage(#[from] StageError),
-    #[error(transparent)]
-    Category(#[from] CategoryError),
+    /// A subsystem's error, which decides its own status.
+    #[error("{0}")]
+    Subsystem(Box<dyn HttpError>),
     /// A bug or an unexpected state; the message is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl<E: HttpError> From<E> for AppError {
+    fn from(e: E) -> Self {
+        AppError::Subsystem(Box::new(e))
+    }
 }
 
 /// The JSON error body every failing response carries.
@@ -85,121 +90,34 @@ impl AppError {
         }
     }
 
-    /// Status, machine code, and whether the cause is internal (logged, not
-    /// shown). The one exhaustive match that maps errors to statuses.
-    fn classify(&self) -> (StatusCode, &'static str, bool) {
+    /// The subsystem error inside, if it is an `E`.
+    pub fn downcast_ref<E: HttpError>(&self) -> Option<&E> {
+        match self {
+            AppError::Subsystem(e) => (&**e as &dyn Error).downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+
+    /// Status and machine code: the one exhaustive match for the kernel's
+    /// own variants; a subsystem's error answers for itself.
+    fn classify(&self) -> (StatusCode, &'static str) {
         use StatusCode as S;
         match self {
-            AppError::BadRequest { code, .. } => (S::BAD_REQUEST, code, false),
-            AppError::Validation { .. } => (S::UNPROCESSABLE_ENTITY, "validation_failed", false),
-            AppError::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated", false),
-            AppError::Forbidden(_) => (S::FORBIDDEN, "forbidden", false),
-            AppError::Csrf => (S::FORBIDDEN, "csrf_token_invalid", false),
-            AppError::NotFound(_) => (S::NOT_FOUND, "not_found", false),
-            AppError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed", false),
-            AppError::Conflict(_) => (S::CONFLICT, "conflict", false),
-            AppError::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload_too_large", false),
+            AppError::BadRequest { code, .. } => (S::BAD_REQUEST, code),
+            AppError::Validation { .. } => (S::UNPROCESSABLE_ENTITY, "validation_failed"),
+            AppError::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated"),
+            AppError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
+            AppError::Csrf => (S::FORBIDDEN, "csrf_token_invalid"),
+            AppError::NotFound(_) => (S::NOT_FOUND, "not_found"),
+            AppError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            AppError::Conflict(_) => (S::CONFLICT, "conflict"),
+            AppError::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload_too_large"),
             AppError::UnsupportedMediaType(_) => {
-                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", false)
+                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
-            AppError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", true),
-            AppError::User(e) => match e {
-                UserError::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials", false),
-                UserError::TooManyLoginAttempts { .. } => {
-                    (S::TOO_MANY_REQUESTS, "too_many_attempts", false)
-                }
-                UserError::NameTaken => (S::CONFLICT, "name_taken", false),
-                UserError::InvalidName(_) => (S::UNPROCESSABLE_ENTITY, "invalid_name", false),
-                UserError::InvalidEmail(_) => (S::UNPROCESSABLE_ENTITY, "invalid_email", false),
-                UserError::WeakPassword(_) => (S::UNPROCESSABLE_ENTITY, "weak_password", false),
-                UserError::NotFound(_) => (S::NOT_FOUND, "not_found", false),
-                UserError::RoleNotFound(_) => (S::NOT_FOUND, "role_not_found", false),
-                UserError::RoleExists(_) => (S::CONFLICT, "role_exists", false),
-                UserError::InvalidRole(_) => (S::UNPROCESSABLE_ENTITY, "invalid_role", false),
-                UserError::BuiltInRole(_) => (S::CONFLICT, "role_built_in", false),
-                UserError::AdministratorOnly => (S::FORBIDDEN, "forbidden", false),
-                UserError::LastAdministrator => (S::CONFLICT, "last_administrator", false),
-                UserError::Db(e) => Self::classify_db(e),
-                UserError::Kv(_) => (S::SERVICE_UNAVAILABLE, "redis_unavailable", true),
-                UserError::Hash(_) => (S::INTERNAL_SERVER_ERROR, "internal", true),
-            },
-            AppError::Plugin(e) => match e {
-                PluginError::NotFound { .. } => (S::NOT_FOUND, "plugin_not_found", false),
-                PluginError::Disabled { .. } => (S::CONFLICT, "plugin_disabled", false),
-                PluginError::CircularDependency { .. }
-                | PluginError::MissingDependency { .. }
-                | PluginError::InvalidManifest { .. }
-                | PluginError::InvalidModule { .. }
-                | PluginError::UnknownImport { .. }
-                | PluginError::MissingExport { .. }
-                | PluginError::MissingMemory { .. }
-                | PluginError::TapNotImplemented { .. }
-                | PluginError::Trap { .. }
-                | PluginError::StackOverflow { .. }
-                | PluginError::Timeout { .. }
-                | PluginError::OutOfMemory { .. }
-                | PluginError::OutputTooLarge { .. }
-                | PluginError::BadOutput { .. }
-                | PluginError::InvalidUtf8 { .. }
-                | PluginError::Serialization { .. }
-                | PluginError::WasmExecution { .. } => {
-                    (S::INTERNAL_SERVER_ERROR, "plugin_failed", true)
-                }
-            },
-            AppError::Db(e) => Self::classify_db(e),
-            AppError::Kv(_) => (S::SERVICE_UNAVAILABLE, "redis_unavailable", true),
-            AppError::Cache(e) => match e {
-                CacheError::Backend(_) => (S::SERVICE_UNAVAILABLE, "redis_unavailable", true),
-                CacheError::InvalidName(_) | CacheError::Corrupt(_) => {
-                    (S::INTERNAL_SERVER_ERROR, "internal", true)
-                }
-            },
-            AppError::Item(e) => Self::classify_item(e),
-            AppError::Stage(e) => match e {
-                StageError::InvalidId(_) => (S::UNPROCESSABLE_ENTITY, "invalid_stage_id", false),
-                StageError::NotFound(_) => (S::NOT_FOUND, "stage_not_found", false),
-                StageError::Exists(_) => (S::CONFLICT, "stage_exists", false),
-                StageError::PublishLive => (S::CONFLICT, "stage_is_live", false),
-                StageError::ItemInvalid { .. } => {
-                    (S::UNPROCESSABLE_ENTITY, "stage_item_invalid", false)
-                }
-                StageError::Item(e) => Self::classify_item(e),
-                StageError::Db(e) => Self::classify_db(e),
-            },
-            AppError::Category(e) => match e {
-                CategoryError::NotFound(_) => (S::NOT_FOUND, "category_not_found", false),
-                CategoryError::TermNotFound(_) => (S::NOT_FOUND, "term_not_found", false),
-                CategoryError::Exists(_) => (S::CONFLICT, "category_exists", false),
-                CategoryError::TermExists => (S::CONFLICT, "term_exists", false),
-                CategoryError::HasChildren(_) => (S::CONFLICT, "term_has_children", false),
-                CategoryError::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "validation_failed", false),
-                CategoryError::Db(e) => Self::classify_db(e),
-                CategoryError::Decode(_) => (S::INTERNAL_SERVER_ERROR, "internal", true),
-            },
-            AppError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", true),
-        }
-    }
-
-    fn classify_item(e: &ItemError) -> (StatusCode, &'static str, bool) {
-        use StatusCode as S;
-        match e {
-            ItemError::NotFound(_) => (S::NOT_FOUND, "item_not_found", false),
-            ItemError::TypeNotFound(_) => (S::NOT_FOUND, "item_type_not_found", false),
-            ItemError::TypeExists(_) => (S::CONFLICT, "item_type_exists", false),
-            ItemError::TypeInUse(_) => (S::CONFLICT, "item_type_in_use", false),
-            ItemError::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "validation_failed", false),
-            ItemError::StageConflict(_) => (S::CONFLICT, "stage_conflict", false),
-            ItemError::Db(e) => Self::classify_db(e),
-            ItemError::Decode(_) => (S::INTERNAL_SERVER_ERROR, "internal", true),
-        }
-    }
-
-    fn classify_db(e: &DbError) -> (StatusCode, &'static str, bool) {
-        use StatusCode as S;
-        match e {
-            DbError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "database_unavailable", true),
-            DbError::InvalidText(_) => (S::UNPROCESSABLE_ENTITY, "invalid_text", false),
-            DbError::Query(_) | DbError::Migrate(_) => (S::INTERNAL_SERVER_ERROR, "internal", true),
+            AppError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            AppError::Subsystem(e) => e.status_code(),
+            AppError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 
@@ -217,10 +135,7 @@ impl AppError {
     fn details(&self) -> Value {
         match self {
             AppError::Validation { details } => details.clone(),
-            AppError::Item(ItemError::Invalid(f))
-            | AppError::Stage(StageError::Item(ItemError::Invalid(f)))
-            | AppError::Category(CategoryError::Invalid(f)) => crate::item::field::failures_json(f),
-            AppError::Stage(e @ StageError::ItemInvalid { .. }) => e.details(),
+            AppError::Subsystem(e) => e.error_details(),
             _ => Value::Null,
         }
     }
@@ -228,7 +143,8 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (status, code, internal) = self.classify();
+        let (status, code) = self.classify();
+        let internal = status.is_server_error();
         if internal {
             // Logged here, inside the request span, once.
             tracing::error!(error = %self, error_debug = ?self, "request failed");
@@ -251,7 +167,7 @@ impl AppError {
     /// Whole seconds for `Retry-After`, for errors that end by themselves.
     fn retry_after(&self) -> Option<u64> {
         match self {
-            AppError::User(e) => e.retry_after_secs(),
+            AppError::Subsystem(e) => e.retry_after(),
             _ => None,
         }
     }

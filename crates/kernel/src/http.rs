@@ -2,17 +2,110 @@
 //! rejections as JSON errors, the request span, request metrics, and the
 //! fallbacks that keep every error response JSON.
 
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::Span;
 
+use crate::config::ConfigError;
 use crate::error::{AppError, code_for_status, error_response};
+
+/// The `[server]` section: the kernel process, where it listens, what it
+/// accepts, where it keeps local state, and how long it waits for its
+/// services at start-up and for its tasks at shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+#[command(next_help_heading = "Server")]
+pub struct ServerSettings {
+    /// HTTP listen address.
+    #[arg(
+        id = "server.listen",
+        long = "listen",
+        env = "TROVATO_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+    /// Largest request body in bytes; a larger one gets a 413 JSON error.
+    #[arg(
+        id = "server.max_body_bytes",
+        long = "max-body-bytes",
+        env = "TROVATO_MAX_BODY_BYTES",
+        value_name = "BYTES"
+    )]
+    pub max_body_bytes: usize,
+    /// Local state: the embedded services' data and the plugin compile cache.
+    #[arg(
+        id = "server.data_dir",
+        long = "data-dir",
+        env = "TROVATO_DATA_DIR",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// Seconds start-up waits for PostgreSQL and Redis.
+    #[arg(
+        id = "server.connect_timeout_secs",
+        long = "connect-timeout",
+        env = "TROVATO_CONNECT_TIMEOUT",
+        value_name = "SECS"
+    )]
+    pub connect_timeout_secs: u64,
+    /// Seconds a shutdown waits for in-flight requests and background tasks before it stops them.
+    #[arg(
+        id = "server.shutdown_grace_secs",
+        long = "shutdown-grace",
+        env = "TROVATO_SHUTDOWN_GRACE",
+        value_name = "SECS"
+    )]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 2 * 1024 * 1024,
+            data_dir: PathBuf::from("./var"),
+            connect_timeout_secs: 5,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// How long start-up waits for PostgreSQL and Redis.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    /// How long a shutdown waits for what is still running.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::invalid::<Self>(
+                "server.max_body_bytes",
+                "must be at least 1 byte",
+            ));
+        }
+        if self.connect_timeout_secs == 0 {
+            return Err(ConfigError::invalid::<Self>(
+                "server.connect_timeout_secs",
+                "must be at least 1 second",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// What a request body claims to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,18 +4,19 @@
 use std::sync::Arc;
 
 use crate::cache::{Cache, CacheError};
-use crate::config::{Config, ConfigError};
+use crate::config::ConfigError;
 use crate::db::{self, DbError};
 use crate::embedded::postgres::PgListen;
 use crate::embedded::redis::RedisListen;
 use crate::embedded::{Durability, Embedded, EmbeddedError, PostgresServer, RedisServer};
 use crate::kv::{Kv, KvError};
 use crate::observe::health::Probes;
-use crate::page::{PageError, Templates};
+use crate::page::templates::{PageError, Templates};
 use crate::plugin::Plugins;
+use crate::settings::Config;
 use crate::state::AppState;
 use crate::tasks::Tasks;
-use crate::user::access::PermissionCache;
+use crate::user::permissions::PermissionCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -23,13 +24,13 @@ pub enum BootError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Embedded(#[from] EmbeddedError),
-    #[error("database_url (DATABASE_URL): {0}")]
+    #[error("db.url (DATABASE_URL): {0}")]
     Db(#[from] DbError),
-    #[error("redis_url (REDIS_URL): {0}")]
+    #[error("redis.url (REDIS_URL): {0}")]
     Kv(#[from] KvError),
     #[error(transparent)]
     Page(#[from] PageError),
-    #[error("redis_url (REDIS_URL): cache: {0}")]
+    #[error("redis.url (REDIS_URL): cache: {0}")]
     Cache(#[from] CacheError),
 }
 
@@ -50,17 +51,16 @@ impl Kernel {
             postgres: None,
             redis: None,
         };
-        if config.database_url.is_none() {
-            let pg = PostgresServer::ensure(&config.data_dir, PgListen::Unix, Durability::Durable)
-                .await?;
+        let data_dir = &config.server.data_dir;
+        if config.db.url.is_none() {
+            let pg = PostgresServer::ensure(data_dir, PgListen::Unix, Durability::Durable).await?;
             pg.create_database(EMBEDDED_DATABASE).await?;
-            config.database_url = Some(pg.url(EMBEDDED_DATABASE));
+            config.db.url = Some(pg.url(EMBEDDED_DATABASE));
             embedded.postgres = Some(pg);
         }
-        if config.redis_url.is_none() {
-            let r = RedisServer::ensure(&config.data_dir, RedisListen::Unix, Durability::Durable)
-                .await?;
-            config.redis_url = Some(r.url());
+        if config.redis.url.is_none() {
+            let r = RedisServer::ensure(data_dir, RedisListen::Unix, Durability::Durable).await?;
+            config.redis.url = Some(r.url());
             embedded.redis = Some(r);
         }
         Ok(embedded)
@@ -83,20 +83,21 @@ impl Kernel {
     /// Connects to the configured services and migrates (no embedded
     /// servers are started here).
     pub async fn connect(config: Config) -> Result<AppState, BootError> {
-        let (Some(db_url), Some(redis_url)) = (&config.database_url, &config.redis_url) else {
+        let (Some(db_url), Some(redis_url)) = (&config.db.url, &config.redis.url) else {
             return Err(ConfigError::Invalid {
-                setting: "database_url / redis_url",
+                setting: "db.url / redis.url".into(),
                 message: "must be resolved before connecting".into(),
             }
             .into());
         };
         let metrics = crate::observe::metrics::install();
-        let db = db::connect(db_url, config.db_max_connections, config.connect_timeout).await?;
+        let timeout = config.server.connect_timeout();
+        let db = db::connect(db_url, config.db.max_connections, timeout).await?;
         db::migrate(&db).await?;
-        let kv = Kv::connect(redis_url, &config.redis_prefix, config.connect_timeout).await?;
+        let kv = Kv::connect(redis_url, &config.redis.prefix, timeout).await?;
         let templates = Arc::new(Templates::new()?);
         // A broken plugin is recorded in the registry, never a boot error.
-        let plugins = Plugins::load(&config).await;
+        let plugins = Plugins::load(&config.plugin, &config.server.data_dir).await;
         plugins.sync_enabled(&db).await?;
         let tasks = Tasks::new();
         plugins.spawn_status_refresh(
@@ -108,8 +109,8 @@ impl Kernel {
         let cache = Cache::start(
             kv.clone(),
             redis_url,
-            config.cache(),
-            config.connect_timeout,
+            config.cache,
+            timeout,
             &tasks,
         )
         .await?;
@@ -133,7 +134,7 @@ impl Kernel {
     /// process started.
     pub async fn shutdown(self) {
         let Kernel { state, embedded } = self;
-        state.tasks.shutdown(state.config.shutdown_grace).await;
+        state.tasks.shutdown(state.config.server.shutdown_grace()).await;
         state.db.close().await;
         drop(state);
         embedded.stop().await;

@@ -18,6 +18,7 @@ pub mod observe;
 pub mod openapi;
 pub mod page;
 pub mod plugin;
+pub mod settings;
 pub mod stage;
 pub mod state;
 pub mod tasks;
@@ -25,7 +26,7 @@ pub mod text;
 pub mod user;
 
 pub use app::{app, serve};
-pub use config::Config;
 pub use error::AppError;
 pub use kernel::Kernel;
+pub use settings::Config;
 pub use state::AppState;

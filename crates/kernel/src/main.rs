@@ -1,14 +1,11 @@
 //! The `trovato` command: `serve`, `migrate`, `user ...`, `plugin ...`.
 
 use std::io::BufRead;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use ipnet::IpNet;
-use trovato::config::{CookieSecure, FileConfig, LogFormat};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use trovato::{Config, Kernel};
 
 /// Request handling makes many small, short-lived allocations; mimalloc
@@ -21,239 +18,29 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "trovato",
     version,
-    about = "The Trovato content management kernel"
+    about = "The Trovato content management kernel",
+    after_help = "Every setting is a flag, an environment variable and a key of the \
+                  --config file; precedence: flag, environment, file, default."
 )]
 struct Cli {
-    #[command(flatten)]
-    settings: Settings,
+    /// TOML config file (unknown tables and keys are an error).
+    #[arg(long, global = true, env = "TROVATO_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
-/// Settings shared by every command. Precedence: flag, then environment,
-/// then the config file, then the default.
-#[derive(Args)]
-struct Settings {
-    /// TOML config file (unknown keys are an error).
-    #[arg(long, global = true, env = "TROVATO_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, global = true, env = "TROVATO_LISTEN", value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-    /// PostgreSQL URL; unset: start an embedded PostgreSQL under the data dir.
-    #[arg(long, global = true, env = "DATABASE_URL", value_name = "URL")]
-    database_url: Option<String>,
-    /// Redis URL; unset: start an embedded Redis under the data dir.
-    #[arg(long, global = true, env = "REDIS_URL", value_name = "URL")]
-    redis_url: Option<String>,
-    /// Prefix of every Redis key the kernel writes [default: trovato:].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_REDIS_PREFIX",
-        value_name = "PREFIX"
-    )]
-    redis_prefix: Option<String>,
-    /// Directory for local state (embedded services, files) [default: ./var].
-    #[arg(long, global = true, env = "TROVATO_DATA_DIR", value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Directory holding plugins [default: ./plugins].
-    #[arg(long, global = true, env = "TROVATO_PLUGIN_DIR", value_name = "DIR")]
-    plugin_dir: Option<PathBuf>,
-    /// Log line format [default: pretty].
-    #[arg(long, global = true, env = "TROVATO_LOG_FORMAT", value_enum)]
-    log_format: Option<LogFormat>,
-    /// Networks allowed to read /metrics, comma-separated CIDRs
-    /// [default: loopback and private ranges].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_METRICS_ALLOW",
-        value_delimiter = ',',
-        value_name = "CIDRS"
-    )]
-    metrics_allow: Option<Vec<IpNet>>,
-    /// Seconds without requests after which a session ends [default: 7200].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_SESSION_IDLE_TIMEOUT",
-        value_name = "SECS"
-    )]
-    session_idle_timeout: Option<u64>,
-    /// When the session cookie is marked Secure [default: auto].
-    #[arg(long, global = true, env = "TROVATO_COOKIE_SECURE", value_enum)]
-    cookie_secure: Option<CookieSecure>,
-    /// Largest accepted request body, in bytes [default: 2097152].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_MAX_BODY_BYTES",
-        value_name = "BYTES"
-    )]
-    max_body_bytes: Option<usize>,
-    /// PostgreSQL pool size [default: 16].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_DB_MAX_CONNECTIONS",
-        value_name = "N"
-    )]
-    db_max_connections: Option<u32>,
-    /// Seconds to wait for PostgreSQL and Redis at start-up [default: 5].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_CONNECT_TIMEOUT",
-        value_name = "SECS"
-    )]
-    connect_timeout: Option<u64>,
-    /// Deadline of a plugin tap run for a request, in ms [default: 100].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_PLUGIN_REQUEST_DEADLINE_MS",
-        value_name = "MS"
-    )]
-    plugin_request_deadline_ms: Option<u64>,
-    /// Deadline of tap_cron and tap_queue_worker, in seconds [default: 30].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_PLUGIN_BACKGROUND_DEADLINE",
-        value_name = "SECS"
-    )]
-    plugin_background_deadline: Option<u64>,
-    /// Largest linear memory of one plugin instance [default: 67108864].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_PLUGIN_MEMORY_LIMIT",
-        value_name = "BYTES"
-    )]
-    plugin_memory_limit: Option<usize>,
-    /// Largest output of one tap invocation [default: 4194304].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_PLUGIN_OUTPUT_LIMIT",
-        value_name = "BYTES"
-    )]
-    plugin_output_limit: Option<usize>,
-    /// Plugin instances alive at once; more invocations wait [default: 256].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_PLUGIN_MAX_INSTANCES",
-        value_name = "N"
-    )]
-    plugin_max_instances: Option<u32>,
-    /// Entries kept in the in-process cache [default: 10000].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_CACHE_L1_CAPACITY",
-        value_name = "N"
-    )]
-    cache_l1_capacity: Option<u64>,
-    /// Seconds an in-process cache entry lives [default: 60].
-    #[arg(long, global = true, env = "TROVATO_CACHE_L1_TTL", value_name = "SECS")]
-    cache_l1_ttl: Option<u64>,
-    /// Seconds a Redis cache entry lives [default: 3600].
-    #[arg(long, global = true, env = "TROVATO_CACHE_L2_TTL", value_name = "SECS")]
-    cache_l2_ttl: Option<u64>,
-    /// Reverse proxies whose X-Forwarded-For names the client,
-    /// comma-separated CIDRs [default: loopback].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_TRUSTED_PROXIES",
-        value_delimiter = ',',
-        value_name = "CIDRS"
-    )]
-    trusted_proxies: Option<Vec<IpNet>>,
-    /// Failed logins from one address per window; 0: no limit [default: 50].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_LOGIN_ADDRESS_LIMIT",
-        value_name = "N"
-    )]
-    login_address_limit: Option<u32>,
-    /// Seconds the failed logins of an address are counted [default: 3600].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_LOGIN_ADDRESS_WINDOW",
-        value_name = "SECS"
-    )]
-    login_address_window: Option<u64>,
-    /// Failed logins for one name from one address per window; 0: no limit
-    /// [default: 5].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_LOGIN_NAME_LIMIT",
-        value_name = "N"
-    )]
-    login_name_limit: Option<u32>,
-    /// Seconds the failed logins of a name are counted [default: 21600].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_LOGIN_NAME_WINDOW",
-        value_name = "SECS"
-    )]
-    login_name_window: Option<u64>,
-    /// Seconds shutdown waits for background tasks [default: 10].
-    #[arg(
-        long,
-        global = true,
-        env = "TROVATO_SHUTDOWN_GRACE",
-        value_name = "SECS"
-    )]
-    shutdown_grace: Option<u64>,
-}
-
-impl Settings {
-    /// Defaults, then the file, then flags and environment.
-    fn resolve(self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(path) => Config::from_file(FileConfig::load(path)?),
-            None => Config::default(),
-        };
-        config.apply(FileConfig {
-            listen: self.listen,
-            database_url: self.database_url,
-            redis_url: self.redis_url,
-            redis_prefix: self.redis_prefix,
-            data_dir: self.data_dir,
-            plugin_dir: self.plugin_dir,
-            log_format: self.log_format,
-            metrics_allow: self.metrics_allow,
-            session_idle_timeout_secs: self.session_idle_timeout,
-            cookie_secure: self.cookie_secure,
-            max_body_bytes: self.max_body_bytes,
-            db_max_connections: self.db_max_connections,
-            connect_timeout_secs: self.connect_timeout,
-            plugin_request_deadline_ms: self.plugin_request_deadline_ms,
-            plugin_background_deadline_secs: self.plugin_background_deadline,
-            plugin_memory_limit_bytes: self.plugin_memory_limit,
-            plugin_output_limit_bytes: self.plugin_output_limit,
-            plugin_max_instances: self.plugin_max_instances,
-            cache_l1_capacity: self.cache_l1_capacity,
-            cache_l1_ttl_secs: self.cache_l1_ttl,
-            cache_l2_ttl_secs: self.cache_l2_ttl,
-            trusted_proxies: self.trusted_proxies,
-            login_address_limit: self.login_address_limit,
-            login_address_window_secs: self.login_address_window,
-            login_name_limit: self.login_name_limit,
-            login_name_window_secs: self.login_name_window,
-            shutdown_grace_secs: self.shutdown_grace,
-        });
-        config.validate()?;
-        Ok(config)
-    }
+/// Parses the command line: the commands above, and every setting of
+/// [`Config`] as a global flag.
+fn parse() -> anyhow::Result<(Cli, Config)> {
+    let matches = Config::command(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let file = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let config = file.layer(&matches)?;
+    Ok((cli, config))
 }
 
 #[derive(Subcommand)]
@@ -262,6 +49,9 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Print the configuration the other commands would run with, as TOML
+    /// (passwords in URLs replaced), and exit.
+    Config,
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
@@ -326,7 +116,13 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, config) = match parse() {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("trovato: {}", one_line(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -334,7 +130,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("trovato: {}", one_line(&e));
@@ -357,9 +153,8 @@ fn one_line(e: &anyhow::Error) -> String {
     msg.replace('\n', " ")
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = cli.settings.resolve()?;
-    trovato::observe::logging::init(config.log_format);
+async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+    trovato::observe::logging::init(config.observe.log_format);
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
@@ -368,22 +163,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             kernel.shutdown().await;
             Ok(())
         }
+        Command::Config => {
+            print!("{}", config.to_toml());
+            Ok(())
+        }
         Command::User(cmd) => user(config, cmd).await,
         Command::Plugin(cmd) => plugin(config, cmd).await,
     }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listen = config.listen;
+    let listen = config.server.listen;
     let kernel = Kernel::boot(config).await?;
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
             kernel.shutdown().await;
-            anyhow::bail!("listen (TROVATO_LISTEN): cannot bind {listen}: {e}");
+            anyhow::bail!("server.listen (TROVATO_LISTEN): cannot bind {listen}: {e}");
         }
     };
-    let addr = listener.local_addr().context("listen (TROVATO_LISTEN)")?;
+    let addr = listener
+        .local_addr()
+        .context("server.listen (TROVATO_LISTEN)")?;
     tracing::info!(%addr, "listening");
     let result = trovato::serve(
         listener,
@@ -511,9 +312,9 @@ async fn plugin_invoke(
         Some(json) => json.to_owned(),
     };
     serde_json::from_str::<serde::de::IgnoredAny>(&input).context("--input is not JSON")?;
-    let bounds = trovato::plugin::Bounds::from_config(config);
+    let bounds = trovato::plugin::Bounds::new(&config.plugin, &config.server.data_dir);
     let output =
-        trovato::plugin::invoke_from_dir(&config.plugin_dir, name, tap, &input, bounds).await?;
+        trovato::plugin::invoke_from_dir(&config.plugin.dir, name, tap, &input, bounds).await?;
     match output {
         Some(json) => println!("{}", json.get()),
         None => println!("null"),

@@ -7,13 +7,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
 use crate::cache::Cache;
-use crate::config::Config;
 use crate::kv::Kv;
 use crate::observe::health::Probes;
-use crate::page::Templates;
+use crate::page::templates::Templates;
 use crate::plugin::Plugins;
+use crate::settings::Config;
 use crate::tasks::Tasks;
-use crate::user::access::PermissionCache;
+use crate::user::permissions::PermissionCache;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);

@@ -36,9 +36,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::config::{ConfigError, redact_url};
+use crate::error::HttpError;
 use crate::kv::{Kv, KvError};
 use crate::tasks::Tasks;
 
@@ -55,6 +59,18 @@ pub enum CacheError {
     /// An L2 entry that does not follow the entry layout.
     #[error("corrupt cache entry: {0}")]
     Corrupt(String),
+}
+
+impl HttpError for CacheError {
+    fn status_code(&self) -> (StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            CacheError::Backend(_) => (S::SERVICE_UNAVAILABLE, "redis_unavailable"),
+            CacheError::InvalidName(_) | CacheError::Corrupt(_) => {
+                (S::INTERNAL_SERVER_ERROR, "internal")
+            }
+        }
+    }
 }
 
 fn valid_name(raw: &str) -> bool {
@@ -152,21 +168,61 @@ pub struct Loaded {
     pub tags: Vec<CacheTag>,
 }
 
-/// Sizes and lifetimes of the tiers.
-#[derive(Debug, Clone, Copy)]
+/// The `[cache]` section: sizes and lifetimes of the tiers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+#[command(next_help_heading = "Cache")]
 pub struct CacheSettings {
+    /// Entries in the in-process cache tier.
+    #[arg(
+        id = "cache.l1_capacity",
+        long = "cache-l1-capacity",
+        env = "TROVATO_CACHE_L1_CAPACITY",
+        value_name = "N"
+    )]
     pub l1_capacity: u64,
-    pub l1_ttl: Duration,
-    pub l2_ttl: Duration,
+    /// Seconds an in-process cache entry lives: the longest an instance serves a value it was not told about (e.g. while Redis is down).
+    #[arg(
+        id = "cache.l1_ttl_secs",
+        long = "cache-l1-ttl",
+        env = "TROVATO_CACHE_L1_TTL",
+        value_name = "SECS"
+    )]
+    pub l1_ttl_secs: u64,
+    /// Seconds a Redis cache entry lives.
+    #[arg(
+        id = "cache.l2_ttl_secs",
+        long = "cache-l2-ttl",
+        env = "TROVATO_CACHE_L2_TTL",
+        value_name = "SECS"
+    )]
+    pub l2_ttl_secs: u64,
 }
 
 impl Default for CacheSettings {
     fn default() -> Self {
         Self {
             l1_capacity: 10_000,
-            l1_ttl: Duration::from_secs(60),
-            l2_ttl: Duration::from_secs(3600),
+            l1_ttl_secs: 60,
+            l2_ttl_secs: 3600,
         }
+    }
+}
+
+impl CacheSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (id, secs) in [
+            ("cache.l1_ttl_secs", self.l1_ttl_secs),
+            ("cache.l2_ttl_secs", self.l2_ttl_secs),
+        ] {
+            if secs == 0 {
+                return Err(ConfigError::invalid::<Self>(
+                    id,
+                    "must be at least 1 second",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -237,13 +293,16 @@ impl Cache {
         tasks: &Tasks,
     ) -> Result<Self, CacheError> {
         let client = ::redis::Client::open(redis_url)
-            .map_err(|e| KvError::Unavailable(crate::config::redact_url(&e.to_string())))?;
+            .map_err(|e| KvError::Unavailable(redact_url(&e.to_string())))?;
         let channel = kv.key("cache:bus");
         let (stop_tx, stop_rx) = watch::channel(());
         let cache = Cache {
             inner: Arc::new(Inner {
-                local: local::Local::new(settings.l1_capacity, settings.l1_ttl),
-                l2: redis::L2::new(kv, settings.l2_ttl),
+                local: local::Local::new(
+                    settings.l1_capacity,
+                    Duration::from_secs(settings.l1_ttl_secs),
+                ),
+                l2: redis::L2::new(kv, Duration::from_secs(settings.l2_ttl_secs)),
                 flights: flight::Flights::default(),
                 pending: Default::default(),
                 bus_up: AtomicBool::new(false),

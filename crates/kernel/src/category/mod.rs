@@ -37,6 +37,29 @@ pub enum CategoryError {
     Decode(#[from] serde_json::Error),
 }
 
+impl crate::error::HttpError for CategoryError {
+    fn status_code(&self) -> (axum::http::StatusCode, &'static str) {
+        use axum::http::StatusCode as S;
+        match self {
+            CategoryError::NotFound(_) => (S::NOT_FOUND, "category_not_found"),
+            CategoryError::TermNotFound(_) => (S::NOT_FOUND, "term_not_found"),
+            CategoryError::Exists(_) => (S::CONFLICT, "category_exists"),
+            CategoryError::TermExists => (S::CONFLICT, "term_exists"),
+            CategoryError::HasChildren(_) => (S::CONFLICT, "term_has_children"),
+            CategoryError::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "validation_failed"),
+            CategoryError::Db(e) => e.status_code(),
+            CategoryError::Decode(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    fn error_details(&self) -> serde_json::Value {
+        match self {
+            CategoryError::Invalid(f) => crate::item::field::failures_json(f),
+            _ => serde_json::Value::Null,
+        }
+    }
+}
+
 impl From<sqlx::Error> for CategoryError {
     fn from(e: sqlx::Error) -> Self {
         CategoryError::Db(e.into())

@@ -11,7 +11,58 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::config::redact_url;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, check_url, redact_url};
+use crate::error::HttpError;
+
+/// The `[db]` section: which PostgreSQL, and how many connections to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+#[command(next_help_heading = "PostgreSQL")]
+pub struct DbSettings {
+    /// PostgreSQL URL; unset starts an embedded PostgreSQL under the data dir.
+    #[arg(
+        id = "db.url",
+        long = "database-url",
+        env = "DATABASE_URL",
+        value_name = "URL"
+    )]
+    pub url: Option<String>,
+    /// PostgreSQL pool size per process.
+    #[arg(
+        id = "db.max_connections",
+        long = "db-max-connections",
+        env = "TROVATO_DB_MAX_CONNECTIONS",
+        value_name = "N"
+    )]
+    pub max_connections: u32,
+}
+
+impl Default for DbSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 16,
+        }
+    }
+}
+
+impl DbSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.url {
+            check_url::<Self>("db.url", url, &["postgres", "postgresql"])?;
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::invalid::<Self>(
+                "db.max_connections",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -44,6 +95,17 @@ impl From<sqlx::Error> for DbError {
                 DbError::InvalidText(db.message().to_owned())
             }
             other => DbError::Query(other),
+        }
+    }
+}
+
+impl HttpError for DbError {
+    fn status_code(&self) -> (StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            DbError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "database_unavailable"),
+            DbError::InvalidText(_) => (S::UNPROCESSABLE_ENTITY, "invalid_text"),
+            DbError::Query(_) | DbError::Migrate(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 }

@@ -50,6 +50,29 @@ pub enum ItemError {
     Decode(#[from] serde_json::Error),
 }
 
+impl crate::error::HttpError for ItemError {
+    fn status_code(&self) -> (axum::http::StatusCode, &'static str) {
+        use axum::http::StatusCode as S;
+        match self {
+            ItemError::NotFound(_) => (S::NOT_FOUND, "item_not_found"),
+            ItemError::TypeNotFound(_) => (S::NOT_FOUND, "item_type_not_found"),
+            ItemError::TypeExists(_) => (S::CONFLICT, "item_type_exists"),
+            ItemError::TypeInUse(_) => (S::CONFLICT, "item_type_in_use"),
+            ItemError::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "validation_failed"),
+            ItemError::StageConflict(_) => (S::CONFLICT, "stage_conflict"),
+            ItemError::Db(e) => e.status_code(),
+            ItemError::Decode(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    fn error_details(&self) -> serde_json::Value {
+        match self {
+            ItemError::Invalid(f) => field::failures_json(f),
+            _ => serde_json::Value::Null,
+        }
+    }
+}
+
 impl From<sqlx::Error> for ItemError {
     fn from(e: sqlx::Error) -> Self {
         ItemError::Db(e.into())

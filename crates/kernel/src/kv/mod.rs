@@ -9,10 +9,66 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, RedisError};
 
-use crate::config::redact_url;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, check_url, redact_url};
+use crate::error::HttpError;
+
+/// The `[redis]` section: which Redis, and the namespace of the kernel's keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+#[command(next_help_heading = "Redis")]
+pub struct RedisSettings {
+    /// Redis URL (`redis://`, `rediss://`, `redis+unix://`); unset starts an embedded Redis under the data dir.
+    #[arg(
+        id = "redis.url",
+        long = "redis-url",
+        env = "REDIS_URL",
+        value_name = "URL"
+    )]
+    pub url: Option<String>,
+    /// Prefix of every Redis key the kernel writes.
+    #[arg(
+        id = "redis.prefix",
+        long = "redis-prefix",
+        env = "TROVATO_REDIS_PREFIX",
+        value_name = "PREFIX"
+    )]
+    pub prefix: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            prefix: "trovato:".into(),
+        }
+    }
+}
+
+impl RedisSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.url {
+            check_url::<Self>("redis.url", url, &["redis", "rediss", "redis+unix", "unix"])?;
+        }
+        let prefix_ok = !self.prefix.is_empty()
+            && self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'?' && b != b'[');
+        if !prefix_ok {
+            return Err(ConfigError::invalid::<Self>(
+                "redis.prefix",
+                "must be non-empty printable ASCII without spaces or glob characters",
+            ));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
@@ -22,6 +78,16 @@ pub enum KvError {
     Timeout(Duration),
     #[error("redis command failed: {0}")]
     Command(#[from] RedisError),
+}
+
+impl HttpError for KvError {
+    fn status_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            KvError::Unavailable(_) | KvError::Timeout(_) | KvError::Command(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable")
+            }
+        }
+    }
 }
 
 /// How long one command may take before it is abandoned.

@@ -1,8 +1,15 @@
 //! `tracing` set-up: JSON or human-readable lines, level from `RUST_LOG`.
 
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
 
 /// Installs the global subscriber. Idempotent: a second call is ignored.
 pub fn init(format: LogFormat) {

@@ -69,6 +69,7 @@ pub(crate) async fn metrics_text(
     let ip = peer.ip().to_canonical();
     if !state
         .config
+        .observe
         .metrics_allow
         .iter()
         .any(|net| net.contains(&ip))
@@ -77,7 +78,7 @@ pub(crate) async fn metrics_text(
             "metrics are not served to {ip}"
         )));
     }
-    let body = super::metrics::render(&state.metrics, &state.db, state.config.db_max_connections);
+    let body = super::metrics::render(&state.metrics, &state.db, state.config.db.max_connections);
     Ok((
         [(
             header::CONTENT_TYPE,

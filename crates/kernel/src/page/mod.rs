@@ -1,98 +1,15 @@
-//! Server-rendered HTML: the template environment (autoescaping, templates
-//! compiled into the binary) and the front page.
+//! Server-rendered HTML: the template environment ([`templates`]:
+//! autoescaping, templates compiled into the binary) and the front page.
+
+pub mod templates;
 
 use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
-use minijinja::Environment;
 
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::user::Account;
-
-/// Every template, embedded at build time: (name, source).
-const TEMPLATES: &[(&str, &str)] = &[
-    ("base.html", include_str!("../../templates/base.html")),
-    ("login.html", include_str!("../../templates/login.html")),
-    ("front.html", include_str!("../../templates/front.html")),
-    ("item.html", include_str!("../../templates/item.html")),
-    ("items.html", include_str!("../../templates/items.html")),
-];
-
-#[derive(Debug, thiserror::Error)]
-pub enum PageError {
-    #[error("template {name}: {source}")]
-    Template {
-        name: String,
-        source: minijinja::Error,
-    },
-}
-
-impl From<PageError> for AppError {
-    fn from(e: PageError) -> Self {
-        AppError::Internal(e.to_string())
-    }
-}
-
-/// The template environment. HTML templates autoescape (minijinja's default
-/// for `.html` names).
-pub struct Templates {
-    env: Environment<'static>,
-    fingerprint: String,
-}
-
-impl Templates {
-    pub fn new() -> Result<Self, PageError> {
-        Self::from_sources(TEMPLATES)
-    }
-
-    fn from_sources(templates: &[(&'static str, &'static str)]) -> Result<Self, PageError> {
-        let mut env = Environment::new();
-        for (name, source) in templates {
-            env.add_template(name, source)
-                .map_err(|source| PageError::Template {
-                    name: (*name).to_owned(),
-                    source,
-                })?;
-        }
-        Ok(Self {
-            env,
-            fingerprint: fingerprint(templates),
-        })
-    }
-
-    /// Names what renders pages: the kernel's version and every
-    /// template's source. Cached pages are keyed by it, so a deployment
-    /// that changes either serves fresh pages at once instead of the old
-    /// build's until they expire.
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
-    }
-
-    pub fn render(&self, name: &str, ctx: minijinja::Value) -> Result<String, PageError> {
-        self.env
-            .get_template(name)
-            .and_then(|t| t.render(ctx))
-            .map_err(|source| PageError::Template {
-                name: name.to_owned(),
-                source,
-            })
-    }
-}
-
-fn fingerprint(templates: &[(&str, &str)]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(env!("CARGO_PKG_VERSION"));
-    for (name, source) in templates {
-        // Lengths first, so no two different lists hash the same bytes.
-        h.update((name.len() as u64).to_le_bytes());
-        h.update(name);
-        h.update((source.len() as u64).to_le_bytes());
-        h.update(source);
-    }
-    crate::text::hex(&h.finalize()[..6])
-}
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/", get(front))
@@ -107,23 +24,4 @@ async fn front(
         minijinja::context! { user => account.user.as_ref().map(|u| u.name.clone()) },
     )?;
     Ok(Html(html))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_fingerprint_follows_every_template_source() {
-        let a = Templates::from_sources(&[("a.html", "<p>{{ x }}</p>")]).expect("a");
-        let same = Templates::from_sources(&[("a.html", "<p>{{ x }}</p>")]).expect("same");
-        let edited = Templates::from_sources(&[("a.html", "<p>{{ x }}!</p>")]).expect("edited");
-        let renamed = Templates::from_sources(&[("b.html", "<p>{{ x }}</p>")]).expect("renamed");
-        assert_eq!(a.fingerprint(), same.fingerprint());
-        assert_ne!(a.fingerprint(), edited.fingerprint());
-        assert_ne!(a.fingerprint(), renamed.fingerprint());
-        assert_eq!(a.fingerprint().len(), 12);
-        let shipped = Templates::new().expect("shipped templates");
-        assert_ne!(shipped.fingerprint(), a.fingerprint());
-    }
 }

@@ -19,22 +19,128 @@ pub mod runtime;
 pub mod tap;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
-use crate::config::Config;
+use crate::config::ConfigError;
 use crate::db::DbError;
 use crate::error::AppError;
 pub use manifest::{Manifest, PluginName};
 pub use runtime::{Bounds, Compiled, Runtime};
 pub use tap::Tap;
+
+/// The `[plugin]` section: where plugins are loaded from, and the bounds
+/// every tap invocation runs under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+#[command(next_help_heading = "Plugins")]
+pub struct PluginSettings {
+    /// Where plugins are loaded from.
+    #[arg(
+        id = "plugin.dir",
+        long = "plugin-dir",
+        env = "TROVATO_PLUGIN_DIR",
+        value_name = "DIR"
+    )]
+    pub dir: PathBuf,
+    /// Milliseconds a tap run for a request may take.
+    #[arg(
+        id = "plugin.request_deadline_ms",
+        long = "plugin-request-deadline-ms",
+        env = "TROVATO_PLUGIN_REQUEST_DEADLINE_MS",
+        value_name = "MS"
+    )]
+    pub request_deadline_ms: u64,
+    /// Seconds `tap_cron` and `tap_queue_worker` may take.
+    #[arg(
+        id = "plugin.background_deadline_secs",
+        long = "plugin-background-deadline",
+        env = "TROVATO_PLUGIN_BACKGROUND_DEADLINE",
+        value_name = "SECS"
+    )]
+    pub background_deadline_secs: u64,
+    /// Largest linear memory of one plugin instance, in bytes.
+    #[arg(
+        id = "plugin.memory_limit_bytes",
+        long = "plugin-memory-limit",
+        env = "TROVATO_PLUGIN_MEMORY_LIMIT",
+        value_name = "BYTES"
+    )]
+    pub memory_limit_bytes: usize,
+    /// Largest output of one tap invocation, in bytes.
+    #[arg(
+        id = "plugin.output_limit_bytes",
+        long = "plugin-output-limit",
+        env = "TROVATO_PLUGIN_OUTPUT_LIMIT",
+        value_name = "BYTES"
+    )]
+    pub output_limit_bytes: usize,
+    /// Plugin instances alive at once; more invocations wait for a free one.
+    #[arg(
+        id = "plugin.max_instances",
+        long = "plugin-max-instances",
+        env = "TROVATO_PLUGIN_MAX_INSTANCES",
+        value_name = "N"
+    )]
+    pub max_instances: u32,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("./plugins"),
+            request_deadline_ms: 100,
+            background_deadline_secs: 30,
+            memory_limit_bytes: 64 * 1024 * 1024,
+            output_limit_bytes: 4 * 1024 * 1024,
+            max_instances: 256,
+        }
+    }
+}
+
+impl PluginSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.request_deadline_ms == 0 {
+            return Err(ConfigError::invalid::<Self>(
+                "plugin.request_deadline_ms",
+                "must be at least 1 ms",
+            ));
+        }
+        if self.background_deadline_secs == 0 {
+            return Err(ConfigError::invalid::<Self>(
+                "plugin.background_deadline_secs",
+                "must be at least 1 second",
+            ));
+        }
+        // One wasm page is 64 KiB; wasm32 memories stop at 4 GiB.
+        if !(64 * 1024..=4 * 1024 * 1024 * 1024).contains(&self.memory_limit_bytes) {
+            return Err(ConfigError::invalid::<Self>(
+                "plugin.memory_limit_bytes",
+                "must be between 65536 (one wasm page) and 4294967296",
+            ));
+        }
+        if self.output_limit_bytes == 0 {
+            return Err(ConfigError::invalid::<Self>(
+                "plugin.output_limit_bytes",
+                "must be at least 1 byte",
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_instances) {
+            return Err(ConfigError::invalid::<Self>(
+                "plugin.max_instances",
+                "must be between 1 and 10000",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Every way a plugin can fail. Each variant names the plugin, and the tap
 /// where one was being invoked, so a log line or an API error is
@@ -115,6 +221,33 @@ pub enum PluginError {
         tap: String,
         reason: String,
     },
+}
+
+impl crate::error::HttpError for PluginError {
+    fn status_code(&self) -> (axum::http::StatusCode, &'static str) {
+        use axum::http::StatusCode as S;
+        match self {
+            PluginError::NotFound { .. } => (S::NOT_FOUND, "plugin_not_found"),
+            PluginError::Disabled { .. } => (S::CONFLICT, "plugin_disabled"),
+            PluginError::CircularDependency { .. }
+            | PluginError::MissingDependency { .. }
+            | PluginError::InvalidManifest { .. }
+            | PluginError::InvalidModule { .. }
+            | PluginError::UnknownImport { .. }
+            | PluginError::MissingExport { .. }
+            | PluginError::MissingMemory { .. }
+            | PluginError::TapNotImplemented { .. }
+            | PluginError::Trap { .. }
+            | PluginError::StackOverflow { .. }
+            | PluginError::Timeout { .. }
+            | PluginError::OutOfMemory { .. }
+            | PluginError::OutputTooLarge { .. }
+            | PluginError::BadOutput { .. }
+            | PluginError::InvalidUtf8 { .. }
+            | PluginError::Serialization { .. }
+            | PluginError::WasmExecution { .. } => (S::INTERNAL_SERVER_ERROR, "plugin_failed"),
+        }
+    }
 }
 
 impl PluginError {
@@ -214,11 +347,12 @@ impl Plugins {
         }
     }
 
-    /// Loads every plugin under `config.plugin_dir`, compiling off the
-    /// async workers. Never fails: a broken plugin is recorded and skipped.
-    pub async fn load(config: &Config) -> Self {
-        let dir = config.plugin_dir.clone();
-        let bounds = Bounds::from_config(config);
+    /// Loads every plugin under `settings.dir`, compiling off the async
+    /// workers (the compile cache lives under `data_dir`). Never fails: a
+    /// broken plugin is recorded and skipped.
+    pub async fn load(settings: &PluginSettings, data_dir: &Path) -> Self {
+        let dir = settings.dir.clone();
+        let bounds = Bounds::new(settings, data_dir);
         match tokio::task::spawn_blocking(move || Self::load_blocking(&dir, bounds)).await {
             Ok(plugins) => plugins,
             Err(e) => {

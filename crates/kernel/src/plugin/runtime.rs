@@ -14,7 +14,7 @@
 //! - a cap on live instances (the pool's slots); invocations beyond it wait
 //!   for a slot instead of failing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -26,8 +26,8 @@ use wasmtime::{
 };
 
 use super::PluginError;
+use super::PluginSettings;
 use super::host::{self, Host, Limits, Wasi};
-use crate::config::Config;
 
 /// How often the epoch advances: the granularity of deadlines, and the
 /// longest a running guest goes without yielding to tokio.
@@ -59,14 +59,15 @@ pub struct Bounds {
 }
 
 impl Bounds {
-    pub fn from_config(c: &Config) -> Self {
+    /// The configured bounds; compiled modules are cached under `data_dir`.
+    pub fn new(s: &PluginSettings, data_dir: &Path) -> Self {
         Self {
-            request_deadline: c.plugin_request_deadline,
-            background_deadline: c.plugin_background_deadline,
-            memory_bytes: c.plugin_memory_limit_bytes,
-            output_bytes: c.plugin_output_limit_bytes,
-            max_instances: c.plugin_max_instances,
-            cache_dir: Some(c.data_dir.join("plugin-cache")),
+            request_deadline: Duration::from_millis(s.request_deadline_ms),
+            background_deadline: Duration::from_secs(s.background_deadline_secs),
+            memory_bytes: s.memory_limit_bytes,
+            output_bytes: s.output_limit_bytes,
+            max_instances: s.max_instances,
+            cache_dir: Some(data_dir.join("plugin-cache")),
         }
     }
 

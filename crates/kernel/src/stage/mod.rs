@@ -43,6 +43,28 @@ pub enum StageError {
     Db(#[from] DbError),
 }
 
+impl crate::error::HttpError for StageError {
+    fn status_code(&self) -> (axum::http::StatusCode, &'static str) {
+        use axum::http::StatusCode as S;
+        match self {
+            StageError::InvalidId(_) => (S::UNPROCESSABLE_ENTITY, "invalid_stage_id"),
+            StageError::NotFound(_) => (S::NOT_FOUND, "stage_not_found"),
+            StageError::Exists(_) => (S::CONFLICT, "stage_exists"),
+            StageError::PublishLive => (S::CONFLICT, "stage_is_live"),
+            StageError::ItemInvalid { .. } => (S::UNPROCESSABLE_ENTITY, "stage_item_invalid"),
+            StageError::Item(e) => e.status_code(),
+            StageError::Db(e) => e.status_code(),
+        }
+    }
+
+    fn error_details(&self) -> Value {
+        match self {
+            StageError::Item(e) => e.error_details(),
+            other => other.details(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for StageError {
     fn from(e: sqlx::Error) -> Self {
         StageError::Db(e.into())
@@ -297,7 +319,7 @@ fn session_stage_key(state: &AppState, token: &str) -> String {
 }
 
 fn idle_secs(state: &AppState) -> u64 {
-    state.config.session_idle_timeout.as_secs().max(1)
+    state.config.session.idle_timeout_secs.max(1)
 }
 
 /// Remembers `stage` as the session's working stage (`live` forgets it).

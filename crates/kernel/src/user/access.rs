@@ -4,7 +4,6 @@
 //! else anonymous. Administrators hold every permission.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
@@ -124,7 +123,7 @@ impl Account {
             return Ok(Self::for_user(state, user, None, AuthMethod::Token).await?);
         }
         if let Some(tok) = cookie(headers, session::COOKIE) {
-            match session::load(&state.kv, &tok, state.config.session_idle_timeout).await {
+            match session::load(&state.kv, &tok, state.config.session.idle_timeout()).await {
                 Ok(Some(s)) => {
                     if let Some(user) = super::find_by_id(&state.db, s.user_id)
                         .await?
@@ -163,60 +162,6 @@ impl FromRequestParts<AppState> for Account {
         let account = Self::resolve(state, &parts.headers).await?;
         parts.extensions.insert(account.clone());
         Ok(account)
-    }
-}
-
-/// Permissions by role set, cached in process for a few seconds: every
-/// request needs them, and they change rarely (an edit takes effect within
-/// [`PermissionCache::TTL`] on every process).
-pub struct PermissionCache {
-    cache: moka::future::Cache<Vec<String>, Arc<BTreeSet<String>>>,
-}
-
-impl PermissionCache {
-    pub const TTL: std::time::Duration = std::time::Duration::from_secs(5);
-
-    pub fn new() -> Self {
-        Self {
-            cache: moka::future::Cache::builder()
-                .max_capacity(1_000)
-                .time_to_live(Self::TTL)
-                .build(),
-        }
-    }
-
-    /// Forgets every cached set, after roles or permissions changed.
-    pub fn invalidate_all(&self) {
-        self.cache.invalidate_all();
-    }
-
-    /// The union of the permissions of `roles` (order-insensitive).
-    pub async fn of(
-        &self,
-        db: &sqlx::PgPool,
-        roles: &[String],
-    ) -> Result<BTreeSet<String>, UserError> {
-        let mut key = roles.to_vec();
-        key.sort();
-        key.dedup();
-        let loaded = self
-            .cache
-            .try_get_with(key.clone(), async move {
-                super::permissions_of(db, &key).await.map(Arc::new)
-            })
-            .await
-            .map_err(|e: Arc<UserError>| match Arc::try_unwrap(e) {
-                Ok(e) => e,
-                // Another caller shared this load; its error cannot be moved out.
-                Err(shared) => UserError::Db(crate::db::DbError::Unavailable(shared.to_string())),
-            })?;
-        Ok((*loaded).clone())
-    }
-}
-
-impl Default for PermissionCache {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -8,7 +8,7 @@
 //! clears its name's count.
 //!
 //! The client address is the peer's, unless the peer is a trusted proxy
-//! (`trusted_proxies`); then it is the right-most `X-Forwarded-For` entry
+//! (`login.trusted_proxies`); then it is the right-most `X-Forwarded-For` entry
 //! that is not itself a trusted proxy, so a client cannot pick its address
 //! by sending the header itself.
 
@@ -22,7 +22,22 @@ use redis::Script;
 use sha2::{Digest, Sha256};
 
 use super::UserError;
+use super::settings::LoginSettings;
 use crate::kv::Kv;
+
+/// The limits the `[login]` section sets; defined here, next to their
+/// only reader, so the section itself imports nothing of this subsystem.
+impl LoginSettings {
+    /// The failed-login limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            per_address: self.address_limit,
+            address_window: Duration::from_secs(self.address_window_secs),
+            per_name: self.name_limit,
+            name_window: Duration::from_secs(self.name_window_secs),
+        }
+    }
+}
 
 /// How many failures each window tolerates; a limit of 0 switches that
 /// count off.

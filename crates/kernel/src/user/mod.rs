@@ -5,19 +5,21 @@
 pub mod access;
 pub mod flood;
 pub mod password;
+pub mod permissions;
 pub mod roles;
 pub mod routes;
 pub mod session;
+pub mod settings;
 pub mod token;
 
-use std::collections::BTreeSet;
-
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::db::{DbError, timed};
+use crate::error::HttpError;
 use crate::kv::KvError;
 
 pub use access::Account;
@@ -69,6 +71,34 @@ impl UserError {
             }
             _ => None,
         }
+    }
+}
+
+impl HttpError for UserError {
+    fn status_code(&self) -> (StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            UserError::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials"),
+            UserError::TooManyLoginAttempts { .. } => (S::TOO_MANY_REQUESTS, "too_many_attempts"),
+            UserError::NameTaken => (S::CONFLICT, "name_taken"),
+            UserError::InvalidName(_) => (S::UNPROCESSABLE_ENTITY, "invalid_name"),
+            UserError::InvalidEmail(_) => (S::UNPROCESSABLE_ENTITY, "invalid_email"),
+            UserError::WeakPassword(_) => (S::UNPROCESSABLE_ENTITY, "weak_password"),
+            UserError::NotFound(_) => (S::NOT_FOUND, "not_found"),
+            UserError::RoleNotFound(_) => (S::NOT_FOUND, "role_not_found"),
+            UserError::RoleExists(_) => (S::CONFLICT, "role_exists"),
+            UserError::InvalidRole(_) => (S::UNPROCESSABLE_ENTITY, "invalid_role"),
+            UserError::BuiltInRole(_) => (S::CONFLICT, "role_built_in"),
+            UserError::AdministratorOnly => (S::FORBIDDEN, "forbidden"),
+            UserError::LastAdministrator => (S::CONFLICT, "last_administrator"),
+            UserError::Db(e) => e.status_code(),
+            UserError::Kv(e) => e.status_code(),
+            UserError::Hash(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        self.retry_after_secs()
     }
 }
 
@@ -271,21 +301,4 @@ pub async fn roles_of(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Vec<Stri
         .fetch_all(db),
     )
     .await?)
-}
-
-/// The union of the permissions of `roles`.
-pub async fn permissions_of(
-    db: impl PgExecutor<'_>,
-    roles: &[String],
-) -> Result<BTreeSet<String>, UserError> {
-    let perms = timed(
-        "user.permissions",
-        sqlx::query_scalar::<_, String>(
-            "SELECT DISTINCT permission FROM role_permission WHERE role = ANY($1)",
-        )
-        .bind(roles)
-        .fetch_all(db),
-    )
-    .await?;
-    Ok(perms.into_iter().collect())
 }

@@ -1,7 +1,7 @@
 //! Roles and their permissions, and the roles a user holds: the data layer
 //! and `/api/roles`, `/api/users/{id}/roles`. Every change clears this
 //! process's permission cache; other processes see it within
-//! [`PermissionCache::TTL`](super::access::PermissionCache::TTL).
+//! [`PermissionCache::TTL`](super::permissions::PermissionCache::TTL).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};

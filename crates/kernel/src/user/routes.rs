@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::access::{self, Account, CSRF_COOKIE};
 use super::{User, UserError, flood, password, session};
-use crate::config::CookieSecure;
 use crate::error::{AppError, ErrorBody};
 use crate::http::{BodyKind, body_kind};
 use crate::state::AppState;
+use crate::user::settings::CookieSecure;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -65,7 +65,7 @@ fn me_response(account: &Account) -> Option<MeResponse> {
 }
 
 fn secure(state: &AppState, headers: &HeaderMap) -> bool {
-    match state.config.cookie_secure {
+    match state.config.session.cookie_secure {
         CookieSecure::Always => true,
         CookieSecure::Never => false,
         CookieSecure::Auto => access::is_tls(headers),
@@ -162,7 +162,7 @@ pub(crate) async fn login(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    let client = flood::client_address(peer, &headers, &state.config.trusted_proxies);
+    let client = flood::client_address(peer, &headers, &state.config.login.trusted_proxies);
     match body_kind(&headers) {
         BodyKind::Json => {
             let Json(body) = Json::<LoginRequest>::from_request(req, &state).await?;
@@ -188,29 +188,31 @@ pub(crate) async fn login(
                     );
                     Ok(resp)
                 }
-                Err(AppError::User(UserError::InvalidCredentials)) => render_login(
-                    &state,
-                    &account,
-                    &headers,
-                    StatusCode::UNAUTHORIZED,
-                    Some("Invalid user name or password."),
-                ),
-                Err(AppError::User(e @ UserError::TooManyLoginAttempts { .. })) => {
-                    let message = format!("{}.", capitalised(&e.to_string()));
-                    let mut resp = render_login(
+                Err(e) => match e.downcast_ref::<UserError>() {
+                    Some(UserError::InvalidCredentials) => render_login(
                         &state,
                         &account,
                         &headers,
-                        StatusCode::TOO_MANY_REQUESTS,
-                        Some(&message),
-                    )?;
-                    if let Some(secs) = e.retry_after_secs() {
-                        resp.headers_mut()
-                            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                        StatusCode::UNAUTHORIZED,
+                        Some("Invalid user name or password."),
+                    ),
+                    Some(e @ UserError::TooManyLoginAttempts { .. }) => {
+                        let message = format!("{}.", capitalised(&e.to_string()));
+                        let mut resp = render_login(
+                            &state,
+                            &account,
+                            &headers,
+                            StatusCode::TOO_MANY_REQUESTS,
+                            Some(&message),
+                        )?;
+                        if let Some(secs) = e.retry_after_secs() {
+                            resp.headers_mut()
+                                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                        }
+                        Ok(resp)
                     }
-                    Ok(resp)
-                }
-                Err(e) => Err(e),
+                    _ => Err(e),
+                },
             }
         }
         BodyKind::Other => Err(AppError::UnsupportedMediaType(
@@ -237,7 +239,7 @@ async fn authenticate(
     name: &str,
     pass: &str,
 ) -> Result<(String, Account), AppError> {
-    let limits = state.config.login_limits();
+    let limits = state.config.login.limits();
     let attempt = flood::Attempt::new(&state.kv, client, name);
     attempt.begin(&state.kv, &limits).await?;
     let found = super::find_credentials(&state.db, name).await?;
@@ -258,7 +260,7 @@ async fn authenticate(
         session::destroy(&state.kv, old).await?;
     }
     let (token, sess) =
-        session::create(&state.kv, user.id, state.config.session_idle_timeout).await?;
+        session::create(&state.kv, user.id, state.config.session.idle_timeout()).await?;
     tracing::info!(user_id = %user.id, "login");
     let account = Account::for_user(
         state,

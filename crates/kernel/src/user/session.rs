@@ -3,7 +3,8 @@
 //! The browser holds a random token in the `trovato_session` cookie; Redis
 //! holds `<prefix>session:<sha256(token)>` with the user id and the
 //! session's CSRF token. Every read slides the idle timeout (`GETEX ... EX`),
-//! so a session ends after `session_idle_timeout` without requests.
+//! so a session ends after `session.idle_timeout_secs` without requests
+//! ([`super::settings::SessionSettings`]).
 
 use std::time::Duration;
 

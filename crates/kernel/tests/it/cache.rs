@@ -49,7 +49,7 @@ async fn fill(cache: &Cache, k: &str, value: &str, tags: &[&str]) -> String {
 async fn other_instance(app: &TestApp) -> Cache {
     Cache::start(
         app.state.kv.clone(),
-        app.state.config.redis_url.as_deref().expect("redis url"),
+        app.state.config.redis.url.as_deref().expect("redis url"),
         CacheSettings::default(),
         Duration::from_secs(5),
         &app.state.tasks,
@@ -458,8 +458,8 @@ async fn item_reads_keep_working_while_redis_is_down_and_the_cache_resumes() {
     let url = redis.url();
     let app = TestApp::spawn_with(
         move |c| {
-            c.redis_url = Some(url);
-            c.cache_l1_ttl = Duration::from_secs(2);
+            c.redis.url = Some(url);
+            c.cache.l1_ttl_secs = 2;
         },
         axum::Router::new(),
     )
@@ -591,7 +591,7 @@ async fn invalidations_missed_during_an_outage_are_sent_when_redis_returns() {
         .await
         .expect("private redis");
     let url = redis.url();
-    let app = TestApp::spawn_with(move |c| c.redis_url = Some(url), axum::Router::new()).await;
+    let app = TestApp::spawn_with(move |c| c.redis.url = Some(url), axum::Router::new()).await;
     let other = other_instance(&app).await;
     assert_eq!(fill(&other, "replay:k", "old", &["replay:t"]).await, "old");
     assert!(matches!(other.peek_l2(&key("replay:k")).await, Ok(Some(_))));

@@ -74,15 +74,103 @@ fn unknown_config_file_key_is_rejected_by_name() {
     let file = dir.join("trovato.toml");
     std::fs::write(
         &file,
-        "listen = \"127.0.0.1:9999\"\ndatabse_url = \"postgres://x/y\"\n",
+        "[server]\nlisten = \"127.0.0.1:9999\"\n[db]\ndatabse_url = \"postgres://x/y\"\n",
     )
     .expect("write");
     let o = run(&["--config", file.to_str().expect("utf8"), "migrate"], &[]);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("databse_url"), "{err}");
+    assert!(
+        err.contains("databse_url") && err.contains("line 4"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Writes `text` as a config file in a fresh directory.
+fn config_file(text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("trovato-cfg-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("trovato.toml");
+    std::fs::write(&file, text).expect("write");
+    file
+}
+
+/// `trovato config`'s output, parsed.
+fn effective(args: &[&str], env: &[(&str, &str)]) -> toml::Table {
+    let o = run(args, env);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    toml::from_str(&String::from_utf8_lossy(&o.stdout)).expect("trovato config prints TOML")
+}
+
+#[test]
+fn a_setting_comes_from_the_flag_then_the_environment_then_the_file_then_the_default() {
+    let file = config_file(
+        "[cache]\nl1_capacity = 11\nl1_ttl_secs = 12\nl2_ttl_secs = 13\n\
+         [login]\nname_limit = 14\n",
+    );
+    let path = file.to_str().expect("utf8");
+    let c = effective(
+        &["--config", path, "config", "--cache-l1-ttl", "22"],
+        &[
+            ("TROVATO_CACHE_L1_TTL", "32"),
+            ("TROVATO_CACHE_L2_TTL", "33"),
+        ],
+    );
+    let cache = c["cache"].as_table().expect("[cache]");
+    assert_eq!(cache["l1_ttl_secs"].as_integer(), Some(22), "flag over env");
+    assert_eq!(cache["l2_ttl_secs"].as_integer(), Some(33), "env over file");
+    assert_eq!(
+        cache["l1_capacity"].as_integer(),
+        Some(11),
+        "file over default"
+    );
+    assert_eq!(c["login"]["name_limit"].as_integer(), Some(14));
+    assert_eq!(
+        c["login"]["address_limit"].as_integer(),
+        Some(50),
+        "default"
+    );
+    // The file named by the environment works the same.
+    let c = effective(&["config"], &[("TROVATO_CONFIG", path)]);
+    assert_eq!(c["cache"]["l1_capacity"].as_integer(), Some(11));
+    let _ = std::fs::remove_dir_all(file.parent().expect("dir"));
+}
+
+#[test]
+fn config_prints_the_service_urls_without_their_passwords() {
+    let c = effective(
+        &["config"],
+        &[
+            (
+                "DATABASE_URL",
+                "postgres://trovato:s3cret@db.example/trovato",
+            ),
+            ("REDIS_URL", "redis://:t0ken@cache.example:6379"),
+        ],
+    );
+    let db = c["db"]["url"].as_str().expect("db.url");
+    let redis = c["redis"]["url"].as_str().expect("redis.url");
+    assert!(db.starts_with("postgres://trovato:***@db.example"), "{db}");
+    assert!(
+        !redis.contains("t0ken") && redis.contains("cache.example"),
+        "{redis}"
+    );
+}
+
+#[test]
+fn a_bad_value_from_the_file_names_its_key_and_environment_variable() {
+    let file = config_file("[cache]\nl2_ttl_secs = 0\n");
+    let o = run(&["--config", file.to_str().expect("utf8"), "config"], &[]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cache.l2_ttl_secs (TROVATO_CACHE_L2_TTL)"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(file.parent().expect("dir"));
 }
 
 #[test]

@@ -515,7 +515,7 @@ async fn deep_listing_pages_are_served_without_creating_cache_entries() {
     let keys: Vec<String> = app
         .state
         .kv
-        .query(redis::cmd("KEYS").arg(format!("{}*item_list*", app.state.config.redis_prefix)))
+        .query(redis::cmd("KEYS").arg(format!("{}*item_list*", app.state.config.redis.prefix)))
         .await
         .expect("keys");
     assert!(

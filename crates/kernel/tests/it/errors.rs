@@ -45,7 +45,7 @@ async fn wrong_method_is_405_json() {
 
 #[tokio::test]
 async fn oversized_body_is_413_json_and_nothing_is_written() {
-    let app = TestApp::spawn_with(|c| c.max_body_bytes = 1024, axum::Router::new()).await;
+    let app = TestApp::spawn_with(|c| c.server.max_body_bytes = 1024, axum::Router::new()).await;
     app.create_user("olga", "correct horse battery", false)
         .await;
     let big = "x".repeat(4096);
@@ -61,7 +61,7 @@ async fn oversized_body_is_413_json_and_nothing_is_written() {
     let keys: Vec<String> = app
         .state
         .kv
-        .query(redis::cmd("KEYS").arg(format!("{}*", app.state.config.redis_prefix)))
+        .query(redis::cmd("KEYS").arg(format!("{}*", app.state.config.redis.prefix)))
         .await
         .expect("keys");
     assert!(keys.is_empty(), "no session may be created: {keys:?}");
@@ -69,7 +69,7 @@ async fn oversized_body_is_413_json_and_nothing_is_written() {
 
 #[tokio::test]
 async fn oversized_body_without_content_length_is_413_json() {
-    let app = TestApp::spawn_with(|c| c.max_body_bytes = 1024, axum::Router::new()).await;
+    let app = TestApp::spawn_with(|c| c.server.max_body_bytes = 1024, axum::Router::new()).await;
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..8).map(|_| Ok(vec![b' '; 512])).collect();
     let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));

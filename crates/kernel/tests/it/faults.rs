@@ -31,7 +31,7 @@ async fn redis_stopped_while_serving_is_reported_and_recovered() {
         .await
         .expect("private redis");
     let url = redis.url();
-    let app = TestApp::spawn_with(move |c| c.redis_url = Some(url), axum::Router::new()).await;
+    let app = TestApp::spawn_with(move |c| c.redis.url = Some(url), axum::Router::new()).await;
     assert_eq!(health(&app).await.0, StatusCode::OK);
 
     redis.kill().await.expect("stop redis");
@@ -73,12 +73,10 @@ async fn postgres_stopped_while_serving_is_reported_and_recovered() {
     pg.create_database("trovato").await.expect("db");
     let url = pg.url("trovato");
     let redis_url = crate::harness::services().await.redis_url.clone();
-    let config = trovato::Config {
-        database_url: Some(url),
-        redis_url: Some(redis_url),
-        redis_prefix: crate::harness::test_prefix(),
-        ..trovato::Config::default()
-    };
+    let mut config = trovato::Config::default();
+    config.db.url = Some(url);
+    config.redis.url = Some(redis_url);
+    config.redis.prefix = crate::harness::test_prefix();
     let state = trovato::Kernel::connect(config).await.expect("kernel");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

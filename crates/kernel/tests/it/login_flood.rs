@@ -21,7 +21,7 @@ async fn login_from(app: &TestApp, addr: &str, name: &str, password: &str) -> re
         .expect("POST /user/login")
 }
 
-async fn spawn(customise: impl FnOnce(&mut trovato::config::Config) + Send) -> TestApp {
+async fn spawn(customise: impl FnOnce(&mut trovato::Config) + Send) -> TestApp {
     TestApp::spawn_with(customise, axum::Router::new()).await
 }
 
@@ -55,7 +55,7 @@ async fn assert_blocked(app: &TestApp, resp: reqwest::Response, longest: Duratio
 
 #[tokio::test]
 async fn failures_for_a_name_block_it_from_that_address_even_with_the_right_password() {
-    let app = spawn(|c| c.login_name_limit = 3).await;
+    let app = spawn(|c| c.login.name_limit = 3).await;
     app.create_user("ivan", PASSWORD, false).await;
     for _ in 0..3 {
         let resp = login_from(&app, "203.0.113.1", "ivan", "wrong guess").await;
@@ -63,7 +63,7 @@ async fn failures_for_a_name_block_it_from_that_address_even_with_the_right_pass
     }
     // Counted case-insensitively, as names match.
     let resp = login_from(&app, "203.0.113.1", "IVAN", PASSWORD).await;
-    assert_blocked(&app, resp, app.state.config.login_name_window).await;
+    assert_blocked(&app, resp, app.state.config.login.limits().name_window).await;
     assert_eq!(
         app.get("/user/me").await.status(),
         StatusCode::UNAUTHORIZED,
@@ -80,7 +80,7 @@ async fn failures_for_a_name_block_it_from_that_address_even_with_the_right_pass
 
 #[tokio::test]
 async fn a_successful_login_clears_the_count_of_its_name() {
-    let app = spawn(|c| c.login_name_limit = 3).await;
+    let app = spawn(|c| c.login.name_limit = 3).await;
     app.create_user("kim", PASSWORD, false).await;
     let addr = "198.51.100.7";
     for _ in 0..2 {
@@ -130,8 +130,8 @@ async fn a_successful_login_clears_the_count_of_its_name() {
 #[tokio::test]
 async fn failures_at_many_names_block_the_address() {
     let app = spawn(|c| {
-        c.login_address_limit = 3;
-        c.login_name_limit = 0;
+        c.login.address_limit = 3;
+        c.login.name_limit = 0;
     })
     .await;
     app.create_user("lena", PASSWORD, false).await;
@@ -140,7 +140,7 @@ async fn failures_at_many_names_block_the_address() {
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     }
     let resp = login_from(&app, "192.0.2.10", "lena", PASSWORD).await;
-    assert_blocked(&app, resp, app.state.config.login_address_window).await;
+    assert_blocked(&app, resp, app.state.config.login.limits().address_window).await;
     let resp = login_from(&app, "192.0.2.11", "lena", PASSWORD).await;
     assert_eq!(resp.status(), StatusCode::OK);
 }
@@ -148,8 +148,8 @@ async fn failures_at_many_names_block_the_address() {
 #[tokio::test]
 async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     let app = spawn(|c| {
-        c.trusted_proxies = Vec::new();
-        c.login_name_limit = 2;
+        c.login.trusted_proxies = Vec::new();
+        c.login.name_limit = 2;
     })
     .await;
     app.create_user("mia", PASSWORD, false).await;
@@ -159,12 +159,12 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     }
     let resp = login_from(&app, "198.51.100.3", "mia", PASSWORD).await;
-    assert_blocked(&app, resp, app.state.config.login_name_window).await;
+    assert_blocked(&app, resp, app.state.config.login.limits().name_window).await;
 }
 
 #[tokio::test]
 async fn the_login_form_shows_the_block_with_429() {
-    let app = spawn(|c| c.login_name_limit = 1).await;
+    let app = spawn(|c| c.login.name_limit = 1).await;
     app.create_user("nora", PASSWORD, false).await;
     let page = app.get("/user/login").await.text().await.expect("html");
     let marker = "name=\"csrf_token\" value=\"";
@@ -195,8 +195,8 @@ async fn the_login_form_shows_the_block_with_429() {
 #[tokio::test]
 async fn the_block_ends_with_its_window() {
     let app = spawn(|c| {
-        c.login_name_limit = 1;
-        c.login_name_window = Duration::from_secs(1);
+        c.login.name_limit = 1;
+        c.login.name_window_secs = 1;
     })
     .await;
     app.create_user("otto", PASSWORD, false).await;
@@ -219,7 +219,7 @@ async fn the_block_ends_with_its_window() {
 
 #[tokio::test]
 async fn parallel_guesses_cannot_all_pass_one_check() {
-    let app = spawn(|c| c.login_name_limit = 3).await;
+    let app = spawn(|c| c.login.name_limit = 3).await;
     app.create_user("pia", PASSWORD, false).await;
     let guesses = (0..20).map(|i| {
         let app = &app;

@@ -57,7 +57,7 @@ async fn metrics_report_requests_by_route_template() {
 #[tokio::test]
 async fn metrics_are_forbidden_outside_the_allowed_networks() {
     let app = TestApp::spawn_with(
-        |c| c.metrics_allow = vec!["10.0.0.0/8".parse().expect("cidr")],
+        |c| c.observe.metrics_allow = vec!["10.0.0.0/8".parse().expect("cidr")],
         axum::Router::new(),
     )
     .await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use trovato::config::Config;
+use trovato::Config;
 use trovato::plugin::{PluginError, postgres};
 
 use crate::harness::{Cluster, TestApp, client, run_trovato, services};
@@ -107,8 +107,8 @@ async fn spawn(dir: &PluginDir, customise: impl FnOnce(&mut Config)) -> TestApp 
         move |c| {
             // One data directory (the compile cache) for every test, so
             // the in-process kernels share one engine and its reservation.
-            c.data_dir = std::env::temp_dir().join("trovato-plugin-tests-data");
-            c.plugin_dir = path;
+            c.server.data_dir = std::env::temp_dir().join("trovato-plugin-tests-data");
+            c.plugin.dir = path;
             customise(c);
         },
         axum::Router::new(),
@@ -283,7 +283,9 @@ async fn disabling_a_plugin_is_stored_and_stops_dispatch_until_enabled_again() {
     assert!(matches!(err, PluginError::Disabled { .. }), "{err:?}");
 
     // A kernel started later reads the stored choice.
-    let later = trovato::plugin::Plugins::load(&app.state.config).await;
+    let later =
+        trovato::plugin::Plugins::load(&app.state.config.plugin, &app.state.config.server.data_dir)
+            .await;
     later.sync_enabled(db).await.expect("sync");
     assert_eq!(
         names(&later.invoke_all("tap_order", &json!({})).await),
@@ -346,11 +348,13 @@ async fn a_status_change_is_announced_to_running_kernels_without_waiting_for_the
     let app = spawn(&dir, |_| {}).await;
     // Another kernel on the same database whose periodic re-read comes only
     // after an hour: the change can reach it only as a notification.
-    let other = trovato::plugin::Plugins::load(&app.state.config).await;
+    let other =
+        trovato::plugin::Plugins::load(&app.state.config.plugin, &app.state.config.server.data_dir)
+            .await;
     other.sync_enabled(&app.state.db).await.expect("sync");
     other.spawn_status_refresh(
         app.state.db.clone(),
-        app.state.config.database_url.clone().expect("database url"),
+        app.state.config.db.url.clone().expect("database url"),
         Duration::from_secs(3600),
         &app.state.tasks,
     );
@@ -507,7 +511,10 @@ async fn every_fault_fixture_yields_its_error_is_counted_and_the_kernel_keeps_se
 async fn http_requests_are_answered_while_looping_plugins_run_to_their_deadline() {
     let dir = PluginDir::new().fixture("infinite_loop");
     let deadline = Duration::from_secs(3);
-    let app = spawn(&dir, |c| c.plugin_request_deadline = deadline).await;
+    let app = spawn(&dir, |c| {
+        c.plugin.request_deadline_ms = u64::try_from(deadline.as_millis()).expect("ms")
+    })
+    .await;
     let started = Instant::now();
     // More looping invocations than worker threads: without yielding they
     // would hold every worker.
@@ -575,7 +582,7 @@ async fn two_invocations_never_see_each_others_memory() {
 async fn the_memory_and_output_caps_are_configurable() {
     let dir = PluginDir::new().example("word_count");
     // 100 bytes of output at most; the example returns more.
-    let app = spawn(&dir, |c| c.plugin_output_limit_bytes = 100).await;
+    let app = spawn(&dir, |c| c.plugin.output_limit_bytes = 100).await;
     let err = app
         .state
         .plugins
@@ -592,7 +599,7 @@ async fn the_memory_and_output_caps_are_configurable() {
 async fn a_module_whose_initial_memory_exceeds_the_cap_fails_to_load() {
     // huge_output starts with 81 pages (5.1 MiB).
     let dir = PluginDir::new().fixture("huge_output").fixture("trap");
-    let app = spawn(&dir, |c| c.plugin_memory_limit_bytes = 4 * 1024 * 1024).await;
+    let app = spawn(&dir, |c| c.plugin.memory_limit_bytes = 4 * 1024 * 1024).await;
     let err = app
         .state
         .plugins

@@ -275,11 +275,7 @@ async fn logout_without_a_session_is_401() {
 
 #[tokio::test]
 async fn session_ends_after_the_idle_timeout() {
-    let app = TestApp::spawn_with(
-        |c| c.session_idle_timeout = Duration::from_secs(1),
-        axum::Router::new(),
-    )
-    .await;
+    let app = TestApp::spawn_with(|c| c.session.idle_timeout_secs = 1, axum::Router::new()).await;
     app.create_user("ken", PASSWORD, false).await;
     let token = app
         .session_token(&app.login("ken", PASSWORD).await)
@@ -299,7 +295,7 @@ async fn session_keys_live_under_the_configured_prefix() {
     let app = TestApp::spawn().await;
     app.create_user("leo", PASSWORD, false).await;
     app.login("leo", PASSWORD).await;
-    let prefix = app.state.config.redis_prefix.clone();
+    let prefix = app.state.config.redis.prefix.clone();
     let keys: Vec<String> = app
         .state
         .kv

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use tokio::sync::oneshot;
-use trovato::config::Config;
+use trovato::Config;
 use trovato::{AppState, Kernel};
 
 pub use services::services;
@@ -53,12 +53,10 @@ impl TestApp {
     pub async fn spawn_with(customise: impl FnOnce(&mut Config), extra: Router<AppState>) -> Self {
         let s = services().await;
         let (db_name, db_url) = services::create_test_database().await;
-        let mut config = Config {
-            database_url: Some(db_url),
-            redis_url: Some(s.redis_url.clone()),
-            redis_prefix: test_prefix(),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.db.url = Some(db_url);
+        config.redis.url = Some(s.redis_url.clone());
+        config.redis.prefix = test_prefix();
         customise(&mut config);
         let state = Kernel::connect(config).await.expect("kernel connects");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -151,7 +149,7 @@ impl Drop for TestApp {
         // The kernel's background tasks end with the test.
         self.state.tasks.token().cancel();
         self.state.db.close_event();
-        services::cleanup(self.db_name.clone(), self.state.config.redis_prefix.clone());
+        services::cleanup(self.db_name.clone(), self.state.config.redis.prefix.clone());
     }
 }
 
