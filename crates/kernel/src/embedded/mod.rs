@@ -1,7 +1,9 @@
 //! The embedded default: private PostgreSQL and Redis processes started from
 //! the binaries installed on the machine, with their data under
 //! `<data-dir>/postgres` and `<data-dir>/redis`, listening on unix sockets
-//! (never on the system services' ports).
+//! (never on the system services' ports). As root, a PostgreSQL cluster the
+//! `postgres` user could not reach there is kept under `/var/lib/trovato`
+//! and recorded in the data directory (see [`postgres`]).
 //!
 //! Used by `trovato serve` when no `DATABASE_URL` / `REDIS_URL` is given, and
 //! by the test harness when no `TEST_DATABASE_URL` / `TEST_REDIS_URL` is.
@@ -38,6 +40,16 @@ pub enum EmbeddedError {
          ({blocked_by} is closed to it); choose another --data-dir (TROVATO_DATA_DIR) or set DATABASE_URL"
     )]
     Unreachable { dir: PathBuf, blocked_by: PathBuf },
+    #[error(
+        "{record} records the embedded PostgreSQL cluster at {cluster}, which is gone; \
+         restore it there, or remove {record} to start an empty one"
+    )]
+    ClusterMissing { record: PathBuf, cluster: PathBuf },
+    #[error(
+        "{record} should hold the absolute path of the embedded PostgreSQL cluster; \
+         correct it, or remove it to start an empty one"
+    )]
+    BadRecord { record: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

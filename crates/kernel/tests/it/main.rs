@@ -7,6 +7,7 @@ mod cache;
 mod category;
 mod cli;
 mod content;
+mod embedded;
 mod errors;
 mod faults;
 mod kv;
