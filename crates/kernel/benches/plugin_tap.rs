@@ -207,7 +207,9 @@ async fn run(root: PathBuf) {
         true
     };
     let overshoot = |lat: Vec<Duration>| -> Vec<Duration> {
-        lat.into_iter().map(|d| d.saturating_sub(deadline)).collect()
+        lat.into_iter()
+            .map(|d| d.saturating_sub(deadline))
+            .collect()
     };
     let many = 2 * workers();
     let (l1, lerr) = measure(1, 30, looping.clone()).await;

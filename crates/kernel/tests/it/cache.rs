@@ -194,9 +194,8 @@ async fn concurrent_misses_for_one_key_load_once() {
                     // The load lasts until the 15 other readers wait on it.
                     // Were they loading for themselves instead, the wait
                     // would end at the deadline and `loads` would count 16.
-                    let _ =
-                        tokio::time::timeout(PATIENCE, joined.wait_for(|j| *j >= before + 15))
-                            .await;
+                    let _ = tokio::time::timeout(PATIENCE, joined.wait_for(|j| *j >= before + 15))
+                        .await;
                     Ok::<_, std::convert::Infallible>(Some(loaded("value", &["t"])))
                 })
                 .await
@@ -570,8 +569,8 @@ async fn item_reads_keep_working_while_redis_is_down_and_the_cache_resumes() {
     assert_eq!(v["title"], "During");
     assert!(
         eventually(PATIENCE, || async { app.state.cache.bus_connected() })
-        .await
-        .is_some()
+            .await
+            .is_some()
     );
     redis.kill().await.expect("stop redis");
     let _ = std::fs::remove_dir_all(dir);

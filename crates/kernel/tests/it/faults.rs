@@ -118,10 +118,7 @@ async fn postgres_stopped_while_serving_is_reported_and_recovered() {
     assert!(body["checks"]["postgres"]["reason"].is_string(), "{body}");
 
     pg.start().await.expect("restart postgres");
-    let up = eventually(PATIENCE, || async {
-        health().await.0 == StatusCode::OK
-    })
-    .await;
+    let up = eventually(PATIENCE, || async { health().await.0 == StatusCode::OK }).await;
     assert!(
         up.is_some(),
         "no 200 after postgres returned; last: {:?}",

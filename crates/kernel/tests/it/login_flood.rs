@@ -43,7 +43,10 @@ async fn assert_blocked(app: &TestApp, resp: reqwest::Response, longest: Duratio
         "a blocked login set a session"
     );
     let stored = sessions(app).await;
-    assert!(stored.is_empty(), "a blocked login stored a session: {stored:?}");
+    assert!(
+        stored.is_empty(),
+        "a blocked login stored a session: {stored:?}"
+    );
     let retry: u64 = resp
         .headers()
         .get("retry-after")
@@ -199,7 +202,10 @@ async fn the_login_form_shows_the_block_with_429() {
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(resp.headers().get("retry-after").is_some());
     assert!(app.session_token(&resp).is_none());
-    assert!(sessions(&app).await.is_empty(), "a blocked login stored a session");
+    assert!(
+        sessions(&app).await.is_empty(),
+        "a blocked login stored a session"
+    );
     let html = resp.text().await.expect("html");
     assert!(html.contains("Too many failed login attempts"), "{html}");
 }

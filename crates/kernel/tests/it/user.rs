@@ -35,7 +35,10 @@ async fn assert_no_session_started(app: &TestApp, resp: &reqwest::Response) {
         "a refused login set a session cookie"
     );
     let keys = session_keys(app).await;
-    assert!(keys.is_empty(), "a refused login stored a session: {keys:?}");
+    assert!(
+        keys.is_empty(),
+        "a refused login stored a session: {keys:?}"
+    );
     assert_eq!(app.get("/user/me").await.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -430,7 +433,10 @@ async fn a_session_that_expired_in_redis_is_not_served() {
     assert_eq!(removed, 1, "the session key is where the test looks");
     let r = app.get("/user/me").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert!(session_keys(&app).await.is_empty(), "a session was recreated");
+    assert!(
+        session_keys(&app).await.is_empty(),
+        "a session was recreated"
+    );
 }
 
 #[tokio::test]
