@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use trovato::Config;
-use trovato::plugin::{Bounds, Plugins};
+use trovato::plugin::{Bounds, PluginError, Plugins};
 
 const PLUGIN: &str = "word_count";
 const TAP: &str = "tap_item_update_index";
@@ -185,6 +185,39 @@ async fn run(root: PathBuf) {
     measure(1, 2_000, noop.clone()).await;
     let (z1, _) = measure(1, 20_000, noop.clone()).await;
 
+    // Deadline keeping: how long past its deadline a looping tap runs,
+    // against a tokio timer of the same length in the same run (the
+    // runtime's own granularity). The integration tests check only that a
+    // loop is stopped and that it never holds a worker.
+    let deadline = bounds.request_deadline;
+    let looping = {
+        let plugins = noop_plugins.clone();
+        move || {
+            let plugins = plugins.clone();
+            async move {
+                matches!(
+                    plugins.invoke_json("infinite_loop", "tap_run", "{}").await,
+                    Err(PluginError::Timeout { .. })
+                )
+            }
+        }
+    };
+    let timer = move || async move {
+        tokio::time::sleep(deadline).await;
+        true
+    };
+    let overshoot = |lat: Vec<Duration>| -> Vec<Duration> {
+        lat.into_iter()
+            .map(|d| d.saturating_sub(deadline))
+            .collect()
+    };
+    let many = 2 * workers();
+    let (l1, lerr) = measure(1, 30, looping.clone()).await;
+    let (t1, _) = measure(1, 30, timer).await;
+    let (lm, lmerr) = measure(many, many * 5, looping.clone()).await;
+    let (tm, _) = measure(many, many * 5, timer).await;
+    let (l1, t1, lm, tm) = (overshoot(l1), overshoot(t1), overshoot(lm), overshoot(tm));
+
     let (w1, _) = measure(1, 20_000, wasm.clone()).await;
     let (n1, _) = measure(1, 20_000, nat.clone()).await;
     let (w100, _) = measure(100, 20_000, wasm.clone()).await;
@@ -253,5 +286,25 @@ async fn run(root: PathBuf) {
     println!(
         "| p50, concurrency 1, no-op tap (fixed cost per invocation) | {} | - | - |",
         us(percentile(&z1, 0.5))
+    );
+    let ms = deadline.as_millis();
+    row(
+        &format!(
+            "deadline overshoot p99, concurrency 1 (looping tap, {ms} ms deadline; limit: tokio sleep of {ms} ms)"
+        ),
+        percentile(&l1, 0.99),
+        percentile(&t1, 0.99),
+    );
+    row(
+        &format!(
+            "deadline overshoot p99, {many} looping at once on {} workers (limit: as many tokio sleeps)",
+            workers
+        ),
+        percentile(&lm, 0.99),
+        percentile(&tm, 0.99),
+    );
+    println!(
+        "| looping taps not stopped by their deadline | {} | 0 | - |",
+        lerr + lmerr
     );
 }

@@ -92,10 +92,12 @@ pub(crate) fn spawn(
                         }
                     }
                     if let Some(strong) = inner.upgrade() {
-                        strong.bus_up.store(false, Ordering::Relaxed);
                         // Messages may be missed from now on: L1 copies are
                         // dropped at reconnect (and age out by TTL before).
+                        // Cleared before the flag drops, so whoever sees
+                        // `bus_connected()` false finds this clear done.
                         strong.local.clear();
+                        strong.bus_up.store(false, Ordering::Release);
                     }
                     tracing::warn!("cache bus disconnected; reconnecting");
                 }

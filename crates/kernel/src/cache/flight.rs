@@ -1,6 +1,11 @@
 //! Single flight: concurrent misses for one key in one process share the
 //! leader's load. A follower that sees the leader fail, find nothing or be
 //! cancelled loads for itself.
+//!
+//! Every follower that joins is counted on a watch channel
+//! ([`Flights::joined`]): a diagnostic, and the point tests synchronise on
+//! to know a reader is waiting on another's load (no sleeping). Only
+//! followers pay for it, and they are about to wait anyway.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,10 +18,21 @@ use super::{CacheKey, Cached};
 
 type Slot = Option<Option<Cached>>;
 
-#[derive(Default)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<String, (u64, watch::Receiver<Slot>)>>,
     next: AtomicU64,
+    /// Followers that joined a flight since start.
+    joined: watch::Sender<u64>,
+}
+
+impl Default for Flights {
+    fn default() -> Self {
+        Self {
+            map: Mutex::default(),
+            next: AtomicU64::new(0),
+            joined: watch::Sender::new(0),
+        }
+    }
 }
 
 pub(crate) enum Join<'a, W> {
@@ -36,6 +52,8 @@ impl Flights {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, rx)) = map.get(key.as_str()) {
             let mut rx = rx.clone();
+            drop(map);
+            self.joined.send_modify(|n| *n += 1);
             return Join::Follower(async move {
                 match rx.wait_for(Option::is_some).await {
                     Ok(v) => v.clone().flatten(),
@@ -52,6 +70,11 @@ impl Flights {
             id,
             tx,
         })
+    }
+
+    /// Changes each time a reader joins another reader's load.
+    pub fn joined(&self) -> watch::Receiver<u64> {
+        self.joined.subscribe()
     }
 }
 

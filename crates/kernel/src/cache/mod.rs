@@ -485,13 +485,22 @@ impl Cache {
 
     /// Whether the invalidation subscriber is currently subscribed.
     pub fn bus_connected(&self) -> bool {
-        self.inner.bus_up.load(Ordering::Relaxed)
+        self.inner.bus_up.load(Ordering::Acquire)
     }
 
     /// Changes each time an invalidation from another instance has been
     /// applied to L1 (for diagnostics and the invalidation benchmark).
     pub fn remote_invalidations(&self) -> watch::Receiver<u64> {
         self.inner.remote_applied.subscribe()
+    }
+
+    /// Changes each time a reader of this process joins another reader's
+    /// load of the same key instead of loading itself (single flight): a
+    /// synchronisation point for tests, which must not sleep to let a
+    /// reader arrive.
+    #[doc(hidden)]
+    pub fn flight_followers(&self) -> watch::Receiver<u64> {
+        self.inner.flights.joined()
     }
 
     /// Low-level L2 access for benchmarks: one validated read.

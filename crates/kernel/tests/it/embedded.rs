@@ -64,11 +64,9 @@ fn is_root() -> bool {
 /// The embedded PostgreSQL as `serve` starts it for `data_dir`, with Redis
 /// embedded too unless `redis_url` is given.
 async fn start(data_dir: &Path, redis_url: Option<String>) -> (Embedded, Config) {
-    let mut config = Config {
-        data_dir: data_dir.to_owned(),
-        redis_url,
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.server.data_dir = data_dir.to_owned();
+    config.redis.url = redis_url;
     let embedded = Kernel::resolve_services(&mut config)
         .await
         .expect("embedded services start under a closed home");
@@ -76,7 +74,7 @@ async fn start(data_dir: &Path, redis_url: Option<String>) -> (Embedded, Config)
 }
 
 async fn connect(config: &Config) -> sqlx::PgConnection {
-    let url = config.database_url.as_deref().expect("database url resolved");
+    let url = config.db.url.as_deref().expect("database url resolved");
     sqlx::PgConnection::connect(url)
         .await
         .expect("connect to the embedded PostgreSQL")
@@ -170,7 +168,7 @@ async fn as_root_a_data_dir_under_a_closed_home_keeps_its_cluster_outside_and_fi
             .await
             .expect("insert");
         conn.close().await.expect("close");
-        let redis_url = config.redis_url.clone().expect("redis url resolved");
+        let redis_url = config.redis.url.clone().expect("redis url resolved");
         let redis = redis::Client::open(redis_url.as_str()).expect("redis url");
         let mut r = redis
             .get_multiplexed_async_connection()
@@ -185,7 +183,7 @@ async fn as_root_a_data_dir_under_a_closed_home_keeps_its_cluster_outside_and_fi
         drop(r);
         left.stop().await;
         assert!(
-            sqlx::PgConnection::connect(config.database_url.as_deref().expect("url"))
+            sqlx::PgConnection::connect(config.db.url.as_deref().expect("url"))
                 .await
                 .is_err(),
             "stop leaves no PostgreSQL answering"
@@ -232,7 +230,7 @@ async fn as_root_a_data_dir_under_a_closed_home_keeps_its_cluster_outside_and_fi
             .expect("regclass");
         assert_eq!(migrated.as_deref(), Some("users"), "migrate used this cluster");
         conn.close().await.expect("close");
-        let redis = redis::Client::open(config.redis_url.as_deref().expect("url")).expect("url");
+        let redis = redis::Client::open(config.redis.url.as_deref().expect("url")).expect("url");
         let mut r = redis
             .get_multiplexed_async_connection()
             .await

@@ -1,7 +1,6 @@
-//! Dependencies lost while serving: `/health` says which within 2 s, and
-//! recovers by itself within 5 s of the dependency coming back.
-
-use std::time::Duration;
+//! Dependencies lost while serving: `/health` answers 503 naming the one
+//! that is gone and why, the other stays `ok`, and it recovers by itself
+//! once the dependency comes back. Waits are patience, not claims.
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -9,7 +8,7 @@ use trovato::embedded::postgres::PgListen;
 use trovato::embedded::redis::RedisListen;
 use trovato::embedded::{Durability, PostgresServer, RedisServer};
 
-use crate::harness::{TestApp, eventually, free_port, services::scratch_root};
+use crate::harness::{PATIENCE, TestApp, eventually, free_port, services::scratch_root};
 
 async fn health(app: &TestApp) -> (StatusCode, Value) {
     let resp = app.get("/health").await;
@@ -35,28 +34,29 @@ async fn redis_stopped_while_serving_is_reported_and_recovered() {
     assert_eq!(health(&app).await.0, StatusCode::OK);
 
     redis.kill().await.expect("stop redis");
-    let down = eventually(Duration::from_secs(2), || async {
+    let down = eventually(PATIENCE, || async {
         let (s, body) = health(&app).await;
         s == StatusCode::SERVICE_UNAVAILABLE && body["checks"]["redis"]["status"] == "error"
     })
     .await;
     assert!(
         down.is_some(),
-        "503 naming redis within 2 s; last: {:?}",
+        "no 503 naming redis; last: {:?}",
         health(&app).await
     );
     let (_, body) = health(&app).await;
+    assert_eq!(body["status"], "error", "{body}");
     assert_eq!(body["checks"]["postgres"]["status"], "ok", "{body}");
     assert!(body["checks"]["redis"]["reason"].is_string(), "{body}");
 
     redis.start().await.expect("restart redis");
-    let up = eventually(Duration::from_secs(5), || async {
+    let up = eventually(PATIENCE, || async {
         health(&app).await.0 == StatusCode::OK
     })
     .await;
     assert!(
         up.is_some(),
-        "200 within 5 s of redis returning; last: {:?}",
+        "no 200 after redis returned; last: {:?}",
         health(&app).await
     );
     redis.kill().await.expect("stop redis");
@@ -99,7 +99,7 @@ async fn postgres_stopped_while_serving_is_reported_and_recovered() {
     assert_eq!(health().await.0, StatusCode::OK);
 
     pg.kill().await.expect("stop postgres");
-    let down = eventually(Duration::from_secs(2), || async {
+    let down = eventually(PATIENCE, || async {
         let (s, body) = health().await;
         s == StatusCode::SERVICE_UNAVAILABLE
             && body["checks"]["postgres"]["status"] == "error"
@@ -108,18 +108,18 @@ async fn postgres_stopped_while_serving_is_reported_and_recovered() {
     .await;
     assert!(
         down.is_some(),
-        "503 naming postgres within 2 s; last: {:?}",
+        "no 503 naming postgres; last: {:?}",
         health().await
     );
+    let (_, body) = health().await;
+    assert_eq!(body["status"], "error", "{body}");
+    assert!(body["checks"]["postgres"]["reason"].is_string(), "{body}");
 
     pg.start().await.expect("restart postgres");
-    let up = eventually(Duration::from_secs(5), || async {
-        health().await.0 == StatusCode::OK
-    })
-    .await;
+    let up = eventually(PATIENCE, || async { health().await.0 == StatusCode::OK }).await;
     assert!(
         up.is_some(),
-        "200 within 5 s of postgres returning; last: {:?}",
+        "no 200 after postgres returned; last: {:?}",
         health().await
     );
     pg.kill().await.expect("stop postgres");

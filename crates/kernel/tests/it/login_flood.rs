@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::harness::TestApp;
+use crate::harness::{PATIENCE, TestApp};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -25,13 +25,27 @@ async fn spawn(customise: impl FnOnce(&mut trovato::Config) + Send) -> TestApp {
     TestApp::spawn_with(customise, axum::Router::new()).await
 }
 
+/// Every session key under this test's prefix.
+async fn sessions(app: &TestApp) -> Vec<String> {
+    app.state
+        .kv
+        .query(redis::cmd("KEYS").arg(app.state.kv.key("session:*")))
+        .await
+        .expect("KEYS")
+}
+
 /// Checks a 429 with its JSON body and Retry-After, and that it started no
-/// session.
+/// session (no cookie, nothing in Redis).
 async fn assert_blocked(app: &TestApp, resp: reqwest::Response, longest: Duration) {
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(
         app.session_token(&resp).is_none(),
         "a blocked login set a session"
+    );
+    let stored = sessions(app).await;
+    assert!(
+        stored.is_empty(),
+        "a blocked login stored a session: {stored:?}"
     );
     let retry: u64 = resp
         .headers()
@@ -188,12 +202,18 @@ async fn the_login_form_shows_the_block_with_429() {
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(resp.headers().get("retry-after").is_some());
     assert!(app.session_token(&resp).is_none());
+    assert!(
+        sessions(&app).await.is_empty(),
+        "a blocked login stored a session"
+    );
     let html = resp.text().await.expect("html");
     assert!(html.contains("Too many failed login attempts"), "{html}");
 }
 
 #[tokio::test]
 async fn the_block_ends_with_its_window() {
+    // One second, against a default of six hours: within the test's
+    // patience only the configured window can end the block.
     let app = spawn(|c| {
         c.login.name_limit = 1;
         c.login.name_window_secs = 1;
@@ -210,7 +230,7 @@ async fn the_block_ends_with_its_window() {
         StatusCode::TOO_MANY_REQUESTS
     );
     let app = &app;
-    let ended = crate::harness::eventually(Duration::from_secs(5), || async move {
+    let ended = crate::harness::eventually(PATIENCE, || async move {
         login_from(app, addr, "otto", PASSWORD).await.status() == StatusCode::OK
     })
     .await;

@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::harness::{Cluster, TestApp};
+use crate::harness::{Cluster, PATIENCE, TestApp, eventually};
 
 #[tokio::test]
 async fn health_is_200_when_postgres_and_redis_answer() {
@@ -25,8 +25,19 @@ async fn healthz_answers_without_checking_dependencies() {
     app.state.db.close().await;
     let resp = app.get("/healthz").await;
     assert_eq!(resp.status(), StatusCode::OK);
+    // /health does check, and names the dependency that failed.
     let health = app.get("/health").await;
     assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = health.json().await.expect("json");
+    assert_eq!(body["status"], "error", "{body}");
+    assert_eq!(body["checks"]["postgres"]["status"], "error", "{body}");
+    assert!(
+        body["checks"]["postgres"]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["checks"]["redis"]["status"], "ok", "{body}");
 }
 
 #[tokio::test]
@@ -196,23 +207,46 @@ async fn metrics_pass_promtool_lint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_in_flight_requests_finish() {
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+    // The handler says when it is running, then holds the request until
+    // the test lets it go: the request is in flight for certain when the
+    // shutdown starts.
+    let (arrived, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (a, r) = (arrived.clone(), release.clone());
     let extra = axum::Router::new().route(
-        "/test/slow",
-        axum::routing::get(|| async {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            "finished"
+        "/test/held",
+        axum::routing::get(move || {
+            let (a, r) = (a.clone(), r.clone());
+            async move {
+                a.notify_one();
+                r.notified().await;
+                "finished"
+            }
         }),
     );
     let mut app = TestApp::spawn_with(|_| {}, extra).await;
-    let slow = tokio::spawn(app.client.get(app.url("/test/slow")).send());
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    app.shut_down().await;
-    let resp = slow
+    let held = tokio::spawn(app.client.get(app.url("/test/held")).send());
+    tokio::time::timeout(PATIENCE, arrived.notified())
+        .await
+        .expect("the request never reached its handler");
+    app.begin_shutdown();
+    // New connections are refused while the held request is still open.
+    let healthz = app.url("/healthz");
+    let closed = eventually(PATIENCE, || {
+        let url = healthz.clone();
+        async move { reqwest::get(url).await.is_err() }
+    })
+    .await;
+    assert!(closed.is_some(), "the listener stayed open after shutdown");
+    assert!(!held.is_finished(), "the held request ended early");
+    release.notify_one();
+    let resp = held
         .await
         .expect("join")
         .expect("in-flight request completes");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.text().await.expect("body"), "finished");
-    // The listener is closed now.
+    app.shut_down().await;
     assert!(reqwest::get(app.url("/healthz")).await.is_err());
 }

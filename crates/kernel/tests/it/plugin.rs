@@ -7,14 +7,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use trovato::Config;
 use trovato::plugin::{PluginError, postgres};
 
-use crate::harness::{Cluster, TestApp, client, run_trovato, services};
+use crate::harness::{Cluster, PATIENCE, TestApp, client, eventually, run_trovato, services};
 
 /// A throw-away plugin directory assembled from examples, fixtures and
 /// generated modules; removed on drop.
@@ -85,6 +85,30 @@ impl PluginDir {
         std::fs::write(
             dir.join(format!("{name}.info.toml")),
             format!("name = \"{name}\"\nversion = \"1.0\"\ntaps = [\"tap_order\"]\n{extra}\n"),
+        )
+        .expect("write manifest");
+        self
+    }
+
+    /// A generated plugin whose `tap_run` logs one line through the host's
+    /// `log` (so a test knows it is running guest code), then loops until
+    /// its deadline.
+    fn announcing_loop(self, name: &str) -> Self {
+        let wat = r#"(module
+  (import "trovato" "log" (func $log (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "looping")
+  (func (export "trovato_alloc") (param i32) (result i32) (i32.const 4096))
+  (func (export "tap_run") (param i32 i32) (result i64)
+    (call $log (i32.const 2) (i32.const 16) (i32.const 7))
+    (loop $forever (br $forever))
+    (i64.const 0)))"#;
+        let dir = self.path.join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(format!("{name}.wat")), wat).expect("write wat");
+        std::fs::write(
+            dir.join(format!("{name}.info.toml")),
+            format!("name = \"{name}\"\nversion = \"1.0\"\ntaps = [\"tap_run\"]\n"),
         )
         .expect("write manifest");
         self
@@ -325,21 +349,50 @@ async fn a_status_change_made_by_another_process_reaches_a_running_kernel() {
         .await
         .expect("write");
     let plugins = app.state.plugins.clone();
-    let took =
-        crate::harness::eventually(
-            trovato::plugin::STATUS_REFRESH + Duration::from_secs(5),
-            || {
-                let plugins = plugins.clone();
-                async move {
-                    names(&plugins.invoke_all("tap_order", &json!({})).await) == vec!["second"]
-                }
-            },
-        )
-        .await;
+    let took = eventually(PATIENCE, || {
+        let plugins = plugins.clone();
+        async move { names(&plugins.invoke_all("tap_order", &json!({})).await) == vec!["second"] }
+    })
+    .await;
     assert!(
         took.is_some(),
         "the running kernel still dispatches to `first`"
     );
+}
+
+#[tokio::test]
+async fn a_status_change_nobody_announced_reaches_a_running_kernel_at_its_next_reread() {
+    let dir = PluginDir::new().named("first", "").named("second", "");
+    let app = spawn(&dir, |_| {}).await;
+    // A kernel that re-reads often, so waiting for its period is cheap;
+    // the kernel under test re-reads every hour, so it cannot be the one
+    // that changes.
+    let other = trovato::plugin::Plugins::load(&app.state.config).await;
+    other.sync_enabled(&app.state.db).await.expect("sync");
+    other.spawn_status_refresh(
+        app.state.db.clone(),
+        app.state.config.db.url.clone().expect("database url"),
+        Duration::from_millis(100),
+    );
+    assert_eq!(
+        names(&other.invoke_all("tap_order", &json!({})).await),
+        vec!["first", "second"]
+    );
+    // Written without the notification (as when the listener was down and
+    // missed it): only the periodic re-read can bring it.
+    sqlx::query(
+        "INSERT INTO plugin_status (name, enabled) VALUES ('first', false)
+         ON CONFLICT (name) DO UPDATE SET enabled = false",
+    )
+    .execute(&app.state.db)
+    .await
+    .expect("write");
+    let reached = eventually(PATIENCE, || {
+        let other = other.clone();
+        async move { names(&other.invoke_all("tap_order", &json!({})).await) == vec!["second"] }
+    })
+    .await;
+    assert!(reached.is_some(), "the periodic re-read never applied it");
 }
 
 #[tokio::test]
@@ -370,7 +423,7 @@ async fn a_status_change_is_announced_to_running_kernels_without_waiting_for_the
         .expect("disable");
     let reached = |want: Vec<&'static str>| {
         let other = other.clone();
-        crate::harness::eventually(Duration::from_secs(10), move || {
+        eventually(PATIENCE, move || {
             let (other, want) = (other.clone(), want.clone());
             async move { names(&other.invoke_all("tap_order", &json!({})).await) == want }
         })
@@ -507,50 +560,63 @@ async fn every_fault_fixture_yields_its_error_is_counted_and_the_kernel_keeps_se
     assert!(text.contains("trovato_plugin_instances_active"), "{text}");
 }
 
+/// Counts the log lines plugins write through the host's `log`.
+struct GuestLines(tokio::sync::watch::Sender<usize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for GuestLines {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() == "trovato::plugin::guest" {
+            self.0.send_modify(|n| *n += 1);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_requests_are_answered_while_looping_plugins_run_to_their_deadline() {
-    let dir = PluginDir::new().fixture("infinite_loop");
-    let deadline = Duration::from_secs(3);
+async fn http_requests_are_answered_while_looping_plugins_hold_more_invocations_than_workers() {
+    use tracing::instrument::WithSubscriber;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let dir = PluginDir::new().announcing_loop("spinner");
+    // A deadline far beyond the requests: the loops are still running when
+    // they are made, whatever the machine's load. Not longer: were the
+    // loops to hold the workers, nothing (not even the test's timeouts)
+    // would run until they end, and the test fails only then. Deadlines
+    // themselves are checked by the fault fixtures; how closely they are
+    // kept is measured by `benches/plugin_tap.rs`.
     let app = spawn(&dir, |c| {
-        c.plugin.request_deadline_ms = u64::try_from(deadline.as_millis()).expect("ms")
+        c.plugin.request_deadline_ms = 60_000
     })
     .await;
-    let started = Instant::now();
+    let (tx, mut running) = tokio::sync::watch::channel(0usize);
+    let seen: tracing::Dispatch = tracing_subscriber::registry().with(GuestLines(tx)).into();
     // More looping invocations than worker threads: without yielding they
-    // would hold every worker.
+    // would hold every worker, and neither the other loops nor the server
+    // would run.
     let loops: Vec<_> = (0..4)
         .map(|_| {
             let plugins = app.state.plugins.clone();
             tokio::spawn(
-                async move { plugins.invoke("infinite_loop", "tap_run", &json!({})).await },
+                async move { plugins.invoke("spinner", "tap_run", &json!({})).await }
+                    .with_subscriber(seen.clone()),
             )
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(PATIENCE, running.wait_for(|n| *n >= 4))
+        .await
+        .expect("four loops never ran at once on two workers")
+        .expect("watch alive");
     for _ in 0..5 {
         assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
     }
-    let answered_at = started.elapsed();
-    assert!(
-        answered_at < deadline,
-        "requests were answered before the deadline ({answered_at:?})"
-    );
     assert!(
         loops.iter().all(|l| !l.is_finished()),
-        "the plugins were still looping"
+        "the loops ended before the requests were answered"
     );
     for l in loops {
-        let err = l.await.expect("join").expect_err("must time out");
-        assert!(
-            matches!(err, PluginError::Timeout { after_ms: 3000, .. }),
-            "{err:?}"
-        );
+        l.abort();
+        assert!(l.await.expect_err("aborted").is_cancelled());
     }
-    let total = started.elapsed();
-    assert!(
-        total >= deadline && total < deadline + Duration::from_secs(2),
-        "stopped at {total:?}"
-    );
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

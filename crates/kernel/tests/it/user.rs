@@ -5,9 +5,42 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::harness::TestApp;
+use crate::harness::{PATIENCE, TestApp, eventually};
 
 const PASSWORD: &str = "correct horse battery";
+
+/// The Redis key of the session whose cookie token is `token`.
+fn session_key(app: &TestApp, token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    app.state
+        .kv
+        .key(&format!("session:{}", trovato::text::hex(&digest)))
+}
+
+/// Every session key under this test's prefix.
+async fn session_keys(app: &TestApp) -> Vec<String> {
+    app.state
+        .kv
+        .query(redis::cmd("KEYS").arg(app.state.kv.key("session:*")))
+        .await
+        .expect("KEYS")
+}
+
+/// A refused login left nothing behind: no session cookie in the answer,
+/// no session in Redis, and the client is not signed in.
+async fn assert_no_session_started(app: &TestApp, resp: &reqwest::Response) {
+    assert!(
+        app.session_token(resp).is_none(),
+        "a refused login set a session cookie"
+    );
+    let keys = session_keys(app).await;
+    assert!(
+        keys.is_empty(),
+        "a refused login stored a session: {keys:?}"
+    );
+    assert_eq!(app.get("/user/me").await.status(), StatusCode::UNAUTHORIZED);
+}
 
 fn csrf_from_html(html: &str) -> String {
     let marker = "name=\"csrf_token\" value=\"";
@@ -84,6 +117,7 @@ async fn wrong_password_and_unknown_user_get_the_same_401() {
 
     let wrong = app.login("carol", "not the password").await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_no_session_started(&app, &wrong).await;
     let wrong_body: Value = wrong.json().await.expect("json");
 
     let unknown = app.login("nobody", "not the password").await;
@@ -92,8 +126,7 @@ async fn wrong_password_and_unknown_user_get_the_same_401() {
 
     assert_eq!(wrong_body, unknown_body);
     assert_eq!(wrong_body["error"], "invalid_credentials");
-    // No session was started.
-    assert_eq!(app.get("/user/me").await.status(), StatusCode::UNAUTHORIZED);
+    assert!(session_keys(&app).await.is_empty());
 }
 
 #[tokio::test]
@@ -105,9 +138,51 @@ async fn blocked_user_cannot_log_in() {
         .execute(&app.state.db)
         .await
         .expect("block");
+    let resp = app.login("dave", PASSWORD).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_no_session_started(&app, &resp).await;
+}
+
+#[tokio::test]
+async fn blocking_a_user_ends_their_session_and_voids_their_tokens() {
+    let app = TestApp::spawn().await;
+    // An administrator, so a protected route answers 200 before the block.
+    let u = app.create_user("dora", PASSWORD, true).await;
+    let session = app
+        .session_token(&app.login("dora", PASSWORD).await)
+        .expect("session");
+    let bearer = trovato::user::token::create(&app.state.db, u.id, "ci")
+        .await
+        .expect("token");
+    let script = reqwest::Client::new();
+    let with_bearer = |path: &str| script.get(app.url(path)).bearer_auth(&bearer).send();
+    assert_eq!(app.get("/api/plugins").await.status(), StatusCode::OK);
     assert_eq!(
-        app.login("dave", PASSWORD).await.status(),
-        StatusCode::UNAUTHORIZED
+        with_bearer("/api/plugins").await.expect("GET").status(),
+        StatusCode::OK
+    );
+
+    sqlx::query("UPDATE users SET status = 0 WHERE id = $1")
+        .bind(u.id)
+        .execute(&app.state.db)
+        .await
+        .expect("block");
+
+    for path in ["/api/plugins", "/user/me"] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "session on {path}");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["error"], "unauthenticated", "{body}");
+        let r = with_bearer(path).await.expect("GET");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "bearer on {path}");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["error"], "unauthenticated", "{body}");
+    }
+    // The void session is gone from Redis, not merely refused.
+    assert!(
+        !trovato::user::session::exists(&app.state.kv, &session)
+            .await
+            .expect("redis")
     );
 }
 
@@ -123,17 +198,22 @@ async fn form_login_without_csrf_token_is_403_and_starts_no_session() {
         .await
         .expect("post");
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_no_session_started(&app, &resp).await;
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["error"], "csrf_token_invalid");
-    assert_eq!(app.get("/user/me").await.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
-async fn form_login_with_a_forged_csrf_token_is_403() {
+async fn form_login_with_a_forged_csrf_token_is_403_and_starts_no_session() {
     let app = TestApp::spawn().await;
     app.create_user("frank", PASSWORD, false).await;
-    // Load the page so a CSRF cookie is set, then submit a different token.
-    let _ = app.get("/user/login").await;
+    // Load the page so a CSRF cookie is set, then submit a different token
+    // with the right password.
+    let page = app.get("/user/login").await;
+    assert!(
+        page.cookies().any(|c| c.name() == "trovato_csrf"),
+        "the login page set no CSRF cookie"
+    );
     let resp = app
         .client
         .post(app.url("/user/login"))
@@ -146,6 +226,9 @@ async fn form_login_with_a_forged_csrf_token_is_403() {
         .await
         .expect("post");
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_no_session_started(&app, &resp).await;
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"], "csrf_token_invalid");
 }
 
 #[tokio::test]
@@ -196,6 +279,7 @@ async fn form_login_with_wrong_password_shows_the_form_again_with_401() {
         .await
         .expect("post");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_no_session_started(&app, &resp).await;
     let html = resp.text().await.expect("html");
     assert!(html.contains("Invalid user name or password"), "{html}");
 }
@@ -275,19 +359,84 @@ async fn logout_without_a_session_is_401() {
 
 #[tokio::test]
 async fn session_ends_after_the_idle_timeout() {
-    let app = TestApp::spawn_with(|c| c.session.idle_timeout_secs = 1, axum::Router::new()).await;
+    // One second, against a default of two hours: within the test's
+    // patience only the configured timeout can end the session.
+    let app = TestApp::spawn_with(
+        |c| c.session.idle_timeout_secs = 1,
+        axum::Router::new(),
+    )
+    .await;
     app.create_user("ken", PASSWORD, false).await;
     let token = app
         .session_token(&app.login("ken", PASSWORD).await)
         .expect("token");
     assert_eq!(app.get("/user/me").await.status(), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert!(
+    // Watched in Redis, not through requests (each would renew it).
+    let ended = eventually(PATIENCE, || async {
         !trovato::user::session::exists(&app.state.kv, &token)
             .await
             .expect("redis")
-    );
+    })
+    .await;
+    assert!(ended.is_some(), "the idle session never ended");
     assert_eq!(app.get("/user/me").await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn every_request_renews_the_session_idle_timeout() {
+    let app = TestApp::spawn().await;
+    app.create_user("kay", PASSWORD, false).await;
+    let token = app
+        .session_token(&app.login("kay", PASSWORD).await)
+        .expect("token");
+    let key = session_key(&app, &token);
+    let idle = app.state.config.session.idle_timeout().as_secs() as i64;
+    let ttl = || async {
+        app.state
+            .kv
+            .query::<i64>(redis::cmd("TTL").arg(&key))
+            .await
+            .expect("TTL")
+    };
+    assert!(ttl().await > 60, "a new session lives for the idle timeout");
+    // Age the session as Redis would: a minute left.
+    let _: i64 = app
+        .state
+        .kv
+        .query(redis::cmd("EXPIRE").arg(&key).arg(60))
+        .await
+        .expect("EXPIRE");
+    assert!(ttl().await <= 60);
+    assert_eq!(app.get("/user/me").await.status(), StatusCode::OK);
+    let renewed = ttl().await;
+    assert!(
+        renewed > 60 && renewed <= idle,
+        "the request did not renew the session (TTL {renewed} s of {idle} s)"
+    );
+}
+
+#[tokio::test]
+async fn a_session_that_expired_in_redis_is_not_served() {
+    let app = TestApp::spawn().await;
+    app.create_user("kit", PASSWORD, false).await;
+    let token = app
+        .session_token(&app.login("kit", PASSWORD).await)
+        .expect("token");
+    assert_eq!(app.get("/user/me").await.status(), StatusCode::OK);
+    // What the end of the idle timeout does in Redis, done at once.
+    let removed: i64 = app
+        .state
+        .kv
+        .query(redis::cmd("DEL").arg(session_key(&app, &token)))
+        .await
+        .expect("DEL");
+    assert_eq!(removed, 1, "the session key is where the test looks");
+    let r = app.get("/user/me").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        session_keys(&app).await.is_empty(),
+        "a session was recreated"
+    );
 }
 
 #[tokio::test]
@@ -404,6 +553,7 @@ async fn json_login_with_a_malformed_body_is_400() {
         .await
         .expect("post");
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_no_session_started(&app, &resp).await;
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["error"], "invalid_body");
 }
@@ -420,6 +570,7 @@ async fn login_with_an_unsupported_content_type_is_415() {
         .await
         .expect("post");
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_no_session_started(&app, &resp).await;
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["error"], "unsupported_media_type");
 }

@@ -29,6 +29,12 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// How long a test waits for something that must happen: generous, so a
+/// loaded machine never fails a test that is right, and a wait for
+/// something that never comes still ends. Never a claim about speed
+/// (benchmarks under `bench/` measure that).
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
 /// A per-test Redis prefix.
 pub fn test_prefix() -> String {
     format!("trovato-test:{}:", uuid::Uuid::now_v7().simple())
@@ -85,11 +91,17 @@ impl TestApp {
         }
     }
 
-    /// Starts a graceful shutdown and waits until the server has stopped.
-    pub async fn shut_down(&mut self) {
+    /// Starts a graceful shutdown without waiting for it: the listener
+    /// closes, in-flight requests go on.
+    pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Starts a graceful shutdown and waits until the server has stopped.
+    pub async fn shut_down(&mut self) {
+        self.begin_shutdown();
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
@@ -341,7 +353,8 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
 }
 
 /// Polls `check` every 50 ms until it returns true or `limit` passes;
-/// returns how long it took, or `None`.
+/// returns how long it took, or `None`. `limit` is patience (usually
+/// [`PATIENCE`]), not a claim: never assert on the time it took.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
 where
     F: FnMut() -> Fut,
