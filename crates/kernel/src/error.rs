@@ -30,8 +30,6 @@ pub enum AppError {
     Unauthenticated,
     #[error("{0}")]
     Forbidden(String),
-    #[error("missing or invalid CSRF token")]
-    Csrf,
     #[error("{0} not found")]
     NotFound(String),
     #[error("method not allowed")]
@@ -94,7 +92,6 @@ impl AppError {
             AppError::Validation { .. } => (S::UNPROCESSABLE_ENTITY, "validation_failed", false),
             AppError::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated", false),
             AppError::Forbidden(_) => (S::FORBIDDEN, "forbidden", false),
-            AppError::Csrf => (S::FORBIDDEN, "csrf_token_invalid", false),
             AppError::NotFound(_) => (S::NOT_FOUND, "not_found", false),
             AppError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed", false),
             AppError::Conflict(_) => (S::CONFLICT, "conflict", false),
@@ -119,6 +116,8 @@ impl AppError {
                 UserError::BuiltInRole(_) => (S::CONFLICT, "role_built_in", false),
                 UserError::AdministratorOnly => (S::FORBIDDEN, "forbidden", false),
                 UserError::LastAdministrator => (S::CONFLICT, "last_administrator", false),
+                UserError::CsrfTokenMissing => (S::FORBIDDEN, "csrf_token_missing", false),
+                UserError::CsrfTokenInvalid => (S::FORBIDDEN, "csrf_token_invalid", false),
                 UserError::Db(e) => Self::classify_db(e),
                 UserError::Kv(_) => (S::SERVICE_UNAVAILABLE, "redis_unavailable", true),
                 UserError::Hash(_) => (S::INTERNAL_SERVER_ERROR, "internal", true),

@@ -52,6 +52,13 @@ pub enum UserError {
     AdministratorOnly,
     #[error("the last active administrator keeps the administrator role")]
     LastAdministrator,
+    /// An unsafe request of a browser session (or a login form) without
+    /// its CSRF token.
+    #[error("this request needs the CSRF token: send it as X-CSRF-Token or the csrf_token form field")]
+    CsrfTokenMissing,
+    /// A CSRF token that is present but not the one expected.
+    #[error("the CSRF token does not match; reload the page or read it again from GET /user/me")]
+    CsrfTokenInvalid,
     #[error("password hashing failed: {0}")]
     Hash(String),
     #[error(transparent)]
