@@ -222,7 +222,6 @@ impl Default for PermissionCache {
     }
 }
 
-
 /// The value of cookie `name`, if the request carries it.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -442,10 +441,9 @@ async fn multipart_token(
 
 /// A body that could not be read: too large (the body limit) or broken.
 fn body_error(e: axum::Error) -> AppError {
-    let too_large = std::iter::successors(
-        Some(&e as &(dyn std::error::Error + 'static)),
-        |e| e.source(),
-    )
+    let too_large = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
     .any(|e| e.is::<http_body_util::LengthLimitError>());
     if too_large {
         AppError::PayloadTooLarge
@@ -479,10 +477,9 @@ pub async fn check_login_form_token(
     let Some(pre_session) = cookie(headers, CSRF_COOKIE) else {
         return Err(UserError::CsrfTokenInvalid.into());
     };
-    let Ok(tag) = base64::Engine::decode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        submitted,
-    ) else {
+    let Ok(tag) =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, submitted)
+    else {
         return Err(UserError::CsrfTokenInvalid.into());
     };
     login_mac(kv, &pre_session)

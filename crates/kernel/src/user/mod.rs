@@ -54,7 +54,9 @@ pub enum UserError {
     LastAdministrator,
     /// An unsafe request of a browser session (or a login form) without
     /// its CSRF token.
-    #[error("this request needs the CSRF token: send it as X-CSRF-Token or the csrf_token form field")]
+    #[error(
+        "this request needs the CSRF token: send it as X-CSRF-Token or the csrf_token form field"
+    )]
     CsrfTokenMissing,
     /// A CSRF token that is present but not the one expected.
     #[error("the CSRF token does not match; reload the page or read it again from GET /user/me")]

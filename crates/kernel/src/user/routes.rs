@@ -189,10 +189,9 @@ pub(crate) async fn login(
         BodyKind::Form => {
             let Form(body) = Form::<LoginForm>::from_request(req, &state).await?;
             match &account.session {
-                Some((_, s)) => access::verify(
-                    &s.csrf_token,
-                    body.csrf_token.as_deref().map(str::as_bytes),
-                )?,
+                Some((_, s)) => {
+                    access::verify(&s.csrf_token, body.csrf_token.as_deref().map(str::as_bytes))?
+                }
                 None => {
                     access::check_login_form_token(&state.kv, &headers, body.csrf_token.as_deref())
                         .await?;
@@ -208,14 +207,16 @@ pub(crate) async fn login(
                     );
                     Ok(resp)
                 }
-                Err(AppError::User(UserError::InvalidCredentials)) => render_login(
-                    &state,
-                    &account,
-                    &headers,
-                    StatusCode::UNAUTHORIZED,
-                    Some("Invalid user name or password."),
-                )
-                .await,
+                Err(AppError::User(UserError::InvalidCredentials)) => {
+                    render_login(
+                        &state,
+                        &account,
+                        &headers,
+                        StatusCode::UNAUTHORIZED,
+                        Some("Invalid user name or password."),
+                    )
+                    .await
+                }
                 Err(AppError::User(e @ UserError::TooManyLoginAttempts { .. })) => {
                     let message = format!("{}.", capitalised(&e.to_string()));
                     let mut resp = render_login(

@@ -91,13 +91,18 @@ fn request(
     if let Token::Header(t) = token {
         req = req.header("x-csrf-token", t);
     }
-    let json_text = target.json.as_ref().map_or("{}".to_owned(), Value::to_string);
+    let json_text = target
+        .json
+        .as_ref()
+        .map_or("{}".to_owned(), Value::to_string);
     let field = match token {
         Token::Field(t) => Some(t),
         _ => None,
     };
     match body {
-        Body::Json => req.header("content-type", "application/json").body(json_text),
+        Body::Json => req
+            .header("content-type", "application/json")
+            .body(json_text),
         Body::TextPlain => req.header("content-type", "text/plain").body(json_text),
         Body::Form => {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
@@ -326,10 +331,7 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
         ),
         ("PUT", "/api/stage/current") => {
             let stage = new_stage_with_an_item(app).await;
-            t(
-                "/api/stage/current".into(),
-                Some(json!({"stage": stage})),
-            )
+            t("/api/stage/current".into(), Some(json!({"stage": stage})))
         }
         ("POST", "/api/categories") => t(
             "/api/categories".into(),
@@ -436,8 +438,7 @@ async fn no_unsafe_method_is_served_on_a_route_path_beyond_the_route_table() {
 }
 
 #[tokio::test]
-async fn every_unsafe_route_refuses_a_session_request_without_a_valid_token_and_changes_nothing()
-{
+async fn every_unsafe_route_refuses_a_session_request_without_a_valid_token_and_changes_nothing() {
     let (app, other) = site().await;
     let session = sign_in(&app, "admin").await;
     let routes = guarded_routes();
@@ -521,10 +522,17 @@ async fn a_form_logout_with_the_token_in_the_form_ends_the_session() {
     let (app, other) = site().await;
     let target = target(&app, &Method::POST, "/user/logout", &other).await;
     let s = target.session.clone().expect("own session");
-    let r = request(&app, &Method::POST, &target, &s, Body::Form, Token::Field(&s.csrf))
-        .send()
-        .await
-        .expect("logout");
+    let r = request(
+        &app,
+        &Method::POST,
+        &target,
+        &s,
+        Body::Form,
+        Token::Field(&s.csrf),
+    )
+    .send()
+    .await
+    .expect("logout");
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(
         !trovato::user::session::exists(&app.state.kv, &s.cookie)
@@ -545,16 +553,26 @@ async fn the_handler_reads_the_body_the_csrf_rule_read_first() {
                           "fields": {"field_body": {"value": "text"}}})),
         session: None,
     };
-    let r = request(&app, &Method::POST, &target, &s, Body::Json, Token::Header(&s.csrf))
-        .send()
-        .await
-        .expect("create");
+    let r = request(
+        &app,
+        &Method::POST,
+        &target,
+        &s,
+        Body::Json,
+        Token::Header(&s.csrf),
+    )
+    .send()
+    .await
+    .expect("create");
     assert_eq!(r.status(), StatusCode::CREATED);
     let id = r.json::<Value>().await.expect("json")["id"]
         .as_str()
         .expect("id")
         .to_owned();
-    assert_eq!(app.item_title(&id, None).await.as_deref(), Some("whole body"));
+    assert_eq!(
+        app.item_title(&id, None).await.as_deref(),
+        Some("whole body")
+    );
     // The multipart body after its token part reaches the handler intact:
     // the items route refuses it as 415, not as a broken body.
     let r = request(
@@ -568,7 +586,12 @@ async fn the_handler_reads_the_body_the_csrf_rule_read_first() {
     .send()
     .await
     .expect("multipart");
-    error_body(r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
+    error_body(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -599,11 +622,7 @@ async fn a_multipart_token_after_the_first_part_is_not_looked_for() {
 
 #[tokio::test]
 async fn an_oversized_form_is_refused_as_413_by_the_csrf_rule_without_effect() {
-    let app = TestApp::spawn_with(
-        |c| c.max_body_bytes = 1024,
-        axum::Router::new(),
-    )
-    .await;
+    let app = TestApp::spawn_with(|c| c.max_body_bytes = 1024, axum::Router::new()).await;
     app.create_user("admin", PASSWORD, true).await;
     let s = sign_in(&app, "admin").await;
     let before = snapshot(&app).await;
@@ -612,9 +631,9 @@ async fn an_oversized_form_is_refused_as_413_by_the_csrf_rule_without_effect() {
         .post(app.url("/user/logout"))
         .header("cookie", format!("trovato_session={}", s.cookie))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(reqwest::Body::wrap_stream(futures::stream::once(async move {
-            Ok::<_, std::io::Error>(body)
-        })))
+        .body(reqwest::Body::wrap_stream(futures::stream::once(
+            async move { Ok::<_, std::io::Error>(body) },
+        )))
         .send()
         .await
         .expect("post");
@@ -642,8 +661,10 @@ async fn bearer_requests_need_no_csrf_token_even_with_a_session_cookie() {
         let mut req = reqwest::Client::new()
             .post(app.url("/api/items"))
             .bearer_auth(&bearer)
-            .json(&json!({"type": "article", "title": format!("by script {with_cookie}"),
-                          "fields": {"field_body": {"value": "text"}}}));
+            .json(
+                &json!({"type": "article", "title": format!("by script {with_cookie}"),
+                          "fields": {"field_body": {"value": "text"}}}),
+            );
         if with_cookie {
             req = req.header("cookie", format!("trovato_session={}", s.cookie));
         }

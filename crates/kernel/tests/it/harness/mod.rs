@@ -154,7 +154,11 @@ impl TestApp {
     /// The CSRF token of the session [`TestApp::login`] started (empty
     /// before any): what a page's script sends as `X-CSRF-Token`.
     pub fn csrf_token(&self) -> String {
-        self.csrf.lock().expect("csrf lock").clone().unwrap_or_default()
+        self.csrf
+            .lock()
+            .expect("csrf lock")
+            .clone()
+            .unwrap_or_default()
     }
 
     /// The value of this client's session cookie, if any.
