@@ -6,12 +6,14 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn;
+use axum::http::Method;
+use axum::middleware::{from_fn, from_fn_with_state};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
 
 use crate::state::AppState;
 use crate::{category, http, item, observe, openapi, page, plugin, stage, user};
@@ -39,6 +41,11 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         // Applied per route (innermost first), so each sees MatchedPath.
+        // CSRF sits inside the body limit, which bounds the form it reads.
+        .layer(from_fn_with_state(
+            user::access::CsrfRule::new(state.clone(), [user::routes::CSRF_EXEMPT]),
+            user::access::require_csrf,
+        ))
         .layer(CatchPanicLayer::custom(http::panic_response))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -54,6 +61,51 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// Routes the router serves that the OpenAPI document does not describe
+/// (HTML pages, and aliases the document leaves out).
+const UNDOCUMENTED_ROUTES: &[(Method, &str)] = &[
+    (Method::GET, "/"),
+    (Method::GET, "/user/login"),
+    (Method::GET, "/item/{id}"),
+    (Method::GET, "/items/{type}"),
+    (Method::POST, "/api/stages/{id}/publish"),
+];
+
+/// Every method and route template [`app`] serves: the operations of the
+/// OpenAPI document, declared with their handlers, plus
+/// [`UNDOCUMENTED_ROUTES`]. Sorted, without duplicates.
+pub fn route_table() -> Vec<(Method, String)> {
+    let doc = openapi::ApiDoc::openapi();
+    let mut routes: Vec<(Method, String)> = doc
+        .paths
+        .paths
+        .iter()
+        .flat_map(|(path, item)| {
+            [
+                (Method::GET, &item.get),
+                (Method::PUT, &item.put),
+                (Method::POST, &item.post),
+                (Method::DELETE, &item.delete),
+                (Method::OPTIONS, &item.options),
+                (Method::HEAD, &item.head),
+                (Method::PATCH, &item.patch),
+                (Method::TRACE, &item.trace),
+            ]
+            .into_iter()
+            .filter(|(_, op)| op.is_some())
+            .map(|(m, _)| (m, path.clone()))
+        })
+        .chain(
+            UNDOCUMENTED_ROUTES
+                .iter()
+                .map(|(m, p)| (m.clone(), (*p).to_owned())),
+        )
+        .collect();
+    routes.sort_by(|a, b| (&a.1, a.0.as_str()).cmp(&(&b.1, b.0.as_str())));
+    routes.dedup();
+    routes
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves. Then the

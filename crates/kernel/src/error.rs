@@ -42,8 +42,6 @@ pub enum AppError {
     Unauthenticated,
     #[error("{0}")]
     Forbidden(String),
-    #[error("missing or invalid CSRF token")]
-    Csrf,
     #[error("{0} not found")]
     NotFound(String),
     #[error("method not allowed")]
@@ -107,7 +105,6 @@ impl AppError {
             AppError::Validation { .. } => (S::UNPROCESSABLE_ENTITY, "validation_failed"),
             AppError::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated"),
             AppError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
-            AppError::Csrf => (S::FORBIDDEN, "csrf_token_invalid"),
             AppError::NotFound(_) => (S::NOT_FOUND, "not_found"),
             AppError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::Conflict(_) => (S::CONFLICT, "conflict"),

@@ -54,6 +54,15 @@ pub enum UserError {
     AdministratorOnly,
     #[error("the last active administrator keeps the administrator role")]
     LastAdministrator,
+    /// An unsafe request of a browser session (or a login form) without
+    /// its CSRF token.
+    #[error(
+        "this request needs the CSRF token: send it as X-CSRF-Token or the csrf_token form field"
+    )]
+    CsrfTokenMissing,
+    /// A CSRF token that is present but not the one expected.
+    #[error("the CSRF token does not match; reload the page or read it again from GET /user/me")]
+    CsrfTokenInvalid,
     #[error("password hashing failed: {0}")]
     Hash(String),
     #[error(transparent)]
@@ -91,6 +100,8 @@ impl HttpError for UserError {
             UserError::BuiltInRole(_) => (S::CONFLICT, "role_built_in"),
             UserError::AdministratorOnly => (S::FORBIDDEN, "forbidden"),
             UserError::LastAdministrator => (S::CONFLICT, "last_administrator"),
+            UserError::CsrfTokenMissing => (S::FORBIDDEN, "csrf_token_missing"),
+            UserError::CsrfTokenInvalid => (S::FORBIDDEN, "csrf_token_invalid"),
             UserError::Db(e) => e.status_code(),
             UserError::Kv(e) => e.status_code(),
             UserError::Hash(_) => (S::INTERNAL_SERVER_ERROR, "internal"),

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::access::{self, Account, CSRF_COOKIE};
+use super::access::{self, Account, CSRF_COOKIE, CsrfExempt};
 use super::{User, UserError, flood, password, session};
 use crate::error::{AppError, ErrorBody};
 use crate::http::{BodyKind, body_kind};
@@ -22,6 +22,15 @@ pub fn router() -> Router<AppState> {
         .route("/user/logout", post(logout))
         .route("/user/me", get(me))
 }
+
+/// Routes of this router that the CSRF rule leaves alone.
+pub const CSRF_EXEMPT: &[CsrfExempt] = &[CsrfExempt {
+    method: "POST",
+    path: "/user/login",
+    reason: "no session to take a token from yet: the form's token is checked against the \
+             pre-session cookie by the handler, and a JSON body cannot be sent cross-site \
+             without a CORS preflight the kernel never grants",
+}];
 
 /// JSON login body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -37,11 +46,6 @@ struct LoginForm {
     password: String,
     csrf_token: Option<String>,
     destination: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct LogoutForm {
-    csrf_token: Option<String>,
 }
 
 /// The signed-in account.
@@ -99,10 +103,13 @@ async fn login_page(
     account: Account,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    render_login(&state, &account, &headers, StatusCode::OK, None)
+    render_login(&state, &account, &headers, StatusCode::OK, None).await
 }
 
-fn render_login(
+/// The login page. Signed in, its logout form carries the session's token;
+/// signed out, the login form carries the token bound to the `trovato_csrf`
+/// cookie (set here when the browser has none).
+async fn render_login(
     state: &AppState,
     account: &Account,
     headers: &HeaderMap,
@@ -110,11 +117,15 @@ fn render_login(
     error: Option<&str>,
 ) -> Result<Response, AppError> {
     let (csrf, new_cookie) = match &account.session {
-        Some((_, s)) => (s.csrf_token.clone(), false),
-        None => match access::cookie(headers, CSRF_COOKIE) {
-            Some(c) if c.len() >= 32 => (c, false),
-            _ => (session::random_token(), true),
-        },
+        Some((_, s)) => (s.csrf_token.clone(), None),
+        None => {
+            let (pre_session, new) = match access::cookie(headers, CSRF_COOKIE) {
+                Some(c) if c.len() >= 32 => (c, false),
+                _ => (session::random_token(), true),
+            };
+            let token = access::login_form_token(&state.kv, &pre_session).await?;
+            (token, new.then_some(pre_session))
+        }
     };
     let html = state.templates.render(
         "login.html",
@@ -125,10 +136,10 @@ fn render_login(
         },
     )?;
     let mut resp = (status, Html(html)).into_response();
-    if new_cookie {
+    if let Some(pre_session) = new_cookie {
         resp.headers_mut().append(
             header::SET_COOKIE,
-            cookie_header(CSRF_COOKIE, &csrf, secure(state, headers), false),
+            cookie_header(CSRF_COOKIE, &pre_session, secure(state, headers), false),
         );
     }
     Ok(resp)
@@ -177,7 +188,15 @@ pub(crate) async fn login(
         }
         BodyKind::Form => {
             let Form(body) = Form::<LoginForm>::from_request(req, &state).await?;
-            account.check_csrf(&headers, body.csrf_token.as_deref())?;
+            match &account.session {
+                Some((_, s)) => {
+                    access::verify(&s.csrf_token, body.csrf_token.as_deref().map(str::as_bytes))?
+                }
+                None => {
+                    access::check_login_form_token(&state.kv, &headers, body.csrf_token.as_deref())
+                        .await?;
+                }
+            }
             match authenticate(&state, &account, client, &body.name, &body.password).await {
                 Ok((token, _)) => {
                     let mut resp =
@@ -195,7 +214,8 @@ pub(crate) async fn login(
                         &headers,
                         StatusCode::UNAUTHORIZED,
                         Some("Invalid user name or password."),
-                    ),
+                    )
+                    .await,
                     Some(e @ UserError::TooManyLoginAttempts { .. }) => {
                         let message = format!("{}.", capitalised(&e.to_string()));
                         let mut resp = render_login(
@@ -204,7 +224,8 @@ pub(crate) async fn login(
                             &headers,
                             StatusCode::TOO_MANY_REQUESTS,
                             Some(&message),
-                        )?;
+                        )
+                        .await?;
                         if let Some(secs) = e.retry_after_secs() {
                             resp.headers_mut()
                                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -272,36 +293,26 @@ async fn authenticate(
     Ok((token, account))
 }
 
-/// End the current session.
+/// End the current session. Like every unsafe request of a session, it
+/// needs the session's CSRF token (header or form field).
 #[utoipa::path(
     post, path = "/user/logout", tag = "user",
     responses(
         (status = 204, description = "Logged out; the session is gone"),
         (status = 303, description = "Form logout; redirect to /"),
         (status = 401, description = "Not logged in with a session", body = ErrorBody),
-        (status = 403, description = "Form post without a valid CSRF token", body = ErrorBody),
+        (status = 403, description = "Without the session's CSRF token", body = ErrorBody),
     )
 )]
 pub(crate) async fn logout(
     State(state): State<AppState>,
     account: Account,
     headers: HeaderMap,
-    req: Request,
 ) -> Result<Response, AppError> {
     let Some((token, _)) = &account.session else {
         return Err(AppError::Unauthenticated);
     };
     let is_form = body_kind(&headers) == BodyKind::Form;
-    if is_form {
-        let Form(body) = Form::<LogoutForm>::from_request(req, &state).await?;
-        account.check_csrf(&headers, body.csrf_token.as_deref())?;
-    } else {
-        // Script clients using the cookie must prove same origin.
-        let header_token = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-        if body_kind(&headers) != BodyKind::Json || header_token.is_some() {
-            account.check_csrf(&headers, header_token)?;
-        }
-    }
     session::destroy(&state.kv, token).await?;
     let clear = cookie_header(session::COOKIE, "", secure(&state, &headers), true);
     let mut resp = if is_form {

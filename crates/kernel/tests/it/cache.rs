@@ -386,14 +386,15 @@ async fn cache_metrics_are_exported() {
     }
 }
 
-async fn sign_in(client: &reqwest::Client, base: &str) {
+/// Logs `client` in as admin; returns the session's CSRF token.
+async fn sign_in(client: &reqwest::Client, base: &str) -> String {
     let r = client
         .post(format!("{base}/user/login"))
         .json(&json!({"name": "admin", "password": PASSWORD}))
         .send()
         .await
         .expect("login");
-    assert_eq!(r.status(), StatusCode::OK);
+    crate::harness::content::csrf_of(r).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,9 +417,10 @@ async fn an_update_through_one_process_is_served_by_the_other_long_before_its_l1
     .expect("admin");
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let client = crate::harness::client();
-    sign_in(&client, &a.url("")).await;
+    let csrf = sign_in(&client, &a.url("")).await;
     let r = client
         .post(a.url("/api/item-types"))
+        .header("x-csrf-token", &csrf)
         .json(
             &json!({"type": "article", "label": "Article", "description": "",
                       "has_title": true, "title_label": "Title", "plugin": "kernel", "fields": []}),
@@ -429,6 +431,7 @@ async fn an_update_through_one_process_is_served_by_the_other_long_before_its_l1
     assert_eq!(r.status(), StatusCode::CREATED);
     let item: Value = client
         .post(a.url("/api/items"))
+        .header("x-csrf-token", &csrf)
         .json(&json!({"type": "article", "title": "Old"}))
         .send()
         .await
@@ -457,6 +460,7 @@ async fn an_update_through_one_process_is_served_by_the_other_long_before_its_l1
         let title = format!("New {round}");
         let r = client
             .put(a.url(&format!("/api/items/{id}")))
+            .header("x-csrf-token", &csrf)
             .json(&json!({"title": title}))
             .send()
             .await

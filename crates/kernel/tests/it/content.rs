@@ -205,7 +205,7 @@ async fn deleted_item_is_gone_from_database_cache_and_listing() {
 }
 
 #[tokio::test]
-async fn delete_by_session_without_csrf_header_or_json_is_403() {
+async fn delete_by_session_without_csrf_token_is_403() {
     let app = TestApp::spawn_with_articles().await;
     let item = app.create_item("Kept", None).await;
     let id = item["id"].as_str().expect("id");
@@ -215,7 +215,7 @@ async fn delete_by_session_without_csrf_header_or_json_is_403() {
         .send()
         .await
         .expect("DELETE");
-    error_body(r, StatusCode::FORBIDDEN, "csrf_token_invalid").await;
+    error_body(r, StatusCode::FORBIDDEN, "csrf_token_missing").await;
     assert_eq!(item_count(&app).await, 1);
 }
 
@@ -300,14 +300,18 @@ async fn unpublished_items_are_visible_to_their_author_and_administrators_only()
     app.create_user("other", PASSWORD, false).await;
 
     let author = crate::harness::client();
-    author
-        .post(app.url("/user/login"))
-        .json(&json!({"name": "author", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login");
+    let author_csrf = crate::harness::content::csrf_of(
+        author
+            .post(app.url("/user/login"))
+            .json(&json!({"name": "author", "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login"),
+    )
+    .await;
     let r = author
         .post(app.url("/api/items"))
+        .header("x-csrf-token", &author_csrf)
         .json(
             &json!({"type": "article", "title": "Draft", "status": "unpublished",
                       "fields": {"field_body": {"value": "x"}}}),
@@ -336,18 +340,22 @@ async fn unpublished_items_are_visible_to_their_author_and_administrators_only()
         .expect("GET");
     error_body(anon_page, StatusCode::NOT_FOUND, "item_not_found").await;
     let other = crate::harness::client();
-    other
-        .post(app.url("/user/login"))
-        .json(&json!({"name": "other", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login");
+    let other_csrf = crate::harness::content::csrf_of(
+        other
+            .post(app.url("/user/login"))
+            .json(&json!({"name": "other", "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login"),
+    )
+    .await;
     let r = other.get(app.url(&path)).send().await.expect("GET");
     error_body(r, StatusCode::NOT_FOUND, "item_not_found").await;
 
     // Publishing it makes it public; another author may still not edit it.
     let r = author
         .put(app.url(&path))
+        .header("x-csrf-token", &author_csrf)
         .json(&json!({"status": "published"}))
         .send()
         .await
@@ -361,6 +369,7 @@ async fn unpublished_items_are_visible_to_their_author_and_administrators_only()
     assert_eq!(anon.status(), StatusCode::OK);
     let r = other
         .put(app.url(&path))
+        .header("x-csrf-token", &other_csrf)
         .json(&json!({"title": "Hijacked"}))
         .send()
         .await

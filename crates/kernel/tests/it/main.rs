@@ -7,6 +7,7 @@ mod cache;
 mod category;
 mod cli;
 mod content;
+mod csrf;
 mod embedded;
 mod errors;
 mod faults;

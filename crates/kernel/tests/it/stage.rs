@@ -245,12 +245,15 @@ async fn stages_are_for_editors_only() {
     let app = app_with_stage().await;
     app.create_user("visitor", PASSWORD, false).await;
     let visitor = crate::harness::client();
-    visitor
-        .post(app.url("/user/login"))
-        .json(&json!({"name": "visitor", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login");
+    let visitor_csrf = crate::harness::content::csrf_of(
+        visitor
+            .post(app.url("/user/login"))
+            .json(&json!({"name": "visitor", "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login"),
+    )
+    .await;
     let r = visitor
         .get(app.url("/api/items?stage=draft"))
         .send()
@@ -260,6 +263,7 @@ async fn stages_are_for_editors_only() {
     let r = visitor
         .post(app.url("/stage/draft/publish"))
         .header("content-type", "application/json")
+        .header("x-csrf-token", &visitor_csrf)
         .send()
         .await
         .expect("POST");
@@ -375,9 +379,11 @@ async fn a_stage_edit_waits_for_a_publish_in_progress_instead_of_being_lost() {
     let edit = tokio::spawn({
         let client = app.client.clone();
         let url = app.url(&format!("/api/items/{id}?stage=draft"));
+        let csrf = app.csrf_token();
         async move {
             client
                 .put(url)
+                .header("x-csrf-token", csrf)
                 .json(&json!({"title": "Draft title"}))
                 .send()
                 .await

@@ -200,7 +200,8 @@ async fn form_login_without_csrf_token_is_403_and_starts_no_session() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_no_session_started(&app, &resp).await;
     let body: Value = resp.json().await.expect("json");
-    assert_eq!(body["error"], "csrf_token_invalid");
+    assert_eq!(body["error"], "csrf_token_missing");
+    assert_eq!(app.get("/user/me").await.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -285,7 +286,7 @@ async fn form_login_with_wrong_password_shows_the_form_again_with_401() {
 }
 
 #[tokio::test]
-async fn login_page_sets_the_csrf_cookie_its_form_submits() {
+async fn login_page_sets_the_csrf_cookie_its_form_token_is_bound_to() {
     let app = TestApp::spawn().await;
     let resp = app.get("/user/login").await;
     let cookie = resp
@@ -295,7 +296,7 @@ async fn login_page_sets_the_csrf_cookie_its_form_submits() {
         .expect("CSRF cookie");
     let html = resp.text().await.expect("html");
     assert!(html.contains("name=\"password\""), "{html}");
-    assert_eq!(csrf_from_html(&html), cookie);
+    assert_ne!(csrf_from_html(&html), cookie);
     assert!(cookie.len() >= 32, "{cookie}");
 }
 
@@ -309,6 +310,7 @@ async fn logout_deletes_the_session_from_redis() {
     let out = app
         .client
         .post(app.url("/user/logout"))
+        .header("x-csrf-token", app.csrf_token())
         .json(&serde_json::json!({}))
         .send()
         .await

@@ -45,11 +45,13 @@ impl TestApp {
         user
     }
 
-    /// A JSON request with this app's (cookie-keeping) client.
+    /// A JSON request with this app's (cookie-keeping) client, carrying the
+    /// session's CSRF token as a page's script would.
     pub fn json_request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
         self.client
             .request(method, self.url(path))
             .header("content-type", "application/json")
+            .header("x-csrf-token", self.csrf_token())
     }
 
     pub async fn create_item_type(&self, name: &str, fields: Value) -> Response {
@@ -163,6 +165,14 @@ impl TestApp {
             .await
             .expect("grant permission");
     }
+}
+
+/// The CSRF token a JSON login hands to scripts (they send it as
+/// `X-CSRF-Token` with every write).
+pub async fn csrf_of(login: Response) -> String {
+    assert_eq!(login.status(), StatusCode::OK);
+    let me: Value = login.json().await.expect("login JSON");
+    me["csrf_token"].as_str().expect("csrf_token").to_owned()
 }
 
 /// Asserts the JSON error shape and returns the body.

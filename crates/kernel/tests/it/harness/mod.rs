@@ -24,6 +24,8 @@ pub struct TestApp {
     pub state: AppState,
     /// A client with a cookie store (a browser, in effect).
     pub client: reqwest::Client,
+    /// The CSRF token of the client's session, after [`TestApp::login`].
+    csrf: Mutex<Option<String>>,
     db_name: String,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -85,6 +87,7 @@ impl TestApp {
             addr,
             state,
             client: client(),
+            csrf: Mutex::new(None),
             db_name,
             shutdown: Some(tx),
             server: Some(server),
@@ -135,14 +138,37 @@ impl TestApp {
         .expect("create user")
     }
 
-    /// Logs in with the JSON API using this app's cookie-keeping client.
+    /// Logs in with the JSON API using this app's cookie-keeping client,
+    /// and remembers the session's CSRF token for [`TestApp::csrf_token`].
     pub async fn login(&self, name: &str, password: &str) -> reqwest::Response {
-        self.client
+        let resp = self
+            .client
             .post(self.url("/user/login"))
             .json(&serde_json::json!({"name": name, "password": password}))
             .send()
             .await
-            .expect("POST /user/login")
+            .expect("POST /user/login");
+        if let Some(token) = self.session_token(&resp) {
+            let session = trovato::user::session::load(
+                &self.state.kv,
+                &token,
+                self.state.config.session_idle_timeout,
+            )
+            .await
+            .expect("redis");
+            *self.csrf.lock().expect("csrf lock") = session.map(|s| s.csrf_token);
+        }
+        resp
+    }
+
+    /// The CSRF token of the session [`TestApp::login`] started (empty
+    /// before any): what a page's script sends as `X-CSRF-Token`.
+    pub fn csrf_token(&self) -> String {
+        self.csrf
+            .lock()
+            .expect("csrf lock")
+            .clone()
+            .unwrap_or_default()
     }
 
     /// The value of this client's session cookie, if any.

@@ -1,0 +1,834 @@
+//! CSRF: every unsafe route of the router, enumerated from the kernel's own
+//! route table, refuses a browser session's request without its token
+//! whatever the body, accepts it with the token, and leaves bearer requests
+//! alone; the login form's token is bound to its cookie.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::harness::TestApp;
+use crate::harness::content::{PASSWORD, error_body};
+
+const BOUNDARY: &str = "csrf-test-boundary";
+
+/// A browser session held explicitly: its cookie and its CSRF token.
+#[derive(Clone)]
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+/// Logs `name` in with the JSON API on a fresh client (no cookie store).
+async fn sign_in(app: &TestApp, name: &str) -> Session {
+    let resp = reqwest::Client::new()
+        .post(app.url("/user/login"))
+        .json(&json!({"name": name, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cookie = app.session_token(&resp).expect("session cookie");
+    let me: Value = resp.json().await.expect("me");
+    Session {
+        cookie,
+        csrf: me["csrf_token"].as_str().expect("csrf token").to_owned(),
+    }
+}
+
+/// How a request carries (or not) a token, and in what body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    Json,
+    Form,
+    Multipart,
+    TextPlain,
+    None,
+}
+
+const BODIES: [Body; 5] = [
+    Body::Json,
+    Body::Form,
+    Body::Multipart,
+    Body::TextPlain,
+    Body::None,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token<'a> {
+    Absent,
+    Header(&'a str),
+    /// In the body: the urlencoded field or the first multipart part.
+    Field(&'a str),
+}
+
+/// A concrete request for one route: path and a JSON body that succeeds.
+struct Target {
+    path: String,
+    json: Option<Value>,
+    /// The session to send it with, when not the shared one (logout).
+    session: Option<Session>,
+}
+
+fn request(
+    app: &TestApp,
+    method: &Method,
+    target: &Target,
+    session: &Session,
+    body: Body,
+    token: Token<'_>,
+) -> reqwest::RequestBuilder {
+    let mut req = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .request(method.clone(), app.url(&target.path))
+        .header(
+            "cookie",
+            format!("{}={}", trovato::user::session::COOKIE, session.cookie),
+        );
+    if let Token::Header(t) = token {
+        req = req.header("x-csrf-token", t);
+    }
+    let json_text = target
+        .json
+        .as_ref()
+        .map_or("{}".to_owned(), Value::to_string);
+    let field = match token {
+        Token::Field(t) => Some(t),
+        _ => None,
+    };
+    match body {
+        Body::Json => req
+            .header("content-type", "application/json")
+            .body(json_text),
+        Body::TextPlain => req.header("content-type", "text/plain").body(json_text),
+        Body::Form => {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            if let Some(t) = field {
+                form.append_pair("csrf_token", t);
+            }
+            form.append_pair("title", "from a form");
+            req.header("content-type", "application/x-www-form-urlencoded")
+                .body(form.finish())
+        }
+        Body::Multipart => {
+            let mut text = String::new();
+            if let Some(t) = field {
+                text.push_str(&format!(
+                    "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{t}\r\n"
+                ));
+            }
+            text.push_str(&format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\
+                 Content-Type: text/plain\r\n\r\n{}\r\n--{BOUNDARY}--\r\n",
+                "x".repeat(40_000)
+            ));
+            req.header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(text)
+        }
+        Body::None => req,
+    }
+}
+
+/// Everything a request could have changed: every table's rows and every
+/// Redis key of this kernel (sessions, the session's stage, cache).
+async fn snapshot(app: &TestApp) -> (Vec<(String, Option<String>)>, Vec<(String, Vec<u8>)>) {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .fetch_all(&app.state.db)
+    .await
+    .expect("tables");
+    let mut rows = Vec::new();
+    for t in tables {
+        let digest: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM \"{t}\" t"
+        ))
+        .fetch_one(&app.state.db)
+        .await
+        .expect("table digest");
+        rows.push((t, digest));
+    }
+    let kv = &app.state.kv;
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = kv
+            .query(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{}*", kv.prefix()))
+                    .arg("COUNT")
+                    .arg(1000),
+            )
+            .await
+            .expect("scan");
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    keys.sort();
+    let mut values = Vec::new();
+    for k in keys {
+        let v: Option<Vec<u8>> = kv.query(redis::cmd("DUMP").arg(&k)).await.expect("dump");
+        values.push((k, v.unwrap_or_default()));
+    }
+    (rows, values)
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn unique(stem: &str) -> String {
+    format!("{stem}{}", SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn created(resp: reqwest::Response) -> Value {
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    resp.json().await.expect("json")
+}
+
+async fn new_item(app: &TestApp, stage: Option<&str>) -> String {
+    app.create_item(&unique("item "), stage).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
+async fn new_role(app: &TestApp) -> String {
+    let name = unique("role_");
+    created(
+        app.json_request(Method::POST, "/api/roles")
+            .json(&json!({"name": name, "label": "Role"}))
+            .send()
+            .await
+            .expect("role"),
+    )
+    .await;
+    name
+}
+
+async fn new_type(app: &TestApp) -> String {
+    let name = unique("type_");
+    let r = app.create_item_type(&name, json!([])).await;
+    created(r).await;
+    name
+}
+
+async fn new_category(app: &TestApp) -> String {
+    let id = unique("cat_");
+    created(
+        app.json_request(Method::POST, "/api/categories")
+            .json(&json!({"id": id, "label": "Tags"}))
+            .send()
+            .await
+            .expect("category"),
+    )
+    .await;
+    id
+}
+
+async fn new_term(app: &TestApp) -> String {
+    let category = new_category(app).await;
+    created(
+        app.json_request(Method::POST, &format!("/api/categories/{category}/terms"))
+            .json(&json!({"name": "term"}))
+            .send()
+            .await
+            .expect("term"),
+    )
+    .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
+/// A stage with one item in it, so publishing it changes live.
+async fn new_stage_with_an_item(app: &TestApp) -> String {
+    let id = unique("stage_");
+    assert_eq!(app.create_stage(&id).await.status(), StatusCode::CREATED);
+    new_item(app, Some(&id)).await;
+    id
+}
+
+fn type_body(name: &str) -> Value {
+    json!({"type": name, "label": "Renamed", "description": "", "has_title": true,
+           "title_label": "Title", "plugin": "kernel", "fields": []})
+}
+
+/// A fresh request for `method template` that succeeds with a valid token.
+/// A route without an entry here fails the test: every unsafe route the
+/// kernel declares must be exercised.
+async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str) -> Target {
+    let t = |path: String, json: Option<Value>| Target {
+        path,
+        json,
+        session: None,
+    };
+    match (method.as_str(), template) {
+        ("POST", "/user/logout") => Target {
+            path: "/user/logout".into(),
+            json: None,
+            session: Some(sign_in(app, "admin").await),
+        },
+        ("POST", "/api/roles") => t(
+            "/api/roles".into(),
+            Some(json!({"name": unique("role_"), "label": "Role"})),
+        ),
+        ("PUT", "/api/roles/{name}") => t(
+            format!("/api/roles/{}", new_role(app).await),
+            Some(json!({"label": "Renamed", "permissions": ["access content"]})),
+        ),
+        ("DELETE", "/api/roles/{name}") => t(format!("/api/roles/{}", new_role(app).await), None),
+        ("PUT", "/api/users/{id}/roles") => {
+            let role = new_role(app).await;
+            t(
+                format!("/api/users/{other_user}/roles"),
+                Some(json!({"roles": [role]})),
+            )
+        }
+        ("POST", "/api/item-types") => {
+            let name = unique("type_");
+            t("/api/item-types".into(), Some(type_body(&name)))
+        }
+        ("PUT", "/api/item-types/{type}") => {
+            let name = new_type(app).await;
+            t(format!("/api/item-types/{name}"), Some(type_body(&name)))
+        }
+        ("DELETE", "/api/item-types/{type}") => {
+            t(format!("/api/item-types/{}", new_type(app).await), None)
+        }
+        ("POST", "/api/items") => t(
+            "/api/items".into(),
+            Some(json!({"type": "article", "title": "created",
+                        "fields": {"field_body": {"value": "text"}}})),
+        ),
+        ("PUT", "/api/items/{id}") => t(
+            format!("/api/items/{}", new_item(app, None).await),
+            Some(json!({"title": "renamed"})),
+        ),
+        ("DELETE", "/api/items/{id}") => {
+            t(format!("/api/items/{}", new_item(app, None).await), None)
+        }
+        ("POST", "/api/stages") => t(
+            "/api/stages".into(),
+            Some(json!({"id": unique("stage_"), "label": "Stage"})),
+        ),
+        ("POST", "/stage/{id}/publish") => t(
+            format!("/stage/{}/publish", new_stage_with_an_item(app).await),
+            None,
+        ),
+        ("POST", "/api/stages/{id}/publish") => t(
+            format!("/api/stages/{}/publish", new_stage_with_an_item(app).await),
+            None,
+        ),
+        ("PUT", "/api/stage/current") => {
+            let stage = new_stage_with_an_item(app).await;
+            t("/api/stage/current".into(), Some(json!({"stage": stage})))
+        }
+        ("POST", "/api/categories") => t(
+            "/api/categories".into(),
+            Some(json!({"id": unique("cat_"), "label": "Tags"})),
+        ),
+        ("PUT", "/api/categories/{id}") => t(
+            format!("/api/categories/{}", new_category(app).await),
+            Some(json!({"label": "Topics"})),
+        ),
+        ("DELETE", "/api/categories/{id}") => {
+            t(format!("/api/categories/{}", new_category(app).await), None)
+        }
+        ("POST", "/api/categories/{id}/terms") => t(
+            format!("/api/categories/{}/terms", new_category(app).await),
+            Some(json!({"name": "term"})),
+        ),
+        ("PUT", "/api/terms/{id}") => t(
+            format!("/api/terms/{}", new_term(app).await),
+            Some(json!({"name": "renamed"})),
+        ),
+        ("DELETE", "/api/terms/{id}") => t(format!("/api/terms/{}", new_term(app).await), None),
+        (m, p) => panic!("no request for {m} {p}: add one to csrf.rs"),
+    }
+}
+
+/// The unsafe routes the kernel serves and the CSRF rule covers.
+fn guarded_routes() -> Vec<(Method, String)> {
+    trovato::app::route_table()
+        .into_iter()
+        .filter(|(m, _)| !m.is_safe())
+        .filter(|(m, p)| {
+            !trovato::user::routes::CSRF_EXEMPT
+                .iter()
+                .any(|e| e.method == m.as_str() && e.path == p)
+        })
+        .collect()
+}
+
+/// A kernel with the article type, signed in as `admin` (the harness
+/// client), and another user whose roles can be set.
+async fn site() -> (TestApp, String) {
+    let app = TestApp::spawn_with_articles().await;
+    let other = app.create_user("other", PASSWORD, false).await;
+    (app, other.id.to_string())
+}
+
+#[test]
+fn the_route_table_lists_every_write_route_and_the_exempt_login() {
+    let routes = trovato::app::route_table();
+    for (m, p) in [
+        (Method::POST, "/user/login"),
+        (Method::POST, "/user/logout"),
+        (Method::POST, "/api/items"),
+        (Method::DELETE, "/api/items/{id}"),
+        (Method::POST, "/api/stages/{id}/publish"),
+        (Method::PUT, "/api/stage/current"),
+        (Method::GET, "/user/login"),
+    ] {
+        assert!(
+            routes.iter().any(|(rm, rp)| *rm == m && rp == p),
+            "{m} {p} missing from {routes:?}"
+        );
+    }
+    // Every exemption names a route that exists.
+    for e in trovato::user::routes::CSRF_EXEMPT {
+        assert!(
+            routes
+                .iter()
+                .any(|(m, p)| m.as_str() == e.method && p == e.path),
+            "stale exemption {e:?}"
+        );
+        assert!(!e.reason.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn no_unsafe_method_is_served_on_a_route_path_beyond_the_route_table() {
+    let (app, other) = site().await;
+    let routes = trovato::app::route_table();
+    let mut paths: Vec<&str> = routes.iter().map(|(_, p)| p.as_str()).collect();
+    paths.dedup();
+    for template in paths {
+        let concrete = template
+            .replace("{id}", &other)
+            .replace("{name}", "editor")
+            .replace("{type}", "article");
+        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            if routes.iter().any(|(m, p)| *m == method && p == template) {
+                continue;
+            }
+            // No cookie: the CSRF rule does not apply, the router answers.
+            let r = reqwest::Client::new()
+                .request(method.clone(), app.url(&concrete))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(
+                r.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {template} is served but not in the route table"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_unsafe_route_refuses_a_session_request_without_a_valid_token_and_changes_nothing() {
+    let (app, other) = site().await;
+    let session = sign_in(&app, "admin").await;
+    let routes = guarded_routes();
+    assert!(routes.len() >= 20, "{routes:?}");
+    for (method, template) in &routes {
+        let target = target(&app, method, template, &other).await;
+        let session = target.session.clone().unwrap_or_else(|| session.clone());
+        let before = snapshot(&app).await;
+        for body in BODIES {
+            let mut cases = vec![
+                (Token::Absent, "csrf_token_missing"),
+                (Token::Header(""), "csrf_token_missing"),
+                (Token::Header("wrong"), "csrf_token_invalid"),
+                // A token that is right for another session is wrong here.
+                (Token::Header(&session.cookie), "csrf_token_invalid"),
+            ];
+            if matches!(body, Body::Form | Body::Multipart) {
+                cases.push((Token::Field("wrong"), "csrf_token_invalid"));
+            }
+            for (token, code) in cases {
+                let r = request(&app, method, &target, &session, body, token)
+                    .send()
+                    .await
+                    .expect("request");
+                let what = format!("{method} {} {body:?} {token:?}", target.path);
+                assert_eq!(r.status(), StatusCode::FORBIDDEN, "{what}");
+                let v: Value = r.json().await.expect("JSON error");
+                assert_eq!(v["error"], code, "{what}: {v}");
+                assert!(v["message"].is_string(), "{what}: {v}");
+                assert_eq!(snapshot(&app).await, before, "{what} changed something");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_unsafe_route_accepts_a_session_request_with_its_token() {
+    let (app, other) = site().await;
+    let session = sign_in(&app, "admin").await;
+    for (method, template) in guarded_routes() {
+        // The JSON request (or the bodiless one) with the header token
+        // succeeds and has its effect.
+        let target = target(&app, &method, &template, &other).await;
+        let s = target.session.clone().unwrap_or_else(|| session.clone());
+        let body = if target.json.is_some() {
+            Body::Json
+        } else {
+            Body::None
+        };
+        let before = snapshot(&app).await;
+        let r = request(&app, &method, &target, &s, body, Token::Header(&s.csrf))
+            .send()
+            .await
+            .expect("request");
+        let what = format!("{method} {}", target.path);
+        assert!(r.status().is_success(), "{what}: {:?}", r.text().await);
+        assert_ne!(snapshot(&app).await, before, "{what} had no effect");
+
+        // The token in a form field or a multipart body's first part
+        // passes the rule too: whatever the handler answers, it is not a
+        // CSRF refusal.
+        for body in [Body::Form, Body::Multipart] {
+            let target = self::target(&app, &method, &template, &other).await;
+            let s = target.session.clone().unwrap_or_else(|| session.clone());
+            let r = request(&app, &method, &target, &s, body, Token::Field(&s.csrf))
+                .send()
+                .await
+                .expect("request");
+            let status = r.status();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            assert!(
+                !v["error"].as_str().unwrap_or("").starts_with("csrf_"),
+                "{what} {body:?}: {status} {v}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_form_logout_with_the_token_in_the_form_ends_the_session() {
+    let (app, other) = site().await;
+    let target = target(&app, &Method::POST, "/user/logout", &other).await;
+    let s = target.session.clone().expect("own session");
+    let r = request(
+        &app,
+        &Method::POST,
+        &target,
+        &s,
+        Body::Form,
+        Token::Field(&s.csrf),
+    )
+    .send()
+    .await
+    .expect("logout");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        !trovato::user::session::exists(&app.state.kv, &s.cookie)
+            .await
+            .expect("redis")
+    );
+}
+
+#[tokio::test]
+async fn the_handler_reads_the_body_the_csrf_rule_read_first() {
+    let (app, _) = site().await;
+    let s = sign_in(&app, "admin").await;
+    // A JSON body after a header token, and the same fields as a form
+    // after a form token: the handler still sees them whole.
+    let target = Target {
+        path: "/api/items".into(),
+        json: Some(json!({"type": "article", "title": "whole body",
+                          "fields": {"field_body": {"value": "text"}}})),
+        session: None,
+    };
+    let r = request(
+        &app,
+        &Method::POST,
+        &target,
+        &s,
+        Body::Json,
+        Token::Header(&s.csrf),
+    )
+    .send()
+    .await
+    .expect("create");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        app.item_title(&id, None).await.as_deref(),
+        Some("whole body")
+    );
+    // The multipart body after its token part reaches the handler intact:
+    // the items route refuses it as 415, not as a broken body.
+    let r = request(
+        &app,
+        &Method::POST,
+        &target,
+        &s,
+        Body::Multipart,
+        Token::Field(&s.csrf),
+    )
+    .send()
+    .await
+    .expect("multipart");
+    error_body(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_multipart_token_after_the_first_part_is_not_looked_for() {
+    let (app, _) = site().await;
+    let s = sign_in(&app, "admin").await;
+    let before = snapshot(&app).await;
+    let body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nx\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{}\r\n\
+         --{BOUNDARY}--\r\n",
+        s.csrf
+    );
+    let r = reqwest::Client::new()
+        .post(app.url("/api/items"))
+        .header("cookie", format!("trovato_session={}", s.cookie))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    error_body(r, StatusCode::FORBIDDEN, "csrf_token_missing").await;
+    assert_eq!(snapshot(&app).await, before);
+}
+
+#[tokio::test]
+async fn an_oversized_form_is_refused_as_413_by_the_csrf_rule_without_effect() {
+    let app = TestApp::spawn_with(|c| c.max_body_bytes = 1024, axum::Router::new()).await;
+    app.create_user("admin", PASSWORD, true).await;
+    let s = sign_in(&app, "admin").await;
+    let before = snapshot(&app).await;
+    let body = format!("csrf_token={}&title={}", s.csrf, "x".repeat(4096));
+    let r = reqwest::Client::new()
+        .post(app.url("/user/logout"))
+        .header("cookie", format!("trovato_session={}", s.cookie))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(reqwest::Body::wrap_stream(futures::stream::once(
+            async move { Ok::<_, std::io::Error>(body) },
+        )))
+        .send()
+        .await
+        .expect("post");
+    error_body(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    assert_eq!(snapshot(&app).await, before);
+    assert!(
+        trovato::user::session::exists(&app.state.kv, &s.cookie)
+            .await
+            .expect("redis")
+    );
+}
+
+#[tokio::test]
+async fn bearer_requests_need_no_csrf_token_even_with_a_session_cookie() {
+    let (app, _) = site().await;
+    let admin = trovato::user::find_by_name(&app.state.db, "admin")
+        .await
+        .expect("db")
+        .expect("admin");
+    let bearer = trovato::user::token::create(&app.state.db, admin.id, "script")
+        .await
+        .expect("token");
+    let s = sign_in(&app, "admin").await;
+    for with_cookie in [false, true] {
+        let mut req = reqwest::Client::new()
+            .post(app.url("/api/items"))
+            .bearer_auth(&bearer)
+            .json(
+                &json!({"type": "article", "title": format!("by script {with_cookie}"),
+                          "fields": {"field_body": {"value": "text"}}}),
+            );
+        if with_cookie {
+            req = req.header("cookie", format!("trovato_session={}", s.cookie));
+        }
+        let r = req.send().await.expect("post");
+        assert_eq!(r.status(), StatusCode::CREATED, "cookie: {with_cookie}");
+        let id = r.json::<Value>().await.expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        assert_eq!(
+            app.item_title(&id, None).await,
+            Some(format!("by script {with_cookie}"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_request_without_a_session_cookie_is_not_asked_for_a_token() {
+    let (app, _) = site().await;
+    // Anonymous: the handler answers (401), not the CSRF rule.
+    let r = reqwest::Client::new()
+        .post(app.url("/api/items"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    error_body(r, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    // A stale session cookie is no credential either.
+    let r = reqwest::Client::new()
+        .delete(app.url("/api/item-types/article"))
+        .header("cookie", "trovato_session=expired")
+        .send()
+        .await
+        .expect("delete");
+    error_body(r, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    assert_eq!(
+        app.get("/api/item-types/article").await.status(),
+        StatusCode::OK
+    );
+}
+
+// ---------------------------------------------------------------- login CSRF
+
+fn form_token(html: &str) -> String {
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = html.find(marker).expect("csrf field") + marker.len();
+    html[start..].split('"').next().expect("value").to_owned()
+}
+
+/// Number of sessions in Redis.
+async fn sessions(app: &TestApp) -> usize {
+    let (_, keys) = snapshot(app).await;
+    let prefix = format!("{}session:", app.state.kv.prefix());
+    keys.iter().filter(|(k, _)| k.starts_with(&prefix)).count()
+}
+
+async fn form_login(app: &TestApp, cookie: Option<&str>, token: Option<&str>) -> reqwest::Response {
+    let mut form = vec![("name", "admin"), ("password", PASSWORD)];
+    if let Some(t) = token {
+        form.push(("csrf_token", t));
+    }
+    let mut req = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(app.url("/user/login"))
+        .form(&form);
+    if let Some(c) = cookie {
+        req = req.header("cookie", format!("trovato_csrf={c}"));
+    }
+    req.send().await.expect("login")
+}
+
+#[tokio::test]
+async fn a_planted_csrf_cookie_with_the_same_form_value_does_not_log_in() {
+    let app = TestApp::spawn().await;
+    app.create_user("admin", PASSWORD, true).await;
+    let planted = trovato::user::session::random_token();
+    let r = form_login(&app, Some(&planted), Some(&planted)).await;
+    assert!(app.session_token(&r).is_none());
+    error_body(r, StatusCode::FORBIDDEN, "csrf_token_invalid").await;
+    assert_eq!(sessions(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_login_form_token_only_works_with_the_cookie_it_was_made_for() {
+    let app = TestApp::spawn().await;
+    app.create_user("admin", PASSWORD, true).await;
+    let page = app.get("/user/login").await;
+    let cookie = page
+        .cookies()
+        .find(|c| c.name() == "trovato_csrf")
+        .map(|c| c.value().to_owned())
+        .expect("csrf cookie");
+    let token = form_token(&page.text().await.expect("html"));
+    assert_ne!(token, cookie, "the form token must not be the cookie value");
+
+    let other_cookie = trovato::user::session::random_token();
+    let r = form_login(&app, Some(&other_cookie), Some(&token)).await;
+    error_body(r, StatusCode::FORBIDDEN, "csrf_token_invalid").await;
+    let r = form_login(&app, None, Some(&token)).await;
+    error_body(r, StatusCode::FORBIDDEN, "csrf_token_invalid").await;
+    let r = form_login(&app, Some(&cookie), None).await;
+    error_body(r, StatusCode::FORBIDDEN, "csrf_token_missing").await;
+    let r = form_login(&app, Some(&cookie), Some("not base64 !")).await;
+    error_body(r, StatusCode::FORBIDDEN, "csrf_token_invalid").await;
+    assert_eq!(sessions(&app).await, 0);
+
+    // The page's own pair logs in.
+    let r = form_login(&app, Some(&cookie), Some(&token)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let session = app.session_token(&r).expect("session cookie");
+    assert!(
+        trovato::user::session::exists(&app.state.kv, &session)
+            .await
+            .expect("redis")
+    );
+}
+
+#[tokio::test]
+async fn a_real_form_login_through_the_page_works_on_another_kernel_instance() {
+    // Two kernels on one database and Redis share the secret the login
+    // token is bound with: a form shown by one is accepted by the other.
+    let app = TestApp::spawn().await;
+    app.create_user("admin", PASSWORD, true).await;
+    let other = trovato::Kernel::connect((*app.state.config).clone())
+        .await
+        .expect("second kernel");
+    let second = trovato::app::app(other);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, second).await;
+    });
+    let page = app.get("/user/login").await;
+    let cookie = page
+        .cookies()
+        .find(|c| c.name() == "trovato_csrf")
+        .map(|c| c.value().to_owned())
+        .expect("csrf cookie");
+    let token = form_token(&page.text().await.expect("html"));
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(format!("http://{addr}/user/login"))
+        .header("cookie", format!("trovato_csrf={cookie}"))
+        .form(&[
+            ("name", "admin"),
+            ("password", PASSWORD),
+            ("csrf_token", token.as_str()),
+        ])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let session = app.session_token(&r).expect("session cookie");
+    assert!(
+        trovato::user::session::exists(&app.state.kv, &session)
+            .await
+            .expect("redis")
+    );
+    server.abort();
+}
