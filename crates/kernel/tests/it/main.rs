@@ -12,6 +12,7 @@ mod faults;
 mod login_flood;
 mod nginx;
 mod observe;
+mod openapi;
 mod plugin;
 mod roles;
 mod stage;
