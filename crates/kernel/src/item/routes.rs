@@ -71,7 +71,6 @@ pub struct NewItemType {
     pub title_label: String,
     /// Accepted for symmetry with [`ItemType`]; only `kernel`.
     #[serde(default)]
-    #[schema(nullable = false)]
     pub plugin: Option<Definer>,
     /// Field definitions; names unique, integer `min` not above `max`.
     #[serde(default)]
@@ -84,7 +83,7 @@ pub struct NewItemType {
 pub struct ItemTypeUpdate {
     /// When given, the name in the path.
     #[serde(default, rename = "type")]
-    #[schema(nullable = false, pattern = "^[a-z][a-z0-9_]{0,31}$")]
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,31}$")]
     pub type_name: Option<String>,
     #[schema(pattern = r"\S")]
     pub label: String,
@@ -98,7 +97,6 @@ pub struct ItemTypeUpdate {
     pub title_label: String,
     /// Ignored: who defines a type does not change.
     #[serde(default)]
-    #[schema(nullable = false)]
     pub plugin: Option<String>,
     #[serde(default)]
     pub fields: Vec<FieldDef>,

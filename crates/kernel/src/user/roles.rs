@@ -35,7 +35,7 @@ pub struct NewRole {
     #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub name: String,
     /// 1 to 128 characters, no control characters, no surrounding space.
-    #[schema(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$", min_length = 1, max_length = 128)]
+    #[schema(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,126}[^\s\x00-\x1f\x7f-\x9f])?$")]
     pub label: String,
 }
 
@@ -44,7 +44,7 @@ pub struct NewRole {
 #[serde(deny_unknown_fields)]
 pub struct RoleUpdate {
     /// 1 to 128 characters, no control characters, no surrounding space.
-    #[schema(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$", min_length = 1, max_length = 128)]
+    #[schema(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,126}[^\s\x00-\x1f\x7f-\x9f])?$")]
     pub label: String,
     /// Permission names, each like a label.
     #[schema(inline, value_type = Vec<PermissionName>)]
@@ -54,8 +54,8 @@ pub struct RoleUpdate {
 /// A permission name: 1 to 128 characters, no control characters, no
 /// surrounding space.
 #[derive(utoipa::ToSchema)]
-#[schema(value_type = String, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$", min_length = 1, max_length = 128)]
-pub struct PermissionName(String);
+#[schema(value_type = String, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,126}[^\s\x00-\x1f\x7f-\x9f])?$")]
+pub struct PermissionName(pub String);
 
 /// The roles a user holds explicitly (replacing the old set); `anonymous`
 /// and `authenticated` are implicit and cannot be listed.

@@ -304,7 +304,9 @@ async fn a_new_item_type_is_always_the_kernels() {
         .send()
         .await
         .expect("POST");
-    error_body(r, StatusCode::BAD_REQUEST, "invalid_body").await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = r.json().await.expect("json");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("plugin")), "{body}");
     let types: i64 = sqlx::query_scalar("SELECT count(*) FROM item_type")
         .fetch_one(&app.state.db)
         .await
