@@ -1,9 +1,9 @@
 //! Item HTTP surface: the JSON API under `/api/item-types` and
 //! `/api/items`, and the HTML pages `/item/{id}` and `/items/{type}`.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::Json;
 use axum::response::{Html, IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -497,6 +497,10 @@ pub(crate) async fn update_item(
     Path(id): Path<String>,
     Json(patch): Json<ItemPatch>,
 ) -> Result<Json<Item>, AppError> {
+    // Anonymous callers are refused before the item is looked up.
+    if !account.is_authenticated() {
+        return Err(AppError::Unauthenticated);
+    }
     let item = visible_item(&state, &account, &stage, &id).await?;
     require_own_or_any(
         &account,
@@ -529,6 +533,10 @@ pub(crate) async fn delete_item(
     SelectedStage(stage): SelectedStage,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
+    // Anonymous callers are refused before the item is looked up.
+    if !account.is_authenticated() {
+        return Err(AppError::Unauthenticated);
+    }
     let item = visible_item(&state, &account, &stage, &id).await?;
     require_own_or_any(
         &account,
@@ -558,6 +566,10 @@ pub(crate) async fn item_revisions(
     SelectedStage(stage): SelectedStage,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Revision>>, AppError> {
+    // Anonymous callers are refused before the item is looked up.
+    if !account.is_authenticated() {
+        return Err(AppError::Unauthenticated);
+    }
     let item = visible_item(&state, &account, &stage, &id).await?;
     require_own_or_any(
         &account,

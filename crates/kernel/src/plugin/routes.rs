@@ -1,10 +1,10 @@
 //! `GET /api/plugins`: what is installed and in what state.
 
-use axum::extract::State;
 use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use serde::Serialize;
 
 use super::PluginInfo;
 use crate::error::{AppError, ErrorBody};

@@ -3,9 +3,9 @@
 //! process's permission cache; other processes see it within
 //! [`PermissionCache::TTL`](super::access::PermissionCache::TTL).
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgExecutor, PgPool};
 use utoipa_axum::router::OpenApiRouter;
@@ -35,7 +35,9 @@ pub struct NewRole {
     #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub name: String,
     /// 1 to 128 characters, no control characters, no surrounding space.
-    #[schema(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,126}[^\s\x00-\x1f\x7f-\x9f])?$")]
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,126}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub label: String,
 }
 
@@ -44,7 +46,9 @@ pub struct NewRole {
 #[serde(deny_unknown_fields)]
 pub struct RoleUpdate {
     /// 1 to 128 characters, no control characters, no surrounding space.
-    #[schema(pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,126}[^\s\x00-\x1f\x7f-\x9f])?$")]
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,126}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub label: String,
     /// Permission names, each like a label.
     #[schema(inline, value_type = Vec<PermissionName>)]

@@ -170,10 +170,7 @@ async fn every_reference_in_the_document_resolves() {
     let doc = served_document(&app).await;
     let mut refs = BTreeSet::new();
     collect_refs(&doc, &mut refs);
-    assert!(
-        refs.contains("#/components/schemas/ErrorBody"),
-        "{refs:?}"
-    );
+    assert!(refs.contains("#/components/schemas/ErrorBody"), "{refs:?}");
     for r in &refs {
         let name = r
             .strip_prefix("#/components/schemas/")
@@ -193,15 +190,19 @@ async fn every_reference_in_the_document_resolves() {
         .expect("sort parameter");
     assert_eq!(sort["in"], "query");
     assert_eq!(sort["required"], false);
-    assert_eq!(sort["schema"]["enum"], json!(["created", "changed", "title"]));
+    assert_eq!(
+        sort["schema"]["enum"],
+        json!(["created", "changed", "title"])
+    );
     assert!(params.iter().all(|p| p["in"] != "path"), "{params:?}");
 }
 
 /// True when the operation may be called without credentials.
 fn allows_anonymous(op: &Value) -> bool {
-    op["security"]
-        .as_array()
-        .is_some_and(|alts| alts.iter().any(|a| a.as_object().is_some_and(|o| o.is_empty())))
+    op["security"].as_array().is_some_and(|alts| {
+        alts.iter()
+            .any(|a| a.as_object().is_some_and(|o| o.is_empty()))
+    })
 }
 
 #[tokio::test]
@@ -231,7 +232,9 @@ async fn every_operation_declares_its_security_and_protected_ones_refuse_anonymo
             }
             if op["responses"].get("401").is_some() && !allows_anonymous(op) {
                 assert!(
-                    alternatives.iter().all(|a| !a.as_object().expect("req").is_empty()),
+                    alternatives
+                        .iter()
+                        .all(|a| !a.as_object().expect("req").is_empty()),
                     "{m} {path}"
                 );
             }
@@ -252,15 +255,17 @@ async fn every_operation_declares_its_security_and_protected_ones_refuse_anonymo
             let status = r.status();
             if op.get("requestBody").is_some() {
                 // The body is checked before the caller's permissions.
-                assert!(
-                    status.is_client_error(),
-                    "{m} {path} anonymously: {status}"
-                );
+                assert!(status.is_client_error(), "{m} {path} anonymously: {status}");
             } else if path.contains('{') && status == StatusCode::NOT_FOUND {
                 // The resource the path names does not exist, which an
                 // anonymous caller may learn by reading it.
                 let body: Value = r.json().await.expect("json");
-                assert!(body["error"].as_str().is_some_and(|e| e.ends_with("not_found")), "{body}");
+                assert!(
+                    body["error"]
+                        .as_str()
+                        .is_some_and(|e| e.ends_with("not_found")),
+                    "{body}"
+                );
             } else {
                 error_body(r, StatusCode::UNAUTHORIZED, "unauthenticated").await;
             }
@@ -272,7 +277,10 @@ async fn every_operation_declares_its_security_and_protected_ones_refuse_anonymo
 #[tokio::test]
 async fn publishing_answers_at_the_api_path_and_the_short_one() {
     let app = TestApp::spawn_with_articles().await;
-    assert_eq!(app.create_stage("draft").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.create_stage("draft").await.status(),
+        StatusCode::CREATED
+    );
     let item = app.create_item("Staged", Some("draft")).await;
     let id = item["id"].as_str().expect("id");
     for path in ["/api/stages/draft/publish", "/stage/draft/publish"] {
@@ -306,7 +314,12 @@ async fn a_new_item_type_is_always_the_kernels() {
         .expect("POST");
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = r.json().await.expect("json");
-    assert!(body["message"].as_str().is_some_and(|m| m.contains("plugin")), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("plugin")),
+        "{body}"
+    );
     let types: i64 = sqlx::query_scalar("SELECT count(*) FROM item_type")
         .fetch_one(&app.state.db)
         .await
@@ -320,12 +333,11 @@ async fn a_new_item_type_is_always_the_kernels() {
         .await
         .expect("POST");
     assert_eq!(r.status(), StatusCode::CREATED);
-    let stored: (String, bool, String) = sqlx::query_as(
-        "SELECT plugin, has_title, title_label FROM item_type WHERE type = 'page'",
-    )
-    .fetch_one(&app.state.db)
-    .await
-    .expect("row");
+    let stored: (String, bool, String) =
+        sqlx::query_as("SELECT plugin, has_title, title_label FROM item_type WHERE type = 'page'")
+            .fetch_one(&app.state.db)
+            .await
+            .expect("row");
     assert_eq!(stored, ("kernel".to_owned(), true, "Title".to_owned()));
 }
 
@@ -354,7 +366,10 @@ async fn an_item_type_update_naming_another_type_is_refused_and_changes_nothing(
         .expect("PUT");
     assert_eq!(r.status(), StatusCode::OK);
     let t: Value = r.json().await.expect("json");
-    assert_eq!((t["label"].as_str(), t["plugin"].as_str()), (Some("Renamed"), Some("kernel")));
+    assert_eq!(
+        (t["label"].as_str(), t["plugin"].as_str()),
+        (Some("Renamed"), Some("kernel"))
+    );
     let r = app
         .json_request(Method::PUT, "/api/item-types/nope")
         .json(&json!({"label": "Nope"}))
@@ -371,11 +386,12 @@ async fn an_item_update_without_fields_keeps_them() {
     let id = item["id"].as_str().expect("id");
     let r = app.update_item(id, json!({"title": "After"}), None).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let stored: (String, Value) = sqlx::query_as("SELECT title, fields FROM item WHERE id = $1::uuid")
-        .bind(id)
-        .fetch_one(&app.state.db)
-        .await
-        .expect("row");
+    let stored: (String, Value) =
+        sqlx::query_as("SELECT title, fields FROM item WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&app.state.db)
+            .await
+            .expect("row");
     assert_eq!(stored.0, "After");
     assert_eq!(stored.1, item["fields"]);
 }
