@@ -4,19 +4,59 @@
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::middleware::{from_fn, from_fn_with_state};
+use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
 use crate::{category, http, item, observe, openapi, page, plugin, stage, user};
+
+/// Every route of the kernel with its OpenAPI entry, declared together:
+/// each subsystem's `router()` registers its handlers through
+/// `utoipa_axum::routes!`, so a route cannot be served without being
+/// described, and the document is never a hand-kept list.
+pub fn api() -> OpenApiRouter<AppState> {
+    let mut api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(page::router())
+        .merge(user::routes::router())
+        .merge(user::roles::router())
+        .merge(observe::routes::router())
+        .merge(plugin::routes::router())
+        .merge(openapi::router())
+        .merge(item::routes::router())
+        .merge(stage::routes::router())
+        .merge(category::routes::router());
+    openapi::add_shared_responses(api.get_openapi_mut());
+    api
+}
+
+/// One declared route: an HTTP method and a path template as the router
+/// and the OpenAPI document both spell it (`/api/items/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredRoute {
+    pub method: Method,
+    pub path: String,
+}
+
+/// Every route the kernel serves (JSON, HTML and form endpoints alike),
+/// sorted by path then method, read from the same declarations the router
+/// is built from.
+pub fn declared_routes() -> Vec<DeclaredRoute> {
+    openapi::operations(&api().into_openapi())
+        .map(|(path, method, _)| DeclaredRoute {
+            method,
+            path: path.to_owned(),
+        })
+        .collect()
+}
 
 /// The whole HTTP surface of the kernel.
 pub fn app(state: AppState) -> Router {
@@ -27,17 +67,11 @@ pub fn app(state: AppState) -> Router {
 /// middleware (tests use it to add fault-injecting routes).
 pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     let body_limit = state.config.server.max_body_bytes;
+    let (routes, document) = api().split_for_parts();
     Router::new()
         .merge(extra)
-        .merge(page::router())
-        .merge(user::routes::router())
-        .merge(user::roles::router())
-        .merge(observe::routes::router())
-        .merge(plugin::routes::router())
-        .merge(openapi::router())
-        .merge(item::routes::router())
-        .merge(stage::routes::router())
-        .merge(category::routes::router())
+        .merge(routes)
+        .layer(Extension(openapi::Document::new(&document)))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         // Applied per route (innermost first), so each sees MatchedPath.
@@ -63,49 +97,12 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Routes the router serves that the OpenAPI document does not describe
-/// (HTML pages, and aliases the document leaves out).
-const UNDOCUMENTED_ROUTES: &[(Method, &str)] = &[
-    (Method::GET, "/"),
-    (Method::GET, "/user/login"),
-    (Method::GET, "/item/{id}"),
-    (Method::GET, "/items/{type}"),
-    (Method::POST, "/api/stages/{id}/publish"),
-];
-
-/// Every method and route template [`app`] serves: the operations of the
-/// OpenAPI document, declared with their handlers, plus
-/// [`UNDOCUMENTED_ROUTES`]. Sorted, without duplicates.
+/// [`declared_routes`] as (method, path) pairs.
 pub fn route_table() -> Vec<(Method, String)> {
-    let doc = openapi::ApiDoc::openapi();
-    let mut routes: Vec<(Method, String)> = doc
-        .paths
-        .paths
-        .iter()
-        .flat_map(|(path, item)| {
-            [
-                (Method::GET, &item.get),
-                (Method::PUT, &item.put),
-                (Method::POST, &item.post),
-                (Method::DELETE, &item.delete),
-                (Method::OPTIONS, &item.options),
-                (Method::HEAD, &item.head),
-                (Method::PATCH, &item.patch),
-                (Method::TRACE, &item.trace),
-            ]
-            .into_iter()
-            .filter(|(_, op)| op.is_some())
-            .map(|(m, _)| (m, path.clone()))
-        })
-        .chain(
-            UNDOCUMENTED_ROUTES
-                .iter()
-                .map(|(m, p)| (m.clone(), (*p).to_owned())),
-        )
-        .collect();
-    routes.sort_by(|a, b| (&a.1, a.0.as_str()).cmp(&(&b.1, b.0.as_str())));
-    routes.dedup();
-    routes
+    declared_routes()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect()
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves. Then the

@@ -1,65 +1,43 @@
-//! The OpenAPI 3 description of every JSON endpoint, generated from the
-//! handlers' annotations and served at `/api/openapi.json`.
+//! The OpenAPI 3 description of the HTTP surface, served at
+//! `/api/openapi.json`.
+//!
+//! Nothing here lists paths: each handler carries its `#[utoipa::path]`
+//! annotation and each subsystem's `router()` registers it through
+//! `utoipa_axum::routes!`, so the route and its entry are one declaration.
+//! [`crate::app::api`] merges the subsystems into the router and this
+//! document at once. This module holds the document's frame (info, tags,
+//! security schemes) and the route serving it.
 
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Extension;
+use axum::http::{Method, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::AppState;
 
+/// The bearer-token security scheme (`trovato user token`).
+pub const BEARER: &str = "bearer";
+/// The session-cookie security scheme (`POST /user/login`).
+pub const SESSION: &str = "session";
+
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Trovato Kernel", description = "Content management kernel API."),
-    paths(
-        crate::observe::routes::health_check,
-        crate::observe::routes::liveness,
-        crate::observe::routes::metrics_text,
-        crate::user::routes::login,
-        crate::user::routes::logout,
-        crate::user::routes::me,
-        crate::user::roles::list_roles,
-        crate::user::roles::create_role,
-        crate::user::roles::get_role,
-        crate::user::roles::update_role,
-        crate::user::roles::delete_role,
-        crate::user::roles::set_roles,
-        crate::plugin::routes::list,
-        openapi_json,
-        crate::item::routes::list_types,
-        crate::item::routes::create_type,
-        crate::item::routes::get_type,
-        crate::item::routes::update_type,
-        crate::item::routes::delete_type,
-        crate::item::routes::list_items,
-        crate::item::routes::create_item,
-        crate::item::routes::get_item,
-        crate::item::routes::update_item,
-        crate::item::routes::delete_item,
-        crate::item::routes::item_revisions,
-        crate::stage::routes::list_stages,
-        crate::stage::routes::create_stage,
-        crate::stage::routes::publish_stage,
-        crate::stage::routes::current_stage,
-        crate::stage::routes::select_stage,
-        crate::category::routes::list_categories,
-        crate::category::routes::create_category,
-        crate::category::routes::get_category,
-        crate::category::routes::update_category,
-        crate::category::routes::delete_category,
-        crate::category::routes::list_terms,
-        crate::category::routes::create_term,
-        crate::category::routes::get_term,
-        crate::category::routes::update_term,
-        crate::category::routes::delete_term,
-    ),
+    info(title = "Trovato Kernel", description = "Content management kernel API. \
+        Every error is JSON: `{\"error\": code, \"message\": text, \"details\": ...}`."),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Security),
     tags(
         (name = "observe", description = "Health and metrics"),
-        (name = "user", description = "Login, logout and the current account"),
+        (name = "user", description = "Login, logout, the current account, roles"),
         (name = "plugin", description = "WebAssembly plugins"),
         (name = "meta", description = "This document"),
+        (name = "page", description = "Server-rendered HTML pages"),
         (name = "item", description = "Item types, items and revisions"),
         (name = "stage", description = "Stages and publishing"),
         (name = "category", description = "Categories and terms"),
@@ -73,25 +51,117 @@ impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
-            "bearer",
+            BEARER,
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         components.add_security_scheme(
-            "session",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("trovato_session"))),
+            SESSION,
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+                crate::user::session::COOKIE,
+            ))),
         );
     }
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/openapi.json", get(openapi_json))
+/// Adds the responses that come from shared plumbing rather than from a
+/// handler, so no operation forgets them: every operation with a request
+/// body can answer 400 (malformed body), 413 (too large, `max_body_bytes`)
+/// and 415 (wrong content type), the rejections of `crate::http`; every
+/// operation accepting a bearer token answers 401 to an invalid one (the
+/// `Account` extractor).
+pub fn add_shared_responses(doc: &mut utoipa::openapi::OpenApi) {
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+            )
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let responses = &mut op.responses.responses;
+            if op.request_body.is_some() {
+                for (status, description) in [
+                    ("400", "Malformed body: not JSON, or not the schema's shape"),
+                    ("413", "Body larger than `max_body_bytes`"),
+                    ("415", "Body of another content type"),
+                ] {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+            let bearer = op.security.iter().flatten().any(|req| {
+                serde_json::to_value(req)
+                    .ok()
+                    .is_some_and(|v| v.get(BEARER).is_some())
+            });
+            if bearer {
+                responses
+                    .entry("401".to_owned())
+                    .or_insert_with(|| error("Invalid or expired bearer token").into());
+            }
+        }
+    }
+}
+
+/// Every operation of `doc` as (path template, method, operation), by path
+/// then method.
+pub fn operations(
+    doc: &utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = (&str, Method, &Operation)> {
+    doc.paths.paths.iter().flat_map(|(path, item)| {
+        [
+            (Method::GET, &item.get),
+            (Method::PUT, &item.put),
+            (Method::POST, &item.post),
+            (Method::DELETE, &item.delete),
+            (Method::OPTIONS, &item.options),
+            (Method::HEAD, &item.head),
+            (Method::PATCH, &item.patch),
+            (Method::TRACE, &item.trace),
+        ]
+        .into_iter()
+        .filter_map(move |(m, op)| op.as_ref().map(|op| (path.as_str(), m, op)))
+    })
+}
+
+/// The merged document, serialised once when the router is built.
+#[derive(Clone)]
+pub struct Document(Bytes);
+
+impl Document {
+    pub fn new(doc: &utoipa::openapi::OpenApi) -> Self {
+        // Serialising a tree of strings and maps cannot fail.
+        Self(Bytes::from(serde_json::to_vec(doc).unwrap_or_default()))
+    }
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(openapi_json))
 }
 
 /// This OpenAPI document.
 #[utoipa::path(
     get, path = "/api/openapi.json", tag = "meta",
-    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json"))
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json",
+        body = Object)),
+    security(())
 )]
-async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+async fn openapi_json(Extension(doc): Extension<Document>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], doc.0).into_response()
 }

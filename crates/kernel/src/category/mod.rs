@@ -110,12 +110,16 @@ pub struct Term {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TermInput {
+    /// Not blank, at most 255 characters.
+    #[schema(pattern = r"\S", max_length = 255)]
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// A term of the same category.
     #[serde(default)]
     pub parent: Option<Uuid>,
     #[serde(default)]
+    #[schema(minimum = -2147483648, maximum = 2147483647)]
     pub weight: i32,
 }
 

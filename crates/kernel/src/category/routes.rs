@@ -1,10 +1,11 @@
 //! `/api/categories` and `/api/terms`: categories and their terms.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{Category, Term, TermInput};
@@ -12,26 +13,42 @@ use crate::error::{AppError, ErrorBody};
 use crate::state::AppState;
 use crate::user::{Account, permission};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/categories",
-            get(list_categories).post(create_category),
-        )
-        .route(
-            "/api/categories/{id}",
-            get(get_category)
-                .put(update_category)
-                .delete(delete_category),
-        )
-        .route(
-            "/api/categories/{id}/terms",
-            get(list_terms).post(create_term),
-        )
-        .route(
-            "/api/terms/{id}",
-            get(get_term).put(update_term).delete(delete_term),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_categories, create_category))
+        .routes(routes!(get_category, update_category, delete_category))
+        .routes(routes!(list_terms, create_term))
+        .routes(routes!(get_term, update_term, delete_term))
+}
+
+/// A category id in a path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CategoryPath {
+    /// Category id.
+    #[param(pattern = "^[a-z][a-z0-9_]{0,31}$")]
+    pub id: String,
+}
+
+/// A term id in a path (anything else names no term: 404).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TermPath {
+    /// Term id.
+    pub id: Uuid,
+}
+
+/// A new category.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct NewCategory {
+    /// Machine name.
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,31}$")]
+    pub id: String,
+    /// Not only spaces.
+    #[schema(pattern = "[^ ]")]
+    pub label: String,
+    #[serde(default)]
+    pub description: String,
 }
 
 fn term_id(raw: &str) -> Result<Uuid, AppError> {
@@ -43,6 +60,8 @@ fn term_id(raw: &str) -> Result<Uuid, AppError> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryInput {
+    /// Not only spaces.
+    #[schema(pattern = "[^ ]")]
     pub label: String,
     #[serde(default)]
     pub description: String,
@@ -50,7 +69,12 @@ pub struct CategoryInput {
 
 /// Every category.
 #[utoipa::path(get, path = "/api/categories", tag = "category",
-    responses((status = 200, description = "Categories", body = [Category])))]
+    responses(
+        (status = 200, description = "Categories", body = [Category]),
+        (status = 401, description = "Anonymous, and anonymous visitors may not access content", body = ErrorBody),
+        (status = 403, description = "Lacks `access content`", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
 pub(crate) async fn list_categories(
     State(state): State<AppState>,
     account: Account,
@@ -60,19 +84,26 @@ pub(crate) async fn list_categories(
 }
 
 /// Create a category.
-#[utoipa::path(post, path = "/api/categories", tag = "category", request_body = Category,
+#[utoipa::path(post, path = "/api/categories", tag = "category", request_body = NewCategory,
     responses(
         (status = 201, description = "Created", body = Category),
+        (status = 401, description = "Anonymous", body = ErrorBody),
         (status = 403, description = "Lacks `administer categories`", body = ErrorBody),
         (status = 409, description = "Exists", body = ErrorBody),
         (status = 422, description = "Invalid id or blank label", body = ErrorBody),
-    ))]
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn create_category(
     State(state): State<AppState>,
     account: Account,
-    Json(c): Json<Category>,
+    Json(new): Json<NewCategory>,
 ) -> Result<(StatusCode, Json<Category>), AppError> {
     account.require(permission::ADMINISTER_CATEGORIES)?;
+    let c = Category {
+        id: new.id,
+        label: new.label,
+        description: new.description,
+    };
     Ok((
         StatusCode::CREATED,
         Json(super::create(&state.db, &c).await?),
@@ -81,11 +112,14 @@ pub(crate) async fn create_category(
 
 /// One category.
 #[utoipa::path(get, path = "/api/categories/{id}", tag = "category",
-    params(("id" = String, Path)),
+    params(CategoryPath),
     responses(
         (status = 200, description = "The category", body = Category),
+        (status = 401, description = "Anonymous, and anonymous visitors may not access content", body = ErrorBody),
+        (status = 403, description = "Lacks `access content`", body = ErrorBody),
         (status = 404, description = "No such category", body = ErrorBody),
-    ))]
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
 pub(crate) async fn get_category(
     State(state): State<AppState>,
     account: Account,
@@ -97,12 +131,15 @@ pub(crate) async fn get_category(
 
 /// Change a category's label and description.
 #[utoipa::path(put, path = "/api/categories/{id}", tag = "category", request_body = CategoryInput,
-    params(("id" = String, Path)),
+    params(CategoryPath),
     responses(
         (status = 200, description = "Updated", body = Category),
+        (status = 401, description = "Anonymous", body = ErrorBody),
+        (status = 403, description = "Lacks `administer categories`", body = ErrorBody),
         (status = 404, description = "No such category", body = ErrorBody),
         (status = 422, description = "Blank label", body = ErrorBody),
-    ))]
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn update_category(
     State(state): State<AppState>,
     account: Account,
@@ -120,11 +157,14 @@ pub(crate) async fn update_category(
 
 /// Delete a category and its terms.
 #[utoipa::path(delete, path = "/api/categories/{id}", tag = "category",
-    params(("id" = String, Path)),
+    params(CategoryPath),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 401, description = "Anonymous", body = ErrorBody),
+        (status = 403, description = "Lacks `administer categories`, or a session request without its CSRF token", body = ErrorBody),
         (status = 404, description = "No such category", body = ErrorBody),
-    ))]
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn delete_category(
     State(state): State<AppState>,
     account: Account,
@@ -137,11 +177,14 @@ pub(crate) async fn delete_category(
 
 /// The terms of a category (cached, tag `term_list:{category}`).
 #[utoipa::path(get, path = "/api/categories/{id}/terms", tag = "category",
-    params(("id" = String, Path)),
+    params(CategoryPath),
     responses(
         (status = 200, description = "Terms by weight and name", body = [Term]),
+        (status = 401, description = "Anonymous, and anonymous visitors may not access content", body = ErrorBody),
+        (status = 403, description = "Lacks `access content`", body = ErrorBody),
         (status = 404, description = "No such category", body = ErrorBody),
-    ))]
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
 pub(crate) async fn list_terms(
     State(state): State<AppState>,
     account: Account,
@@ -153,13 +196,16 @@ pub(crate) async fn list_terms(
 
 /// Add a term to a category.
 #[utoipa::path(post, path = "/api/categories/{id}/terms", tag = "category", request_body = TermInput,
-    params(("id" = String, Path)),
+    params(CategoryPath),
     responses(
         (status = 201, description = "Created", body = Term),
+        (status = 401, description = "Anonymous", body = ErrorBody),
+        (status = 403, description = "Lacks `administer categories`", body = ErrorBody),
         (status = 404, description = "No such category", body = ErrorBody),
         (status = 409, description = "Same name under the same parent", body = ErrorBody),
-        (status = 422, description = "Blank name or bad parent", body = ErrorBody),
-    ))]
+        (status = 422, description = "Blank name, or a parent missing or in another category", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn create_term(
     State(state): State<AppState>,
     account: Account,
@@ -175,11 +221,14 @@ pub(crate) async fn create_term(
 
 /// One term (cached, tag `term:{id}`).
 #[utoipa::path(get, path = "/api/terms/{id}", tag = "category",
-    params(("id" = Uuid, Path)),
+    params(TermPath),
     responses(
         (status = 200, description = "The term", body = Term),
+        (status = 401, description = "Anonymous, and anonymous visitors may not access content", body = ErrorBody),
+        (status = 403, description = "Lacks `access content`", body = ErrorBody),
         (status = 404, description = "No such term", body = ErrorBody),
-    ))]
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
 pub(crate) async fn get_term(
     State(state): State<AppState>,
     account: Account,
@@ -191,13 +240,16 @@ pub(crate) async fn get_term(
 
 /// Replace a term's name, description, parent and weight.
 #[utoipa::path(put, path = "/api/terms/{id}", tag = "category", request_body = TermInput,
-    params(("id" = Uuid, Path)),
+    params(TermPath),
     responses(
         (status = 200, description = "Updated", body = Term),
+        (status = 401, description = "Anonymous", body = ErrorBody),
+        (status = 403, description = "Lacks `administer categories`", body = ErrorBody),
         (status = 404, description = "No such term", body = ErrorBody),
         (status = 409, description = "Same name under the same parent", body = ErrorBody),
         (status = 422, description = "Blank name, or parent missing, foreign or a descendant", body = ErrorBody),
-    ))]
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn update_term(
     State(state): State<AppState>,
     account: Account,
@@ -212,12 +264,15 @@ pub(crate) async fn update_term(
 
 /// Delete a term without children.
 #[utoipa::path(delete, path = "/api/terms/{id}", tag = "category",
-    params(("id" = Uuid, Path)),
+    params(TermPath),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 401, description = "Anonymous", body = ErrorBody),
+        (status = 403, description = "Lacks `administer categories`, or a session request without its CSRF token", body = ErrorBody),
         (status = 404, description = "No such term", body = ErrorBody),
         (status = 409, description = "The term has children", body = ErrorBody),
-    ))]
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn delete_term(
     State(state): State<AppState>,
     account: Account,

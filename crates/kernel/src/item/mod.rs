@@ -247,6 +247,7 @@ fn sort_name(s: SortKey) -> &'static str {
 #[serde(deny_unknown_fields)]
 pub struct NewItem {
     #[serde(rename = "type")]
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,31}$")]
     pub item_type: String,
     #[serde(default)]
     pub title: String,
@@ -270,7 +271,7 @@ pub struct ItemPatch {
     pub status: Option<ItemStatus>,
     pub promote: Option<bool>,
     pub sticky: Option<bool>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub fields: Option<Map<String, Value>>,
     /// Revision log message.
     pub log: Option<String>,

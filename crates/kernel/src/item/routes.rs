@@ -1,40 +1,122 @@
 //! Item HTTP surface: the JSON API under `/api/item-types` and
 //! `/api/items`, and the HTML pages `/item/{id}` and `/items/{type}`.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{
-    Item, ItemError, ItemPage, ItemPatch, ItemType, ListSpec, NewItem, Revision, SortKey, SortOrder,
+    FieldDef, Item, ItemError, ItemPage, ItemPatch, ItemType, ListSpec, NewItem, Revision, SortKey,
+    SortOrder,
 };
 use crate::cache::{CacheKey, Loaded};
 use crate::error::{AppError, ErrorBody};
+use crate::http::{BodyKind, body_kind};
+use crate::stage::routes::StageParams;
 use crate::stage::{SelectedStage, StageId};
 use crate::state::AppState;
 use crate::user::access::cookie;
 use crate::user::{Account, permission, role, session};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/item-types", get(list_types).post(create_type))
-        .route(
-            "/api/item-types/{type}",
-            get(get_type).put(update_type).delete(delete_type),
-        )
-        .route("/api/items", get(list_items).post(create_item))
-        .route(
-            "/api/items/{id}",
-            get(get_item).put(update_item).delete(delete_item),
-        )
-        .route("/api/items/{id}/revisions", get(item_revisions))
-        .route("/item/{id}", get(item_page))
-        .route("/items/{type}", get(items_page))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_types, create_type))
+        .routes(routes!(get_type, update_type, delete_type))
+        .routes(routes!(list_items, create_item))
+        .routes(routes!(get_item, update_item, delete_item))
+        .routes(routes!(item_revisions))
+        .routes(routes!(item_page))
+        .routes(routes!(items_page))
+}
+
+/// Who defines a type created through the API: always the kernel (plugins
+/// define theirs in their manifests).
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Definer {
+    Kernel,
+}
+
+fn has_title_default() -> bool {
+    true
+}
+
+fn title_label_default() -> String {
+    "Title".to_owned()
+}
+
+/// A new item type.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewItemType {
+    /// Machine name.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,31}$")]
+    pub type_name: String,
+    #[schema(pattern = r"\S")]
+    pub label: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "has_title_default")]
+    #[schema(default = true)]
+    pub has_title: bool,
+    #[serde(default = "title_label_default")]
+    #[schema(default = "Title")]
+    pub title_label: String,
+    /// Accepted for symmetry with [`ItemType`]; only `kernel`.
+    #[serde(default)]
+    pub plugin: Option<Definer>,
+    /// Field definitions; names unique, integer `min` not above `max`.
+    #[serde(default)]
+    pub fields: Vec<FieldDef>,
+}
+
+/// The new definition of an item type (the path names it).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemTypeUpdate {
+    /// When given, the name in the path.
+    #[serde(default, rename = "type")]
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,31}$")]
+    pub type_name: Option<String>,
+    #[schema(pattern = r"\S")]
+    pub label: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "has_title_default")]
+    #[schema(default = true)]
+    pub has_title: bool,
+    #[serde(default = "title_label_default")]
+    #[schema(default = "Title")]
+    pub title_label: String,
+    /// Ignored: who defines a type does not change.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    #[serde(default)]
+    pub fields: Vec<FieldDef>,
+}
+
+/// A 404 for ids that are not UUIDs (they name nothing), as for unknown ones.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ItemIdPath {
+    /// Item id.
+    pub id: Uuid,
+}
+
+/// An item type's machine name in a path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TypePath {
+    /// Machine name of the type.
+    #[param(rename = "type", pattern = "^[a-z][a-z0-9_]{0,31}$")]
+    pub type_name: String,
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, AppError> {
@@ -93,7 +175,12 @@ fn require_own_or_any(
 
 /// Every item type.
 #[utoipa::path(get, path = "/api/item-types", tag = "item",
-    responses((status = 200, description = "Item types", body = [ItemType])))]
+    responses(
+        (status = 200, description = "Item types", body = [ItemType]),
+        (status = 401, description = "Anonymous, and anonymous visitors may not access content", body = ErrorBody),
+        (status = 403, description = "Lacks `access content`", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
 pub(crate) async fn list_types(
     State(state): State<AppState>,
     account: Account,
@@ -103,20 +190,30 @@ pub(crate) async fn list_types(
 }
 
 /// Create an item type with its field definitions.
-#[utoipa::path(post, path = "/api/item-types", tag = "item", request_body = ItemType,
+#[utoipa::path(post, path = "/api/item-types", tag = "item", request_body = NewItemType,
     responses(
         (status = 201, description = "Created", body = ItemType),
         (status = 401, description = "Anonymous", body = ErrorBody),
         (status = 403, description = "Lacks `administer content types`", body = ErrorBody),
         (status = 409, description = "Type exists", body = ErrorBody),
         (status = 422, description = "Invalid name, label or field definitions", body = ErrorBody),
-    ))]
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn create_type(
     State(state): State<AppState>,
     account: Account,
-    Json(t): Json<ItemType>,
+    Json(new): Json<NewItemType>,
 ) -> Result<(StatusCode, Json<ItemType>), AppError> {
     account.require(permission::ADMINISTER_CONTENT_TYPES)?;
+    let t = ItemType {
+        type_name: new.type_name,
+        label: new.label,
+        description: new.description,
+        has_title: new.has_title,
+        title_label: new.title_label,
+        plugin: "kernel".to_owned(),
+        fields: new.fields,
+    };
     Ok((
         StatusCode::CREATED,
         Json(super::create_type(&state.db, &t).await?),
@@ -125,11 +222,14 @@ pub(crate) async fn create_type(
 
 /// One item type.
 #[utoipa::path(get, path = "/api/item-types/{type}", tag = "item",
-    params(("type" = String, Path, description = "Machine name")),
+    params(TypePath),
     responses(
         (status = 200, description = "The type", body = ItemType),
+        (status = 401, description = "Anonymous, and anonymous visitors may not access content", body = ErrorBody),
+        (status = 403, description = "Lacks `access content`", body = ErrorBody),
         (status = 404, description = "No such type", body = ErrorBody),
-    ))]
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
 pub(crate) async fn get_type(
     State(state): State<AppState>,
     account: Account,
@@ -141,33 +241,50 @@ pub(crate) async fn get_type(
 
 /// Replace an item type's label, description, title settings and fields
 /// (existing items are checked against them when next saved or published).
-#[utoipa::path(put, path = "/api/item-types/{type}", tag = "item", request_body = ItemType,
-    params(("type" = String, Path, description = "Machine name")),
+#[utoipa::path(put, path = "/api/item-types/{type}", tag = "item", request_body = ItemTypeUpdate,
+    params(TypePath),
     responses(
         (status = 200, description = "Updated", body = ItemType),
+        (status = 401, description = "Anonymous", body = ErrorBody),
         (status = 403, description = "Lacks `administer content types`", body = ErrorBody),
         (status = 404, description = "No such type", body = ErrorBody),
-        (status = 422, description = "Invalid definitions", body = ErrorBody),
-    ))]
+        (status = 422, description = "Invalid definitions, or `type` differs from the path", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn update_type(
     State(state): State<AppState>,
     account: Account,
     Path(name): Path<String>,
-    Json(mut t): Json<ItemType>,
+    Json(input): Json<ItemTypeUpdate>,
 ) -> Result<Json<ItemType>, AppError> {
     account.require(permission::ADMINISTER_CONTENT_TYPES)?;
-    t.type_name = name;
+    if input.type_name.as_ref().is_some_and(|t| *t != name) {
+        return Err(ItemError::invalid("type", "must be the type named in the path").into());
+    }
+    let current = super::get_type(&state.db, &name).await?;
+    let t = ItemType {
+        type_name: current.type_name,
+        label: input.label,
+        description: input.description,
+        has_title: input.has_title,
+        title_label: input.title_label,
+        plugin: current.plugin,
+        fields: input.fields,
+    };
     Ok(Json(super::update_type(&state.db, &t).await?))
 }
 
 /// Delete an item type that has no items.
 #[utoipa::path(delete, path = "/api/item-types/{type}", tag = "item",
-    params(("type" = String, Path, description = "Machine name")),
+    params(TypePath),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 401, description = "Anonymous", body = ErrorBody),
+        (status = 403, description = "Lacks `administer content types`, or a session request without its CSRF token", body = ErrorBody),
         (status = 404, description = "No such type", body = ErrorBody),
         (status = 409, description = "The type still has items", body = ErrorBody),
-    ))]
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn delete_type(
     State(state): State<AppState>,
     account: Account,
@@ -182,17 +299,42 @@ pub(crate) async fn delete_type(
 
 /// Listing parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only items of this type.
     #[serde(rename = "type")]
+    #[param(pattern = "^[a-z][a-z0-9_]{0,31}$")]
     pub item_type: Option<String>,
     /// `created` (default), `changed` or `title`.
+    #[param(inline)]
     pub sort: Option<SortKey>,
     /// `desc` (default) or `asc`.
+    #[param(inline)]
     pub order: Option<SortOrder>,
     /// 1-based page (default 1).
+    #[param(minimum = 1, maximum = 4294967295u32)]
     pub page: Option<u32>,
     /// Items per page, 1-100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub per_page: Option<u32>,
+}
+
+/// The query of an HTML listing: [`ListParams`] without `type` (the path
+/// names it).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ItemsPageParams {
+    /// `created` (default), `changed` or `title`.
+    #[param(inline)]
+    pub sort: Option<SortKey>,
+    /// `desc` (default) or `asc`.
+    #[param(inline)]
+    pub order: Option<SortOrder>,
+    /// 1-based page (default 1).
+    #[param(minimum = 1, maximum = 4294967295u32)]
+    pub page: Option<u32>,
+    /// Items per page, 1-100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub per_page: Option<u32>,
 }
 
@@ -225,13 +367,16 @@ fn list_spec(p: ListParams) -> Result<ListSpec, AppError> {
 }
 
 /// Published items, by type or all, sorted and paged (cached).
-#[utoipa::path(get, path = "/api/items", tag = "item", params(ListParams),
+#[utoipa::path(get, path = "/api/items", tag = "item", params(ListParams, StageParams),
     responses(
         (status = 200, description = "A page of items", body = ItemPage),
-        (status = 400, description = "Unknown sort or order", body = ErrorBody),
+        (status = 400, description = "Malformed query: unknown sort or order, a page that is not a number", body = ErrorBody),
+        (status = 401, description = "Anonymous, and anonymous visitors may not access content or stages", body = ErrorBody),
+        (status = 403, description = "Lacks `access content`, or the permission to work in the stage", body = ErrorBody),
         (status = 404, description = "Unknown type or stage", body = ErrorBody),
-        (status = 422, description = "Bad page or per_page", body = ErrorBody),
-    ))]
+        (status = 422, description = "Bad page, per_page or stage id", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
 pub(crate) async fn list_items(
     State(state): State<AppState>,
     account: Account,
@@ -250,13 +395,16 @@ pub(crate) async fn list_items(
 
 /// Create an item (in the selected stage).
 #[utoipa::path(post, path = "/api/items", tag = "item", request_body = NewItem,
-    params(("stage" = Option<String>, Query, description = "Stage to create the item in")),
+    params(StageParams),
     responses(
-        (status = 201, description = "Created", body = Item),
+        (status = 201, description = "Created", body = Item,
+            headers(("Location" = String, description = "The item's URL"))),
         (status = 401, description = "Anonymous", body = ErrorBody),
-        (status = 403, description = "Lacks `create content`", body = ErrorBody),
-        (status = 422, description = "Invalid fields; details list each", body = ErrorBody),
-    ))]
+        (status = 403, description = "Lacks `create content`, or the permission to work in the stage", body = ErrorBody),
+        (status = 404, description = "No such stage", body = ErrorBody),
+        (status = 422, description = "Unknown type, invalid title or fields (details list each), or a bad stage id", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn create_item(
     State(state): State<AppState>,
     account: Account,
@@ -296,11 +444,15 @@ async fn visible_item(
 
 /// One item as seen from the selected stage (cached).
 #[utoipa::path(get, path = "/api/items/{id}", tag = "item",
-    params(("id" = Uuid, Path), ("stage" = Option<String>, Query, description = "Stage to read from")),
+    params(ItemIdPath, StageParams),
     responses(
         (status = 200, description = "The item", body = Item),
-        (status = 404, description = "No such item, or not visible to you", body = ErrorBody),
-    ))]
+        (status = 401, description = "Anonymous, and the stage is not live", body = ErrorBody),
+        (status = 403, description = "May not work in the stage", body = ErrorBody),
+        (status = 404, description = "No such item or stage, or not visible to you", body = ErrorBody),
+        (status = 422, description = "Bad stage id", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
 pub(crate) async fn get_item(
     State(state): State<AppState>,
     account: Account,
@@ -313,13 +465,15 @@ pub(crate) async fn get_item(
 /// Update an item; in a stage other than live this writes a stage revision
 /// and leaves live untouched.
 #[utoipa::path(put, path = "/api/items/{id}", tag = "item", request_body = ItemPatch,
-    params(("id" = Uuid, Path), ("stage" = Option<String>, Query, description = "Stage to edit in")),
+    params(ItemIdPath, StageParams),
     responses(
         (status = 200, description = "Saved", body = Item),
+        (status = 401, description = "Anonymous", body = ErrorBody),
         (status = 403, description = "Lacks the edit permission", body = ErrorBody),
-        (status = 404, description = "No such item", body = ErrorBody),
-        (status = 422, description = "Invalid fields", body = ErrorBody),
-    ))]
+        (status = 404, description = "No such item or stage", body = ErrorBody),
+        (status = 422, description = "Invalid title or fields, or a bad stage id", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn update_item(
     State(state): State<AppState>,
     account: Account,
@@ -327,6 +481,10 @@ pub(crate) async fn update_item(
     Path(id): Path<String>,
     Json(patch): Json<ItemPatch>,
 ) -> Result<Json<Item>, AppError> {
+    // Anonymous callers are refused before the item is looked up.
+    if !account.is_authenticated() {
+        return Err(AppError::Unauthenticated);
+    }
     let item = visible_item(&state, &account, &stage, &id).await?;
     require_own_or_any(
         &account,
@@ -342,19 +500,26 @@ pub(crate) async fn update_item(
 
 /// Delete an item (inside a stage: only items created in it).
 #[utoipa::path(delete, path = "/api/items/{id}", tag = "item",
-    params(("id" = Uuid, Path), ("stage" = Option<String>, Query)),
+    params(ItemIdPath, StageParams),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 403, description = "Lacks the delete permission", body = ErrorBody),
-        (status = 404, description = "No such item", body = ErrorBody),
+        (status = 401, description = "Anonymous", body = ErrorBody),
+        (status = 403, description = "Lacks the delete permission, or a session request without its CSRF token", body = ErrorBody),
+        (status = 404, description = "No such item or stage", body = ErrorBody),
         (status = 409, description = "A live item cannot be deleted inside a stage", body = ErrorBody),
-    ))]
+        (status = 422, description = "Bad stage id", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn delete_item(
     State(state): State<AppState>,
     account: Account,
     SelectedStage(stage): SelectedStage,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
+    // Anonymous callers are refused before the item is looked up.
+    if !account.is_authenticated() {
+        return Err(AppError::Unauthenticated);
+    }
     let item = visible_item(&state, &account, &stage, &id).await?;
     require_own_or_any(
         &account,
@@ -368,18 +533,25 @@ pub(crate) async fn delete_item(
 
 /// Every revision of an item, newest first.
 #[utoipa::path(get, path = "/api/items/{id}/revisions", tag = "item",
-    params(("id" = Uuid, Path)),
+    params(ItemIdPath, StageParams),
     responses(
         (status = 200, description = "Revisions", body = [Revision]),
+        (status = 401, description = "Anonymous", body = ErrorBody),
         (status = 403, description = "Lacks `edit any content` (and is not the author)", body = ErrorBody),
-        (status = 404, description = "No such item", body = ErrorBody),
-    ))]
+        (status = 404, description = "No such item or stage", body = ErrorBody),
+        (status = 422, description = "Bad stage id", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn item_revisions(
     State(state): State<AppState>,
     account: Account,
     SelectedStage(stage): SelectedStage,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Revision>>, AppError> {
+    // Anonymous callers are refused before the item is looked up.
+    if !account.is_authenticated() {
+        return Err(AppError::Unauthenticated);
+    }
     let item = visible_item(&state, &account, &stage, &id).await?;
     require_own_or_any(
         &account,
@@ -450,6 +622,16 @@ pub fn item_page_key(state: &AppState, id: Uuid) -> Result<CacheKey, AppError> {
 
 /// The HTML page of an item. Anonymous visitors of live get the cached
 /// page; signed-in visitors and stage previews get a fresh rendering.
+#[utoipa::path(get, path = "/item/{id}", tag = "page",
+    params(ItemIdPath, StageParams),
+    responses(
+        (status = 200, description = "The item page", body = String, content_type = "text/html"),
+        (status = 401, description = "Anonymous, and anonymous visitors may not access content", body = ErrorBody),
+        (status = 403, description = "May not work in the stage", body = ErrorBody),
+        (status = 404, description = "No such item or stage, or not visible to you", body = ErrorBody),
+        (status = 422, description = "Bad stage id", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
 pub(crate) async fn item_page(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -475,6 +657,17 @@ pub(crate) async fn item_page(
 }
 
 /// The HTML listing of published items of a type.
+#[utoipa::path(get, path = "/items/{type}", tag = "page",
+    params(TypePath, ItemsPageParams, StageParams),
+    responses(
+        (status = 200, description = "The listing page", body = String, content_type = "text/html"),
+        (status = 400, description = "Malformed query", body = ErrorBody),
+        (status = 401, description = "Anonymous, and anonymous visitors may not access content", body = ErrorBody),
+        (status = 403, description = "Lacks `access content`, or may not work in the stage", body = ErrorBody),
+        (status = 404, description = "No such type or stage", body = ErrorBody),
+        (status = 422, description = "Bad page, per_page or stage id", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
 pub(crate) async fn items_page(
     State(state): State<AppState>,
     account: Account,

@@ -2,22 +2,23 @@
 
 use std::net::SocketAddr;
 
+use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::health::Health;
 use crate::error::{AppError, ErrorBody};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health_check))
-        .route("/healthz", get(liveness))
-        .route("/metrics", get(metrics_text))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health_check))
+        .routes(routes!(liveness))
+        .routes(routes!(metrics_text))
 }
 
 /// Readiness: 200 only when PostgreSQL and Redis both answer within 1 s;
@@ -27,7 +28,8 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 200, description = "Every dependency answers", body = Health),
         (status = 503, description = "At least one dependency fails", body = Health),
-    )
+    ),
+    security(())
 )]
 pub(crate) async fn health_check(State(state): State<AppState>) -> Response {
     let h = state.probes.check().await;
@@ -48,7 +50,8 @@ pub struct Liveness {
 /// Liveness: the process answers. No dependency is checked.
 #[utoipa::path(
     get, path = "/healthz", tag = "observe",
-    responses((status = 200, description = "The process is alive", body = Liveness))
+    responses((status = 200, description = "The process is alive", body = Liveness)),
+    security(())
 )]
 pub(crate) async fn liveness() -> Json<Liveness> {
     Json(Liveness { status: "ok" })
@@ -58,9 +61,11 @@ pub(crate) async fn liveness() -> Json<Liveness> {
 #[utoipa::path(
     get, path = "/metrics", tag = "observe",
     responses(
-        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 200, description = "Prometheus text format", body = String,
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
         (status = 403, description = "Client address not allowed", body = ErrorBody),
-    )
+    ),
+    security(())
 )]
 pub(crate) async fn metrics_text(
     State(state): State<AppState>,

@@ -3,18 +3,22 @@
 
 pub mod templates;
 
-use axum::Router;
 use axum::response::Html;
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::user::Account;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/", get(front))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(front))
 }
 
+/// The front page.
+#[utoipa::path(get, path = "/", tag = "page",
+    responses((status = 200, description = "The front page", body = String, content_type = "text/html")),
+    security((), ("bearer" = []), ("session" = [])))]
 async fn front(
     axum::extract::State(state): axum::extract::State<AppState>,
     account: Account,

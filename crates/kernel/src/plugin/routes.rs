@@ -1,9 +1,10 @@
 //! `GET /api/plugins`: what is installed and in what state.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::PluginInfo;
 use crate::error::{AppError, ErrorBody};
@@ -11,8 +12,8 @@ use crate::state::AppState;
 use crate::user::Account;
 use crate::user::permission::ADMINISTER_PLUGINS;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/plugins", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

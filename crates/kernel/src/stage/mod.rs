@@ -385,6 +385,10 @@ impl FromRequestParts<AppState> for SelectedStage {
             .get(STAGE_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        // A malformed header is refused even when the query names the stage.
+        if let Some(h) = &from_header {
+            StageId::parse(h.trim())?;
+        }
         let from_session = match (&from_query, &from_header) {
             (None, None) => {
                 match crate::user::access::cookie(&parts.headers, crate::user::session::COOKIE) {

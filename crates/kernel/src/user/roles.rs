@@ -3,12 +3,13 @@
 //! process's permission cache; other processes see it within
 //! [`PermissionCache::TTL`](super::permissions::PermissionCache::TTL).
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing;
-use axum::{Json, Router};
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgExecutor, PgPool};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{Account, UserError, permission, role};
@@ -30,7 +31,12 @@ pub struct Role {
 #[serde(deny_unknown_fields)]
 pub struct NewRole {
     /// `[a-z][a-z0-9_]*`, at most 64 characters.
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", max_length = 64)]
     pub name: String,
+    /// 1 to 128 characters, no control characters, no surrounding space.
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,126}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub label: String,
 }
 
@@ -38,9 +44,21 @@ pub struct NewRole {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleUpdate {
+    /// 1 to 128 characters, no control characters, no surrounding space.
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,126}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub label: String,
+    /// Permission names, each like a label.
+    #[schema(inline, value_type = Vec<PermissionName>)]
     pub permissions: Vec<String>,
 }
+
+/// A permission name: 1 to 128 characters, no control characters, no
+/// surrounding space.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,126}[^\s\x00-\x1f\x7f-\x9f])?$")]
+pub struct PermissionName(pub String);
 
 /// The roles a user holds explicitly (replacing the old set); `anonymous`
 /// and `authenticated` are implicit and cannot be listed.
@@ -302,14 +320,11 @@ pub async fn set_user_roles(
     Ok(roles)
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/roles", routing::get(list_roles).post(create_role))
-        .route(
-            "/api/roles/{name}",
-            routing::get(get_role).put(update_role).delete(delete_role),
-        )
-        .route("/api/users/{id}/roles", routing::put(set_roles))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_roles, create_role))
+        .routes(routes!(get_role, update_role, delete_role))
+        .routes(routes!(set_roles))
 }
 
 /// Every role with its permissions.
@@ -318,7 +333,8 @@ pub fn router() -> Router<AppState> {
         (status = 200, description = "Roles", body = [Role]),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Lacks `administer permissions`", body = ErrorBody),
-    ))]
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn list_roles(
     State(state): State<AppState>,
     account: Account,
@@ -330,11 +346,13 @@ pub(crate) async fn list_roles(
 /// Create a role (without permissions).
 #[utoipa::path(post, path = "/api/roles", tag = "user", request_body = NewRole,
     responses(
+        (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 201, description = "Created", body = Role),
         (status = 403, description = "Lacks `administer permissions`", body = ErrorBody),
         (status = 409, description = "A role of that name exists", body = ErrorBody),
         (status = 422, description = "Invalid name or label", body = ErrorBody),
-    ))]
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn create_role(
     State(state): State<AppState>,
     account: Account,
@@ -347,11 +365,14 @@ pub(crate) async fn create_role(
 
 /// One role.
 #[utoipa::path(get, path = "/api/roles/{name}", tag = "user",
-    params(("name" = String, Path)),
+    params(("name" = String, Path, description = "Role machine name")),
     responses(
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Lacks `administer permissions`", body = ErrorBody),
         (status = 200, description = "The role", body = Role),
         (status = 404, description = "No such role", body = ErrorBody),
-    ))]
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn get_role(
     State(state): State<AppState>,
     account: Account,
@@ -363,13 +384,16 @@ pub(crate) async fn get_role(
 
 /// Set a role's label and replace its permissions.
 #[utoipa::path(put, path = "/api/roles/{name}", tag = "user", request_body = RoleUpdate,
-    params(("name" = String, Path)),
+    params(("name" = String, Path, description = "Role machine name")),
     responses(
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Lacks `administer permissions`", body = ErrorBody),
         (status = 200, description = "Updated", body = Role),
         (status = 404, description = "No such role", body = ErrorBody),
         (status = 409, description = "The administrator role holds every permission", body = ErrorBody),
         (status = 422, description = "Invalid label or permission", body = ErrorBody),
-    ))]
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn update_role(
     State(state): State<AppState>,
     account: Account,
@@ -384,12 +408,15 @@ pub(crate) async fn update_role(
 
 /// Delete a role; its holders lose it.
 #[utoipa::path(delete, path = "/api/roles/{name}", tag = "user",
-    params(("name" = String, Path)),
+    params(("name" = String, Path, description = "Role machine name")),
     responses(
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Lacks `administer permissions`", body = ErrorBody),
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such role", body = ErrorBody),
         (status = 409, description = "Built-in roles cannot be deleted", body = ErrorBody),
-    ))]
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn delete_role(
     State(state): State<AppState>,
     account: Account,
@@ -403,14 +430,16 @@ pub(crate) async fn delete_role(
 
 /// Replace the roles a user holds.
 #[utoipa::path(put, path = "/api/users/{id}/roles", tag = "user", request_body = UserRoles,
-    params(("id" = String, Path)),
+    params(("id" = Uuid, Path, description = "User id")),
     responses(
+        (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 200, description = "The user's roles now", body = UserRoles),
         (status = 403, description = "Granting or revoking administrator takes an administrator", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
         (status = 409, description = "The last active administrator keeps the role", body = ErrorBody),
         (status = 422, description = "Unknown or implicit role", body = ErrorBody),
-    ))]
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn set_roles(
     State(state): State<AppState>,
     account: Account,

@@ -5,9 +5,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Form, Json};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::access::{self, Account, CSRF_COOKIE, CsrfExempt};
 use super::{User, UserError, flood, password, session};
@@ -16,11 +17,11 @@ use crate::http::{BodyKind, body_kind};
 use crate::state::AppState;
 use crate::user::settings::CookieSecure;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/user/login", get(login_page).post(login))
-        .route("/user/logout", post(logout))
-        .route("/user/me", get(me))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login_page, login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
 }
 
 /// Routes of this router that the CSRF rule leaves alone.
@@ -40,7 +41,7 @@ pub struct LoginRequest {
 }
 
 /// The browser login form.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct LoginForm {
     name: String,
     password: String,
@@ -98,6 +99,13 @@ fn safe_destination(d: Option<&str>) -> &str {
     }
 }
 
+/// The HTML login form (sets the `trovato_csrf` cookie its form posts
+/// back before a session exists).
+#[utoipa::path(
+    get, path = "/user/login", tag = "user",
+    responses((status = 200, description = "The login page", body = String, content_type = "text/html")),
+    security((), ("session" = []), ("bearer" = []))
+)]
 async fn login_page(
     State(state): State<AppState>,
     account: Account,
@@ -149,17 +157,22 @@ async fn render_login(
 /// token). Unknown user and wrong password give the same 401.
 #[utoipa::path(
     post, path = "/user/login", tag = "user",
-    request_body(content = LoginRequest, description = "JSON, or an HTML form (name, password, csrf_token)"),
+    request_body(description = "JSON, or the HTML form with its CSRF token",
+        content((LoginRequest = "application/json"), (LoginForm = "application/x-www-form-urlencoded"))),
     responses(
         (status = 200, description = "Logged in; the session cookie is set", body = MeResponse),
-        (status = 303, description = "Form login succeeded; redirect"),
+        (status = 303, description = "Form login succeeded; redirect to `destination`"),
         (status = 400, description = "Malformed body", body = ErrorBody),
-        (status = 401, description = "Invalid user name or password", body = ErrorBody),
+        (status = 401, description = "Invalid user name or password (the form gets the login page again)",
+            content((ErrorBody = "application/json"), (String = "text/html"))),
         (status = 403, description = "Form post without a valid CSRF token", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Neither JSON nor a form", body = ErrorBody),
-        (status = 429, description = "Too many failed logins from this address (see Retry-After)", body = ErrorBody),
-    )
+        (status = 429, description = "Too many failed logins from this address (see Retry-After)",
+            headers(("Retry-After" = u64, description = "Seconds until logins are accepted again")),
+            content((ErrorBody = "application/json"), (String = "text/html"))),
+    ),
+    security(())
 )]
 pub(crate) async fn login(
     State(state): State<AppState>,
@@ -302,7 +315,8 @@ async fn authenticate(
         (status = 303, description = "Form logout; redirect to /"),
         (status = 401, description = "Not logged in with a session", body = ErrorBody),
         (status = 403, description = "Without the session's CSRF token", body = ErrorBody),
-    )
+    ),
+    security(("session" = []))
 )]
 pub(crate) async fn logout(
     State(state): State<AppState>,
@@ -331,7 +345,7 @@ pub(crate) async fn logout(
         (status = 200, description = "The signed-in account", body = MeResponse),
         (status = 401, description = "Anonymous", body = ErrorBody),
     ),
-    security((), ("session" = []), ("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub(crate) async fn me(account: Account) -> Result<Json<MeResponse>, AppError> {
     me_response(&account)

@@ -15,6 +15,7 @@ mod kv;
 mod login_flood;
 mod nginx;
 mod observe;
+mod openapi;
 mod plugin;
 mod roles;
 mod stage;
