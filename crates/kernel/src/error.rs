@@ -18,6 +18,7 @@ use crate::item::ItemError;
 use crate::kv::KvError;
 use crate::plugin::PluginError;
 use crate::stage::StageError;
+use crate::tasks::TaskError;
 use crate::user::UserError;
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +192,10 @@ impl AppError {
             ItemError::StageConflict(_) => (S::CONFLICT, "stage_conflict", false),
             ItemError::Db(e) => Self::classify_db(e),
             ItemError::Decode(_) => (S::INTERNAL_SERVER_ERROR, "internal", true),
+            ItemError::Task(TaskError::ShuttingDown(_)) => {
+                (S::SERVICE_UNAVAILABLE, "shutting_down", false)
+            }
+            ItemError::Task(TaskError::Panicked(_)) => (S::INTERNAL_SERVER_ERROR, "internal", true),
         }
     }
 
