@@ -545,7 +545,10 @@ async fn an_update_whose_client_disconnects_during_the_commit_is_still_invalidat
     let item = app.create_item("Old title", None).await;
     let id = item["id"].as_str().expect("id").to_owned();
     // Cached: the item and its page.
-    assert_eq!(app.item_title(&id, None).await.as_deref(), Some("Old title"));
+    assert_eq!(
+        app.item_title(&id, None).await.as_deref(),
+        Some("Old title")
+    );
     let page = |app: &TestApp| {
         let url = app.url(&format!("/item/{id}"));
         async move {
@@ -589,7 +592,9 @@ async fn an_update_whose_client_disconnects_during_the_commit_is_still_invalidat
         app.addr,
         body.len()
     );
-    let mut stream = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
     stream.write_all(request.as_bytes()).await.expect("send");
     let db = app.state.db.clone();
     let committing = crate::harness::eventually(std::time::Duration::from_secs(30), || {

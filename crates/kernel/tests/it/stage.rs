@@ -470,7 +470,12 @@ async fn publishing_a_stage_fires_tap_item_update_for_each_item_it_changes() {
     let born_id = born["id"].as_str().expect("id");
     // Warm the live views so a publish that forgot them would serve stale.
     for id in [a_id, b_id] {
-        assert!(app.item_title(id, None).await.expect("live").ends_with("live"));
+        assert!(
+            app.item_title(id, None)
+                .await
+                .expect("live")
+                .ends_with("live")
+        );
     }
     let page = crate::harness::client()
         .get(app.url(&format!("/item/{a_id}")))
@@ -493,8 +498,14 @@ async fn publishing_a_stage_fires_tap_item_update_for_each_item_it_changes() {
     assert_eq!(audited(&app, "tap_item_update").await, before.0 + 3);
     assert_eq!(audited(&app, "tap_item_insert").await, before.1);
     // The cache was invalidated: the published values are served at once.
-    assert_eq!(app.item_title(a_id, None).await.as_deref(), Some("A staged"));
-    assert_eq!(app.item_title(b_id, None).await.as_deref(), Some("B staged"));
+    assert_eq!(
+        app.item_title(a_id, None).await.as_deref(),
+        Some("A staged")
+    );
+    assert_eq!(
+        app.item_title(b_id, None).await.as_deref(),
+        Some("B staged")
+    );
     assert_eq!(app.item_title(born_id, None).await.as_deref(), Some("Born"));
     let page = crate::harness::client()
         .get(app.url(&format!("/item/{a_id}")))
@@ -515,7 +526,10 @@ async fn two_publishes_sharing_items_never_deadlock_and_the_last_one_wins() {
     const ITEMS: usize = 50;
     const ROUNDS: usize = 20;
     let app = app_with_stage().await;
-    assert_eq!(app.create_stage("other").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.create_stage("other").await.status(),
+        StatusCode::CREATED
+    );
     let mut ids = Vec::new();
     for i in 0..ITEMS {
         let item = app.create_item(&format!("live {i}"), None).await;
