@@ -1,17 +1,19 @@
 //! Items: item types with their field definitions, items, revisions, and
 //! the cached reads and invalidating writes around them.
 //!
-//! Every write path goes through [`create`], [`update`] and [`delete`]
-//! here (the JSON API, the HTML pages and stage publishing alike), and each
-//! invalidates after its transaction committed: `item:{id}`,
-//! `item_list:{type}`, `item_list:all` for live changes, `stage:{id}` for
-//! changes only a stage sees. Reads ([`load`], [`list`]) go through the
-//! cache with stage-scoped keys.
+//! Every write of an item goes through [`write::apply`] (the JSON API, the
+//! HTML pages and stage publishing alike; [`create`], [`update`] and
+//! [`delete`] are one-write transactions around it), and its effects run
+//! after the transaction committed: invalidation of `item:{id}`,
+//! `item_list:{type}`, `item_list:all` for live changes and `stage:{id}` for
+//! changes only a stage sees, then the item taps. Reads ([`load`], [`list`])
+//! go through the cache with stage-scoped keys.
 
 pub mod field;
 pub mod routes;
 pub mod store;
 pub mod taps;
+pub mod write;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -24,8 +26,10 @@ use crate::cache::{CacheKey, CacheTag, Loaded};
 use crate::db::DbError;
 use crate::stage::StageId;
 use crate::state::AppState;
+use crate::tasks::TaskError;
 
 pub use field::{Failures, FieldDef, FieldKind};
+pub use write::{Change, ChangeKind, Effects, Write, WriteHook};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ItemError {
@@ -48,6 +52,9 @@ pub enum ItemError {
     Db(#[from] DbError),
     #[error("cached item could not be decoded: {0}")]
     Decode(#[from] serde_json::Error),
+    /// The task committing the write could not run (shutdown) or panicked.
+    #[error(transparent)]
+    Task(#[from] TaskError),
 }
 
 impl crate::error::HttpError for ItemError {
@@ -62,6 +69,10 @@ impl crate::error::HttpError for ItemError {
             ItemError::StageConflict(_) => (S::CONFLICT, "stage_conflict"),
             ItemError::Db(e) => e.status_code(),
             ItemError::Decode(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
+            ItemError::Task(TaskError::ShuttingDown(_)) => {
+                (S::SERVICE_UNAVAILABLE, "shutting_down")
+            }
+            ItemError::Task(TaskError::Panicked(_)) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 
@@ -402,55 +413,26 @@ pub async fn validate_values(
     }
 }
 
-/// Creates an item in `stage`, with its first revision, in one transaction.
+/// Creates an item in `stage`, with its first revision, in one transaction
+/// (see [`write::Write::Create`]).
 pub async fn create(
     state: &AppState,
     stage: &StageId,
     author: Option<Uuid>,
     new: NewItem,
 ) -> Result<Item, ItemError> {
-    let t = store::find_type(&state.db, &new.item_type)
-        .await?
-        .ok_or_else(|| ItemError::invalid("type", format!("unknown type `{}`", new.item_type)))?;
-    let title = if t.has_title {
-        new.title.clone()
-    } else {
-        String::new()
-    };
-    let mut conn = state.db.acquire().await?;
-    validate_values(&mut conn, &t, &title, &new.fields).await?;
-    drop(conn);
-    let now = Utc::now();
-    let item = Item {
-        id: Uuid::now_v7(),
-        item_type: t.type_name.clone(),
-        title,
-        author,
-        status: new.status.unwrap_or(ItemStatus::Published),
-        created: now,
-        changed: now,
-        promote: new.promote,
-        sticky: new.sticky,
-        fields: Value::Object(new.fields),
-        stage_id: stage.as_str().to_owned(),
-        revision_id: Some(Uuid::now_v7()),
-    };
-    let mut tx = state.db.begin().await?;
-    store::hold_stage(&mut *tx, stage.as_str()).await?;
-    store::insert_item(&mut *tx, &item).await?;
-    store::insert_revision(&mut *tx, &item, stage.as_str(), author, "Created").await?;
-    tx.commit().await?;
-    state
-        .cache
-        .invalidate(&change_tags(stage, item.id, &item.item_type))
-        .await;
-    taps::item_inserted(state, &item).await;
-    Ok(item)
+    write::write_one(
+        state,
+        Write::Create {
+            stage: stage.clone(),
+            author,
+            new,
+        },
+    )
+    .await
 }
 
-/// Applies `patch` as seen from `stage`. A live item edited in another
-/// stage gets a stage revision (the live row is untouched); otherwise the
-/// row itself changes. Every save writes a revision.
+/// Applies `patch` as seen from `stage` (see [`write::Write::Update`]).
 pub async fn update(
     state: &AppState,
     stage: &StageId,
@@ -458,82 +440,29 @@ pub async fn update(
     editor: Option<Uuid>,
     patch: ItemPatch,
 ) -> Result<Item, ItemError> {
-    let mut tx = state.db.begin().await?;
-    store::hold_stage(&mut *tx, stage.as_str()).await?;
-    let mut item = store::find_for_update(&mut *tx, stage.as_str(), id)
-        .await?
-        .ok_or(ItemError::NotFound(id))?;
-    let t = store::find_type(&mut *tx, &item.item_type)
-        .await?
-        .ok_or_else(|| ItemError::TypeNotFound(item.item_type.clone()))?;
-    if let Some(title) = patch.title
-        && t.has_title
-    {
-        item.title = title;
-    }
-    if let Some(s) = patch.status {
-        item.status = s;
-    }
-    if let Some(p) = patch.promote {
-        item.promote = p;
-    }
-    if let Some(s) = patch.sticky {
-        item.sticky = s;
-    }
-    let mut fields = match std::mem::take(&mut item.fields) {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    for (k, v) in patch.fields.unwrap_or_default() {
-        if v.is_null() {
-            fields.remove(&k);
-        } else {
-            fields.insert(k, v);
-        }
-    }
-    validate_values(&mut tx, &t, &item.title, &fields).await?;
-    item.fields = Value::Object(fields);
-    item.changed = Utc::now();
-    let rev = Uuid::now_v7();
-    item.revision_id = Some(rev);
-    let log = patch.log.unwrap_or_default();
-    store::insert_revision(&mut *tx, &item, stage.as_str(), editor, &log).await?;
-    if item.stage_id == stage.as_str() {
-        store::update_row(&mut *tx, &item).await?;
-    } else {
-        // A live item seen from a stage: record the stage's version only.
-        store::associate(&mut *tx, stage.as_str(), id, rev).await?;
-    }
-    tx.commit().await?;
-    state
-        .cache
-        .invalidate(&change_tags(stage, id, &item.item_type))
-        .await;
-    taps::item_updated(state, &item).await;
-    Ok(item)
+    write::write_one(
+        state,
+        Write::Update {
+            stage: stage.clone(),
+            id,
+            editor,
+            patch,
+        },
+    )
+    .await
 }
 
 /// Deletes an item (and its revisions). Inside a stage only items created
 /// in that stage can be deleted.
 pub async fn delete(state: &AppState, stage: &StageId, id: Uuid) -> Result<Item, ItemError> {
-    let mut tx = state.db.begin().await?;
-    store::hold_stage(&mut *tx, stage.as_str()).await?;
-    let item = store::find_for_update(&mut *tx, stage.as_str(), id)
-        .await?
-        .ok_or(ItemError::NotFound(id))?;
-    if item.stage_id != stage.as_str() {
-        return Err(ItemError::StageConflict(format!(
-            "item {id} is live; delete it in live, not in stage `{stage}`"
-        )));
-    }
-    store::delete_item(&mut *tx, id).await?;
-    tx.commit().await?;
-    state
-        .cache
-        .invalidate(&change_tags(stage, id, &item.item_type))
-        .await;
-    taps::item_deleted(state, &item).await;
-    Ok(item)
+    write::write_one(
+        state,
+        Write::Delete {
+            stage: stage.clone(),
+            id,
+        },
+    )
+    .await
 }
 
 /// The item as seen from `stage`, through the cache.

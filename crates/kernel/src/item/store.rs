@@ -296,13 +296,13 @@ pub async fn insert_item(db: impl PgExecutor<'_>, item: &Item) -> Result<(), Ite
 }
 
 /// Writes `item`'s values into its row (title, status, flags, fields,
-/// changed, current revision).
+/// changed, current revision, stage).
 pub async fn update_row(db: impl PgExecutor<'_>, item: &Item) -> Result<(), ItemError> {
     timed(
         "item.update",
         sqlx::query(
             "UPDATE item SET title = $2, status = $3, changed = $4, promote = $5, sticky = $6,
-                    fields = $7, revision_id = $8
+                    fields = $7, revision_id = $8, stage_id = $9
              WHERE id = $1",
         )
         .bind(item.id)
@@ -313,10 +313,58 @@ pub async fn update_row(db: impl PgExecutor<'_>, item: &Item) -> Result<(), Item
         .bind(item.sticky)
         .bind(&item.fields)
         .bind(item.revision_id)
+        .bind(&item.stage_id)
         .execute(db),
     )
     .await?;
     Ok(())
+}
+
+/// The values one revision holds.
+#[derive(Debug, Clone)]
+pub struct RevisionValues {
+    pub item_id: Uuid,
+    pub stage_id: String,
+    pub title: String,
+    pub status: ItemStatus,
+    pub promote: bool,
+    pub sticky: bool,
+    pub fields: Value,
+}
+
+pub async fn find_revision(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<RevisionValues>, ItemError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        item_id: Uuid,
+        stage_id: String,
+        title: String,
+        status: i16,
+        promote: bool,
+        sticky: bool,
+        fields: Value,
+    }
+    let row = timed(
+        "item_revision.find",
+        sqlx::query_as::<_, Row>(
+            "SELECT item_id, stage_id, title, status, promote, sticky, fields
+             FROM item_revision WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(db),
+    )
+    .await?;
+    Ok(row.map(|r| RevisionValues {
+        item_id: r.item_id,
+        stage_id: r.stage_id,
+        title: r.title,
+        status: ItemStatus::from_db(r.status),
+        promote: r.promote,
+        sticky: r.sticky,
+        fields: r.fields,
+    }))
 }
 
 /// Inserts the revision `item.revision_id` holding `item`'s values.

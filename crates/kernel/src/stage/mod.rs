@@ -1,13 +1,13 @@
 //! Stages: named workspaces upstream of `live`. Editing a live item inside
 //! a stage writes a revision associated with the stage and leaves the live
 //! row untouched; items created inside a stage belong to it until it is
-//! published. Publishing applies every change to live in one transaction
-//! and then invalidates the stage's cache (tag `stage:{id}`) and the live
-//! tags of every item it changed.
+//! published. Publishing applies every change to live in one transaction,
+//! each through the item write path, and then invalidates the stage's cache
+//! (tag `stage:{id}`) and the live tags of every item it changed, and fires
+//! `tap_item_update` for each.
 
 pub mod routes;
 
-use std::collections::HashMap;
 use std::fmt;
 
 use axum::extract::FromRequestParts;
@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::cache::CacheTag;
 use crate::db::{DbError, timed};
 use crate::error::AppError;
-use crate::item::{self, Failures, ItemError, ItemType};
+use crate::item::{self, Effects, Failures, ItemError, Write};
 use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
@@ -179,14 +179,25 @@ pub async fn exists(db: impl PgExecutor<'_>, id: &StageId) -> Result<bool, Stage
 
 /// Applies every change of `stage` to live in one transaction: stage
 /// revisions of live items replace the live values, items created in the
-/// stage become live. Each item is validated again against its type as it
-/// is applied; the first that fails rolls the whole publish back.
+/// stage become live. Each change is a write of the item write path
+/// ([`item::write::apply`]), so it is validated again against its type, and
+/// after the commit every changed item's live cache tags and the stage's
+/// tag are invalidated and `tap_item_update` fires for each changed item.
+/// The first item that fails validation rolls the whole publish back.
+///
+/// Two stages may hold revisions of the same live item. Publishes are
+/// serialised on the item rows (locked in id order, so two publishes sharing
+/// items wait for each other instead of deadlocking), and each applies its
+/// stage's revision as it stands: the publish that commits last wins, and
+/// the item's earlier values stay in its revision history.
 pub async fn publish(state: &AppState, stage: &StageId) -> Result<PublishReport, StageError> {
     if stage.is_live() {
         return Err(StageError::PublishLive);
     }
     let mut tx = state.db.begin().await?;
-    // Serialises concurrent publishes and edits checks of the same stage.
+    // Serialises concurrent publishes and edits of the same stage (edits
+    // hold it FOR SHARE). The stage row is the first lock taken, edits take
+    // theirs in the same order; see `item::store::hold_stage`.
     let found: Option<String> = timed(
         "stage.lock",
         sqlx::query_scalar("SELECT id FROM stage WHERE id = $1 FOR UPDATE")
@@ -201,19 +212,19 @@ pub async fn publish(state: &AppState, stage: &StageId) -> Result<PublishReport,
     #[derive(sqlx::FromRow)]
     struct Change {
         item_id: Uuid,
-        item_type: String,
+        /// The stage's revision of a live item; none for an item born in
+        /// the stage.
         revision_id: Option<Uuid>,
-        title: String,
-        fields: Value,
-        born: bool,
     }
-    // Lock every item the publish touches (FOR UPDATE cannot follow a UNION).
+    // Lock every item the publish touches, in id order: any two
+    // transactions locking several items this way wait for each other
+    // rather than deadlock. (FOR UPDATE cannot follow a UNION.)
     timed(
         "stage.lock_items",
         sqlx::query(
             "SELECT 1 FROM item WHERE stage_id = $1
                 OR id IN (SELECT item_id FROM stage_association WHERE stage_id = $1)
-             FOR UPDATE",
+             ORDER BY id FOR UPDATE",
         )
         .bind(stage.as_str())
         .execute(&mut *tx),
@@ -223,15 +234,10 @@ pub async fn publish(state: &AppState, stage: &StageId) -> Result<PublishReport,
     let changes = timed(
         "stage.changes",
         sqlx::query_as::<_, Change>(
-            "SELECT i.id AS item_id, i.type AS item_type, a.revision_id, r.title, r.fields,
-                    false AS born
-             FROM stage_association a
-             JOIN item i ON i.id = a.item_id
-             JOIN item_revision r ON r.id = a.revision_id
-             WHERE a.stage_id = $1
+            "SELECT item_id, revision_id, false AS born
+             FROM stage_association WHERE stage_id = $1
              UNION ALL
-             SELECT i.id, i.type, NULL, i.title, i.fields, true
-             FROM item i WHERE i.stage_id = $1
+             SELECT id, NULL, true FROM item WHERE stage_id = $1
              ORDER BY born, item_id",
         )
         .bind(stage.as_str())
@@ -239,25 +245,27 @@ pub async fn publish(state: &AppState, stage: &StageId) -> Result<PublishReport,
     )
     .await?;
 
-    let mut types: HashMap<String, ItemType> = HashMap::new();
     let mut report = PublishReport {
         stage: stage.to_string(),
         updated: vec![],
         created: vec![],
     };
-    let mut tags: Vec<CacheTag> = CacheTag::stage(stage.as_str()).into_iter().collect();
+    let mut effects = Effects::default();
+    effects.invalidate(CacheTag::stage(stage.as_str()));
     for c in changes {
-        if !types.contains_key(&c.item_type) {
-            let t = item::store::find_type(&mut *tx, &c.item_type)
-                .await?
-                .ok_or_else(|| ItemError::TypeNotFound(c.item_type.clone()))?;
-            types.insert(c.item_type.clone(), t);
-        }
-        // Inserted just above when missing.
-        let t = &types[&c.item_type];
-        let fields = c.fields.as_object().cloned().unwrap_or_default();
-        match item::validate_values(&mut tx, t, &c.title, &fields).await {
-            Ok(()) => {}
+        let write = match c.revision_id {
+            Some(revision) => Write::PublishRevision {
+                stage: stage.clone(),
+                id: c.item_id,
+                revision,
+            },
+            None => Write::PublishCreated {
+                stage: stage.clone(),
+                id: c.item_id,
+            },
+        };
+        match item::write::apply(state, &mut tx, write, &mut effects).await {
+            Ok(_) => {}
             Err(ItemError::Invalid(failures)) => {
                 return Err(StageError::ItemInvalid {
                     item: c.item_id,
@@ -266,32 +274,10 @@ pub async fn publish(state: &AppState, stage: &StageId) -> Result<PublishReport,
             }
             Err(e) => return Err(e.into()),
         }
-        if c.born {
-            timed(
-                "stage.publish_created",
-                sqlx::query("UPDATE item SET stage_id = 'live', changed = now() WHERE id = $1")
-                    .bind(c.item_id)
-                    .execute(&mut *tx),
-            )
-            .await?;
-            report.created.push(c.item_id);
-        } else {
-            timed(
-                "stage.publish_revision",
-                sqlx::query(
-                    "UPDATE item i SET title = r.title, status = r.status, promote = r.promote,
-                            sticky = r.sticky, fields = r.fields, revision_id = r.id,
-                            changed = now()
-                     FROM item_revision r WHERE r.id = $2 AND i.id = $1",
-                )
-                .bind(c.item_id)
-                .bind(c.revision_id)
-                .execute(&mut *tx),
-            )
-            .await?;
-            report.updated.push(c.item_id);
+        match c.revision_id {
+            Some(_) => report.updated.push(c.item_id),
+            None => report.created.push(c.item_id),
         }
-        tags.extend(item::live_tags(c.item_id, &c.item_type));
     }
     timed(
         "stage.clear_associations",
@@ -300,8 +286,7 @@ pub async fn publish(state: &AppState, stage: &StageId) -> Result<PublishReport,
             .execute(&mut *tx),
     )
     .await?;
-    tx.commit().await?;
-    state.cache.invalidate(&tags).await;
+    item::write::commit(state, tx, effects).await?;
     for id in report.updated.iter().chain(&report.created) {
         tracing::debug!(item = %id, stage = %stage, "published");
     }

@@ -536,3 +536,118 @@ async fn deep_listing_pages_are_served_without_creating_cache_entries() {
         "page 51 is not: {keys:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_whose_client_disconnects_during_the_commit_is_still_invalidated() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(
+        |c| {
+            // Stale stays stale for the whole test unless invalidated.
+            c.cache_l1_ttl = std::time::Duration::from_secs(3600);
+            c.cache_l2_ttl = std::time::Duration::from_secs(3600);
+        },
+        axum::Router::new(),
+    )
+    .await;
+    let admin = app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    let item = app.create_item("Old title", None).await;
+    let id = item["id"].as_str().expect("id").to_owned();
+    // Cached: the item and its page.
+    assert_eq!(
+        app.item_title(&id, None).await.as_deref(),
+        Some("Old title")
+    );
+    let page = |app: &TestApp| {
+        let url = app.url(&format!("/item/{id}"));
+        async move {
+            crate::harness::client()
+                .get(url)
+                .send()
+                .await
+                .expect("GET page")
+                .text()
+                .await
+                .expect("page")
+        }
+    };
+    assert!(page(&app).await.contains("Old title"));
+
+    // A commit of an item update waits on an advisory lock this test holds
+    // (a deferred trigger runs at COMMIT), so the client can go away while
+    // the write is committing.
+    sqlx::raw_sql(
+        "CREATE FUNCTION hold_commit() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER hold_commit AFTER UPDATE ON item
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION hold_commit();",
+    )
+    .execute(&app.state.db)
+    .await
+    .expect("trigger");
+    let mut holder = app.state.db.acquire().await.expect("conn");
+    sqlx::query("SELECT pg_advisory_lock(4242)")
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+
+    let token = trovato::user::token::create(&app.state.db, admin.id, "test")
+        .await
+        .expect("token");
+    let body = r#"{"title": "New title"}"#;
+    let request = format!(
+        "PUT /api/items/{id} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        app.addr,
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let db = app.state.db.clone();
+    let committing = crate::harness::eventually(std::time::Duration::from_secs(30), || {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event = 'advisory'",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap_or(0)
+                > 0
+        }
+    })
+    .await;
+    assert!(committing.is_some(), "the update must reach its commit");
+    // The client goes away; the server drops the request without answering.
+    stream.shutdown().await.expect("shutdown");
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server closes the connection")
+    .expect("read");
+    assert!(
+        answer.is_empty(),
+        "the request must have been dropped, not answered: {}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    sqlx::query("SELECT pg_advisory_unlock(4242)")
+        .execute(&mut *holder)
+        .await
+        .expect("unlock");
+    drop(holder);
+    let served = crate::harness::eventually(std::time::Duration::from_secs(30), || {
+        let app = &app;
+        let id = id.clone();
+        async move { app.item_title(&id, None).await.as_deref() == Some("New title") }
+    })
+    .await;
+    assert!(served.is_some(), "the committed title must be served");
+    assert!(page(&app).await.contains("New title"));
+}

@@ -419,3 +419,211 @@ async fn a_stage_edit_waits_for_a_publish_in_progress_instead_of_being_lost() {
     );
     assert_eq!(live_row_title(&app, &id).await, "Live title");
 }
+
+/// A kernel with the `item_audit` test plugin (the three item taps).
+async fn app_with_audit_plugin() -> TestApp {
+    let dir = std::env::temp_dir().join(format!(
+        "trovato-stage-plugins-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let to = dir.join("item_audit");
+    std::fs::create_dir_all(&to).expect("plugin dir");
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/item_audit");
+    for f in ["item_audit.info.toml", "item_audit.wat"] {
+        std::fs::copy(from.join(f), to.join(f)).expect("copy fixture");
+    }
+    let app = TestApp::spawn_with(
+        move |c| {
+            c.data_dir = std::env::temp_dir().join("trovato-plugin-tests-data");
+            c.plugin_dir = dir;
+        },
+        axum::Router::new(),
+    )
+    .await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    assert_eq!(
+        app.create_stage("draft").await.status(),
+        StatusCode::CREATED
+    );
+    app
+}
+
+/// Successful invocations of `tap` by `item_audit`, per `/metrics`.
+async fn audited(app: &TestApp, tap: &str) -> u64 {
+    let text = app.get("/metrics").await.text().await.expect("metrics");
+    text.lines()
+        .filter(|l| l.starts_with("trovato_plugin_tap_duration_seconds_count{"))
+        .filter(|l| {
+            l.contains("plugin=\"item_audit\"")
+                && l.contains(&format!("tap=\"{tap}\""))
+                && l.contains("outcome=\"ok\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn publishing_a_stage_fires_tap_item_update_for_each_item_it_changes() {
+    let app = app_with_audit_plugin().await;
+    let a = app.create_item("A live", None).await;
+    let b = app.create_item("B live", None).await;
+    let untouched = app.create_item("Untouched", None).await;
+    let (a_id, b_id) = (a["id"].as_str().expect("id"), b["id"].as_str().expect("id"));
+    app.rename_item(a_id, "A staged", Some("draft")).await;
+    app.rename_item(b_id, "B staged", Some("draft")).await;
+    let born = app.create_item("Born", Some("draft")).await;
+    let born_id = born["id"].as_str().expect("id");
+    // Warm the live views so a publish that forgot them would serve stale.
+    for id in [a_id, b_id] {
+        assert!(
+            app.item_title(id, None)
+                .await
+                .expect("live")
+                .ends_with("live")
+        );
+    }
+    let page = crate::harness::client()
+        .get(app.url(&format!("/item/{a_id}")))
+        .send()
+        .await
+        .expect("GET page");
+    assert!(page.text().await.expect("page").contains("A live"));
+    let before = (
+        audited(&app, "tap_item_update").await,
+        audited(&app, "tap_item_insert").await,
+    );
+
+    let r = app.publish_stage("draft").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let report: Value = r.json().await.expect("json");
+    assert_eq!(report["created"], json!([born_id]));
+
+    // Two live items took stage revisions, one item born in the stage went
+    // live: three updates, no insert (that fired when it was created).
+    assert_eq!(audited(&app, "tap_item_update").await, before.0 + 3);
+    assert_eq!(audited(&app, "tap_item_insert").await, before.1);
+    // The cache was invalidated: the published values are served at once.
+    assert_eq!(
+        app.item_title(a_id, None).await.as_deref(),
+        Some("A staged")
+    );
+    assert_eq!(
+        app.item_title(b_id, None).await.as_deref(),
+        Some("B staged")
+    );
+    assert_eq!(app.item_title(born_id, None).await.as_deref(), Some("Born"));
+    let page = crate::harness::client()
+        .get(app.url(&format!("/item/{a_id}")))
+        .send()
+        .await
+        .expect("GET page");
+    assert!(page.text().await.expect("page").contains("A staged"));
+    assert_eq!(
+        app.item_title(untouched["id"].as_str().expect("id"), None)
+            .await
+            .as_deref(),
+        Some("Untouched")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_publishes_sharing_items_never_deadlock_and_the_last_one_wins() {
+    const ITEMS: usize = 50;
+    const ROUNDS: usize = 20;
+    let app = app_with_stage().await;
+    assert_eq!(
+        app.create_stage("other").await.status(),
+        StatusCode::CREATED
+    );
+    let mut ids = Vec::new();
+    for i in 0..ITEMS {
+        let item = app.create_item(&format!("live {i}"), None).await;
+        ids.push(uuid::Uuid::parse_str(item["id"].as_str().expect("id")).expect("uuid"));
+    }
+    let state = app.state.clone();
+    let draft = trovato::stage::StageId::parse("draft").expect("id");
+    let other = trovato::stage::StageId::parse("other").expect("id");
+    for round in 0..ROUNDS {
+        // Each stage edits every item, in opposite orders.
+        for (stage, order) in [(&draft, false), (&other, true)] {
+            let mut list = ids.clone();
+            if order {
+                list.reverse();
+            }
+            for id in list {
+                let patch = trovato::item::ItemPatch {
+                    title: Some(format!("{stage} {round}")),
+                    ..Default::default()
+                };
+                trovato::item::update(&state, stage, id, None, patch)
+                    .await
+                    .expect("stage edit");
+            }
+        }
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let publish = |stage: &'static str| {
+            let barrier = barrier.clone();
+            let client = app.client.clone();
+            let url = app.url(&format!("/stage/{stage}/publish"));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let r = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .send()
+                    .await
+                    .expect("publish");
+                let status = r.status();
+                let body: Value = r.json().await.expect("json");
+                (status, body)
+            })
+        };
+        let (a, b) = (publish("draft"), publish("other"));
+        let (a, b) = (a.await.expect("join"), b.await.expect("join"));
+        for (status, body) in [&a, &b] {
+            assert!(
+                *status == StatusCode::OK || *status == StatusCode::CONFLICT,
+                "round {round}: {status} {body}"
+            );
+        }
+        // Every item shows one stage's version, the same for all: the
+        // publish that committed last replaced all of them.
+        let titles: Vec<String> =
+            sqlx::query_scalar("SELECT title FROM item WHERE id = ANY($1) ORDER BY id")
+                .bind(&ids)
+                .fetch_all(&app.state.db)
+                .await
+                .expect("titles");
+        let first = titles[0].clone();
+        assert!(
+            titles.iter().all(|t| *t == first),
+            "round {round}: mixed {titles:?}"
+        );
+        let winner = if first == format!("draft {round}") {
+            &a
+        } else {
+            assert_eq!(first, format!("other {round}"), "round {round}");
+            &b
+        };
+        assert_eq!(winner.0, StatusCode::OK, "round {round}");
+        // A publish that got through leaves no stage revision behind.
+        for (stage, (status, _)) in [("draft", &a), ("other", &b)] {
+            if *status == StatusCode::OK {
+                let left: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM stage_association WHERE stage_id = $1",
+                )
+                .bind(stage)
+                .fetch_one(&app.state.db)
+                .await
+                .expect("count");
+                assert_eq!(left, 0, "round {round}: {stage}");
+            }
+        }
+        // The live API serves the winner's values.
+        assert_eq!(
+            app.item_title(&ids[ITEMS - 1].to_string(), None).await,
+            Some(first)
+        );
+    }
+}
