@@ -106,14 +106,7 @@ impl Kernel {
             crate::plugin::STATUS_REFRESH,
             &tasks,
         );
-        let cache = Cache::start(
-            kv.clone(),
-            redis_url,
-            config.cache,
-            timeout,
-            &tasks,
-        )
-        .await?;
+        let cache = Cache::start(kv.clone(), redis_url, config.cache, timeout, &tasks).await?;
         let probes = Probes::kernel(&db, &kv);
         Ok(AppState::new(crate::state::Shared {
             config: Arc::new(config),
@@ -134,7 +127,10 @@ impl Kernel {
     /// process started.
     pub async fn shutdown(self) {
         let Kernel { state, embedded } = self;
-        state.tasks.shutdown(state.config.server.shutdown_grace()).await;
+        state
+            .tasks
+            .shutdown(state.config.server.shutdown_grace())
+            .await;
         state.db.close().await;
         drop(state);
         embedded.stop().await;

@@ -275,9 +275,12 @@ mod tests {
         assert!(msg.contains("30 days"), "{msg}");
     }
 
+    /// Breaks one setting.
+    type Breaker = fn(&mut Config);
+
     #[test]
     fn every_section_names_its_bad_values() {
-        let cases: [(fn(&mut Config), &str); 9] = [
+        let cases: [(Breaker, &str); 9] = [
             (|c| c.server.max_body_bytes = 0, "TROVATO_MAX_BODY_BYTES"),
             (
                 |c| c.server.connect_timeout_secs = 0,

@@ -558,10 +558,17 @@ mod tests {
         chmod(&root.join("closed").join("open"), 0o755);
         let me = (Uid::effective(), Gid::effective());
         // Someone else: neither owner nor (unless root's group) in the group.
-        let other = (Uid::from_raw(me.0.as_raw() + 4242), Gid::from_raw(me.1.as_raw() + 4242));
+        let other = (
+            Uid::from_raw(me.0.as_raw() + 4242),
+            Gid::from_raw(me.1.as_raw() + 4242),
+        );
 
         chmod(&root.join("closed"), 0o700);
-        assert_eq!(closed_ancestor(&leaf, me).expect("stat"), None, "the owner passes");
+        assert_eq!(
+            closed_ancestor(&leaf, me).expect("stat"),
+            None,
+            "the owner passes"
+        );
         assert_eq!(
             closed_ancestor(&leaf, other).expect("stat"),
             Some(root.join("closed"))

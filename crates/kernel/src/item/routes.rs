@@ -17,7 +17,6 @@ use super::{
 };
 use crate::cache::{CacheKey, Loaded};
 use crate::error::{AppError, ErrorBody};
-use crate::http::{BodyKind, body_kind};
 use crate::stage::routes::StageParams;
 use crate::stage::{SelectedStage, StageId};
 use crate::state::AppState;

@@ -214,7 +214,7 @@ mod tests {
     #[tokio::test]
     async fn a_hung_probe_is_a_timeout() {
         let mut probes = Probes::new();
-        probes.add(ProbeName::new("hung"), || std::future::pending());
+        probes.add(ProbeName::new("hung"), std::future::pending);
         let h = probes.check().await;
         assert_eq!(h.checks["hung"].reason, Some("timeout"));
     }

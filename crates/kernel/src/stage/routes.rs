@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::{ObjectBuilder, Required, Type};
@@ -210,8 +210,7 @@ pub(crate) async fn publish_stage(
 pub(crate) async fn publish_stage_api(
     state: State<AppState>,
     account: Account,
-    headers: HeaderMap,
     id: Path<String>,
 ) -> Result<Json<PublishReport>, AppError> {
-    publish_stage(state, account, headers, id).await
+    publish_stage(state, account, id).await
 }

@@ -12,6 +12,7 @@
 //! token is bound to the `trovato_csrf` cookie by [`login_form_token`].
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
@@ -166,7 +167,6 @@ impl FromRequestParts<AppState> for Account {
         Ok(account)
     }
 }
-
 
 /// The value of cookie `name`, if the request carries it.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {

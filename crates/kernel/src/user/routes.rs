@@ -221,14 +221,16 @@ pub(crate) async fn login(
                     Ok(resp)
                 }
                 Err(e) => match e.downcast_ref::<UserError>() {
-                    Some(UserError::InvalidCredentials) => render_login(
-                        &state,
-                        &account,
-                        &headers,
-                        StatusCode::UNAUTHORIZED,
-                        Some("Invalid user name or password."),
-                    )
-                    .await,
+                    Some(UserError::InvalidCredentials) => {
+                        render_login(
+                            &state,
+                            &account,
+                            &headers,
+                            StatusCode::UNAUTHORIZED,
+                            Some("Invalid user name or password."),
+                        )
+                        .await
+                    }
                     Some(e @ UserError::TooManyLoginAttempts { .. }) => {
                         let message = format!("{}.", capitalised(&e.to_string()));
                         let mut resp = render_login(

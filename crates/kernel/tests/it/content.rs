@@ -543,8 +543,8 @@ async fn an_update_whose_client_disconnects_during_the_commit_is_still_invalidat
     let app = TestApp::spawn_with(
         |c| {
             // Stale stays stale for the whole test unless invalidated.
-            c.cache_l1_ttl = std::time::Duration::from_secs(3600);
-            c.cache_l2_ttl = std::time::Duration::from_secs(3600);
+            c.cache.l1_ttl_secs = 3600;
+            c.cache.l2_ttl_secs = 3600;
         },
         axum::Router::new(),
     )

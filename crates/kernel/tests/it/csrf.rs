@@ -622,7 +622,7 @@ async fn a_multipart_token_after_the_first_part_is_not_looked_for() {
 
 #[tokio::test]
 async fn an_oversized_form_is_refused_as_413_by_the_csrf_rule_without_effect() {
-    let app = TestApp::spawn_with(|c| c.max_body_bytes = 1024, axum::Router::new()).await;
+    let app = TestApp::spawn_with(|c| c.server.max_body_bytes = 1024, axum::Router::new()).await;
     app.create_user("admin", PASSWORD, true).await;
     let s = sign_in(&app, "admin").await;
     let before = snapshot(&app).await;
@@ -684,7 +684,8 @@ async fn bearer_requests_need_no_csrf_token_even_with_a_session_cookie() {
 #[tokio::test]
 async fn a_request_without_a_session_cookie_is_not_asked_for_a_token() {
     let (app, _) = site().await;
-    // Anonymous: the handler answers (401), not the CSRF rule.
+    // Anonymous: the route answers (its body rejection, 415), not the CSRF
+    // rule (403).
     let r = reqwest::Client::new()
         .post(app.url("/api/items"))
         .header("content-type", "text/plain")
@@ -692,7 +693,12 @@ async fn a_request_without_a_session_cookie_is_not_asked_for_a_token() {
         .send()
         .await
         .expect("post");
-    error_body(r, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    error_body(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
     // A stale session cookie is no credential either.
     let r = reqwest::Client::new()
         .delete(app.url("/api/item-types/article"))

@@ -37,8 +37,7 @@ impl ClosedHome {
         let checkout = home.join("trovato");
         std::fs::create_dir_all(&checkout).expect("create checkout");
         std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-        std::fs::set_permissions(&checkout, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
+        std::fs::set_permissions(&checkout, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         Self {
             scratch,
             home,
@@ -116,11 +115,7 @@ impl Leftovers {
 /// Runs `scenario`, then stops whatever it left running and removes what it
 /// created (its scratch directory and its own cluster under
 /// /var/lib/trovato), even when it panicked.
-async fn run_and_clean_up(
-    home: &ClosedHome,
-    left: &Leftovers,
-    scenario: impl Future<Output = ()>,
-) {
+async fn run_and_clean_up(home: &ClosedHome, left: &Leftovers, scenario: impl Future<Output = ()>) {
     let outcome = AssertUnwindSafe(scenario).catch_unwind().await;
     left.stop().await;
     // Only this test's own cluster directories, never the root itself.
@@ -218,7 +213,10 @@ async fn as_root_a_data_dir_under_a_closed_home_keeps_its_cluster_outside_and_fi
         let (embedded, config) = start(&data_dir, None).await;
         left.started(embedded);
         let mut conn = connect(&config).await;
-        assert_eq!(server_data_directory(&mut conn).await, expected.join("data"));
+        assert_eq!(
+            server_data_directory(&mut conn).await,
+            expected.join("data")
+        );
         let body: String = sqlx::query_scalar("SELECT body FROM note")
             .fetch_one(&mut conn)
             .await
@@ -228,7 +226,11 @@ async fn as_root_a_data_dir_under_a_closed_home_keeps_its_cluster_outside_and_fi
             .fetch_one(&mut conn)
             .await
             .expect("regclass");
-        assert_eq!(migrated.as_deref(), Some("users"), "migrate used this cluster");
+        assert_eq!(
+            migrated.as_deref(),
+            Some("users"),
+            "migrate used this cluster"
+        );
         conn.close().await.expect("close");
         let redis = redis::Client::open(config.redis.url.as_deref().expect("url")).expect("url");
         let mut r = redis
@@ -246,7 +248,9 @@ async fn as_root_a_data_dir_under_a_closed_home_keeps_its_cluster_outside_and_fi
 
         // The cluster is the postgres user's, outside the home; the home
         // and the checkout kept their modes and owners.
-        let cluster_owner = std::fs::metadata(expected.join("data")).expect("stat").uid();
+        let cluster_owner = std::fs::metadata(expected.join("data"))
+            .expect("stat")
+            .uid();
         let postgres_uid = nix::unistd::User::from_name("postgres")
             .expect("passwd")
             .expect("postgres user")
@@ -313,11 +317,8 @@ async fn a_recorded_cluster_that_is_gone_is_an_error_naming_it_and_the_record() 
     let record_dir = scratch.join("var").join("postgres");
     std::fs::create_dir_all(&record_dir).expect("create data dir");
     let gone = scratch.join("gone-cluster");
-    std::fs::write(
-        record_dir.join("location"),
-        format!("{}\n", gone.display()),
-    )
-    .expect("write record");
+    std::fs::write(record_dir.join("location"), format!("{}\n", gone.display()))
+        .expect("write record");
     let err = PostgresServer::ensure(
         &scratch.join("var"),
         postgres::PgListen::Unix,

@@ -367,12 +367,15 @@ async fn a_status_change_nobody_announced_reaches_a_running_kernel_at_its_next_r
     // A kernel that re-reads often, so waiting for its period is cheap;
     // the kernel under test re-reads every hour, so it cannot be the one
     // that changes.
-    let other = trovato::plugin::Plugins::load(&app.state.config).await;
+    let other =
+        trovato::plugin::Plugins::load(&app.state.config.plugin, &app.state.config.server.data_dir)
+            .await;
     other.sync_enabled(&app.state.db).await.expect("sync");
     other.spawn_status_refresh(
         app.state.db.clone(),
         app.state.config.db.url.clone().expect("database url"),
         Duration::from_millis(100),
+        &app.state.tasks,
     );
     assert_eq!(
         names(&other.invoke_all("tap_order", &json!({})).await),
@@ -583,10 +586,7 @@ async fn http_requests_are_answered_while_looping_plugins_hold_more_invocations_
     // would run until they end, and the test fails only then. Deadlines
     // themselves are checked by the fault fixtures; how closely they are
     // kept is measured by `benches/plugin_tap.rs`.
-    let app = spawn(&dir, |c| {
-        c.plugin.request_deadline_ms = 60_000
-    })
-    .await;
+    let app = spawn(&dir, |c| c.plugin.request_deadline_ms = 60_000).await;
     let (tx, mut running) = tokio::sync::watch::channel(0usize);
     let seen: tracing::Dispatch = tracing_subscriber::registry().with(GuestLines(tx)).into();
     // More looping invocations than worker threads: without yielding they

@@ -7,17 +7,31 @@ use serde_json::{Value, json};
 use crate::harness::TestApp;
 use crate::harness::content::{PASSWORD, error_body};
 
-/// A separate client signed in as `name`.
+/// A separate client signed in as `name`, sending its session's CSRF
+/// token with every request (as a script using a session would).
 async fn signed_in(app: &TestApp, name: &str) -> reqwest::Client {
-    let client = crate::harness::client();
-    let resp = client
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let builder = || {
+        reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(30))
+    };
+    let resp = builder()
+        .build()
+        .expect("client")
         .post(app.url("/user/login"))
         .json(&json!({"name": name, "password": PASSWORD}))
         .send()
         .await
         .expect("login");
-    assert_eq!(resp.status(), StatusCode::OK);
-    client
+    let token = crate::harness::content::csrf_of(resp).await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-csrf-token",
+        reqwest::header::HeaderValue::from_str(&token).expect("token is a header value"),
+    );
+    builder().default_headers(headers).build().expect("client")
 }
 
 async fn send(app: &TestApp, method: Method, path: &str, body: Value) -> reqwest::Response {

@@ -434,8 +434,8 @@ async fn app_with_audit_plugin() -> TestApp {
     }
     let app = TestApp::spawn_with(
         move |c| {
-            c.data_dir = std::env::temp_dir().join("trovato-plugin-tests-data");
-            c.plugin_dir = dir;
+            c.server.data_dir = std::env::temp_dir().join("trovato-plugin-tests-data");
+            c.plugin.dir = dir;
         },
         axum::Router::new(),
     )
@@ -565,12 +565,14 @@ async fn two_publishes_sharing_items_never_deadlock_and_the_last_one_wins() {
         let publish = |stage: &'static str| {
             let barrier = barrier.clone();
             let client = app.client.clone();
+            let token = app.csrf_token();
             let url = app.url(&format!("/stage/{stage}/publish"));
             tokio::spawn(async move {
                 barrier.wait().await;
                 let r = client
                     .post(url)
                     .header("content-type", "application/json")
+                    .header("x-csrf-token", token)
                     .send()
                     .await
                     .expect("publish");

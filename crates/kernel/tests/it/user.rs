@@ -1,7 +1,5 @@
 //! Login, logout, sessions, CSRF and bearer tokens.
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -363,11 +361,7 @@ async fn logout_without_a_session_is_401() {
 async fn session_ends_after_the_idle_timeout() {
     // One second, against a default of two hours: within the test's
     // patience only the configured timeout can end the session.
-    let app = TestApp::spawn_with(
-        |c| c.session.idle_timeout_secs = 1,
-        axum::Router::new(),
-    )
-    .await;
+    let app = TestApp::spawn_with(|c| c.session.idle_timeout_secs = 1, axum::Router::new()).await;
     app.create_user("ken", PASSWORD, false).await;
     let token = app
         .session_token(&app.login("ken", PASSWORD).await)

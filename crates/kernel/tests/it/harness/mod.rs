@@ -152,7 +152,7 @@ impl TestApp {
             let session = trovato::user::session::load(
                 &self.state.kv,
                 &token,
-                self.state.config.session_idle_timeout,
+                self.state.config.session.idle_timeout(),
             )
             .await
             .expect("redis");
