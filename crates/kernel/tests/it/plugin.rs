@@ -360,13 +360,9 @@ async fn a_status_change_made_by_another_process_reaches_a_running_kernel() {
     );
 }
 
-#[tokio::test]
-async fn a_status_change_nobody_announced_reaches_a_running_kernel_at_its_next_reread() {
-    let dir = PluginDir::new().named("first", "").named("second", "");
-    let app = spawn(&dir, |_| {}).await;
-    // A kernel that re-reads often, so waiting for its period is cheap;
-    // the kernel under test re-reads every hour, so it cannot be the one
-    // that changes.
+/// Another kernel's plugin registry on `app`'s database, re-reading the
+/// status every `period`, with both test plugins enabled.
+async fn other_registry(app: &TestApp, period: Duration) -> trovato::plugin::Plugins {
     let other =
         trovato::plugin::Plugins::load(&app.state.config.plugin, &app.state.config.server.data_dir)
             .await;
@@ -374,13 +370,24 @@ async fn a_status_change_nobody_announced_reaches_a_running_kernel_at_its_next_r
     other.spawn_status_refresh(
         app.state.db.clone(),
         app.state.config.db.url.clone().expect("database url"),
-        Duration::from_millis(100),
+        period,
         &app.state.tasks,
     );
     assert_eq!(
         names(&other.invoke_all("tap_order", &json!({})).await),
         vec!["first", "second"]
     );
+    other
+}
+
+#[tokio::test]
+async fn a_status_change_nobody_announced_reaches_a_running_kernel_at_its_next_reread() {
+    let dir = PluginDir::new().named("first", "").named("second", "");
+    let app = spawn(&dir, |_| {}).await;
+    // A kernel that re-reads often, so waiting for its period is cheap;
+    // the kernel under test re-reads every hour, so it cannot be the one
+    // that changes.
+    let other = other_registry(&app, Duration::from_millis(100)).await;
     // Written without the notification (as when the listener was down and
     // missed it): only the periodic re-read can bring it.
     sqlx::query(
@@ -404,20 +411,7 @@ async fn a_status_change_is_announced_to_running_kernels_without_waiting_for_the
     let app = spawn(&dir, |_| {}).await;
     // Another kernel on the same database whose periodic re-read comes only
     // after an hour: the change can reach it only as a notification.
-    let other =
-        trovato::plugin::Plugins::load(&app.state.config.plugin, &app.state.config.server.data_dir)
-            .await;
-    other.sync_enabled(&app.state.db).await.expect("sync");
-    other.spawn_status_refresh(
-        app.state.db.clone(),
-        app.state.config.db.url.clone().expect("database url"),
-        Duration::from_secs(3600),
-        &app.state.tasks,
-    );
-    assert_eq!(
-        names(&other.invoke_all("tap_order", &json!({})).await),
-        vec!["first", "second"]
-    );
+    let other = other_registry(&app, Duration::from_secs(3600)).await;
 
     app.state
         .plugins
