@@ -10,14 +10,13 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
-use crate::{category, http, item, observe, openapi, page, plugin, stage, user};
+use crate::{category, file, http, item, observe, openapi, page, plugin, stage, user};
 
 /// Every route of the kernel with its OpenAPI entry, declared together:
 /// each subsystem's `router()` registers its handlers through
@@ -33,7 +32,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(openapi::router())
         .merge(item::routes::router())
         .merge(stage::routes::router())
-        .merge(category::routes::router());
+        .merge(category::routes::router())
+        .merge(file::routes::router());
     openapi::add_shared_responses(api.get_openapi_mut());
     api
 }
@@ -81,7 +81,13 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
             user::access::require_csrf,
         ))
         .layer(CatchPanicLayer::custom(http::panic_response))
-        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(from_fn_with_state(
+            http::BodyLimit {
+                max: body_limit,
+                own: file::routes::OWN_BODY_LIMIT,
+            },
+            http::limit_body,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(from_fn(http::json_errors))
         .layer(from_fn(http::record_metrics))

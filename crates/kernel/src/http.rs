@@ -254,6 +254,42 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     out
 }
 
+/// The request body limit: `server.max_body_bytes` for every route except
+/// those that bound their own body (an upload streams far more, and counts
+/// it itself).
+#[derive(Debug, Clone)]
+pub struct BodyLimit {
+    pub max: usize,
+    pub own: &'static [&'static str],
+}
+
+/// Applies [`BodyLimit`]: a declared length over the limit is refused at
+/// once (413); otherwise the body is cut off at the limit, which the
+/// extractors report as 413.
+pub async fn limit_body(
+    axum::extract::State(limit): axum::extract::State<BodyLimit>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let own = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| limit.own.contains(&p.as_str()));
+    if own {
+        return next.run(req).await;
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit.max as u64) {
+        return AppError::PayloadTooLarge.into_response();
+    }
+    let req = req.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit.max)));
+    next.run(req).await
+}
+
 /// Unknown routes.
 pub async fn not_found() -> Response {
     AppError::NotFound("route".into()).into_response()

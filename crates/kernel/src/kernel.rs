@@ -32,6 +32,8 @@ pub enum BootError {
     Page(#[from] PageError),
     #[error("redis.url (REDIS_URL): cache: {0}")]
     Cache(#[from] CacheError),
+    #[error("files: {0}")]
+    Files(#[from] crate::file::StorageError),
 }
 
 /// The database the embedded PostgreSQL serves the kernel from.
@@ -107,7 +109,9 @@ impl Kernel {
             &tasks,
         );
         let cache = Cache::start(kv.clone(), redis_url, config.cache, timeout, &tasks).await?;
-        let probes = Probes::kernel(&db, &kv);
+        let files = crate::file::Files::open(&config.files, &config.server.data_dir).await?;
+        let mut probes = Probes::kernel(&db, &kv);
+        files.add_probe(&mut probes);
         Ok(AppState::new(crate::state::Shared {
             config: Arc::new(config),
             db,
@@ -118,6 +122,7 @@ impl Kernel {
             plugins,
             probes,
             cache,
+            files,
             tasks,
         }))
     }

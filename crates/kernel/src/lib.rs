@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod embedded;
 pub mod error;
+pub mod file;
 pub mod http;
 pub mod item;
 pub mod kernel;

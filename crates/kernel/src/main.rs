@@ -1,4 +1,5 @@
-//! The `trovato` command: `serve`, `migrate`, `user ...`, `plugin ...`.
+//! The `trovato` command: `serve`, `migrate`, `user ...`, `plugin ...`,
+//! `files ...`.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -58,6 +59,17 @@ enum Command {
     /// Inspect, enable, disable and try plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Maintain managed files.
+    #[command(subcommand)]
+    Files(FilesCommand),
+}
+
+#[derive(Subcommand)]
+enum FilesCommand {
+    /// One cleanup pass (what cron runs): remove temporary uploads older
+    /// than `files.temporary_max_age_secs` and finish deleting released
+    /// files; prints what it did.
+    Cleanup,
 }
 
 #[derive(Subcommand)]
@@ -169,6 +181,17 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::User(cmd) => user(config, cmd).await,
         Command::Plugin(cmd) => plugin(config, cmd).await,
+        Command::Files(FilesCommand::Cleanup) => {
+            let kernel = Kernel::boot(config).await?;
+            let result = trovato::file::usage::cleanup(&kernel.state).await;
+            kernel.shutdown().await;
+            let report = result?;
+            println!(
+                "expired {} temporary files, purged {} released files, {} failed",
+                report.expired, report.purged, report.failed
+            );
+            Ok(())
+        }
     }
 }
 

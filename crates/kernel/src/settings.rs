@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::CacheSettings;
 use crate::config::{ConfigError, redact_url};
 use crate::db::DbSettings;
+use crate::file::FileSettings;
 use crate::http::ServerSettings;
 use crate::kv::RedisSettings;
 use crate::observe::ObserveSettings;
@@ -46,6 +47,8 @@ pub struct Config {
     pub cache: CacheSettings,
     #[command(flatten)]
     pub plugin: PluginSettings,
+    #[command(flatten)]
+    pub files: FileSettings,
 }
 
 impl Config {
@@ -58,7 +61,8 @@ impl Config {
         self.session.validate()?;
         self.login.validate()?;
         self.cache.validate()?;
-        self.plugin.validate()
+        self.plugin.validate()?;
+        self.files.validate()
     }
 
     /// Parses a TOML file over the defaults.
@@ -120,6 +124,9 @@ impl Config {
             .flatten()
         {
             *url = redact_url(url);
+        }
+        if shown.files.s3_secret_access_key.is_some() {
+            shown.files.s3_secret_access_key = Some("***".into());
         }
         // Every section serializes: its fields are plain values.
         toml::to_string(&shown).unwrap_or_default()

@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
 use crate::cache::Cache;
+use crate::file::Files;
 use crate::kv::Kv;
 use crate::observe::health::Probes;
 use crate::page::templates::Templates;
@@ -42,6 +43,8 @@ pub struct Shared {
     pub permissions: Arc<PermissionCache>,
     pub plugins: Plugins,
     pub cache: Cache,
+    /// File storage (both schemes) and the upload rules.
+    pub files: Files,
     /// Every background task and post-commit effect runs here.
     pub tasks: Tasks,
     /// What `/health` checks.

@@ -151,10 +151,21 @@ fn is_author(account: &Account, item: &Item) -> bool {
 /// Published items for whoever may access content; unpublished ones for
 /// their author and those who may see unpublished content.
 pub fn can_view(account: &Account, item: &Item) -> bool {
+    can_view_as(account, item.is_published(), item.author)
+}
+
+/// [`can_view`] for an item (or revision) known by its state and author.
+pub fn can_view_as(account: &Account, published: bool, author: Option<Uuid>) -> bool {
+    let own = account.user.as_ref().is_some_and(|u| author == Some(u.id));
     account.has(permission::ACCESS_CONTENT)
-        && (item.is_published()
-            || account.has(permission::VIEW_UNPUBLISHED_CONTENT)
-            || is_author(account, item))
+        && (published || account.has(permission::VIEW_UNPUBLISHED_CONTENT) || own)
+}
+
+/// Whether `account` reads the revisions of an item by `author`: the
+/// permission to edit it.
+pub fn can_read_revisions(account: &Account, author: Option<Uuid>) -> bool {
+    let own = account.user.as_ref().is_some_and(|u| author == Some(u.id));
+    account.has(permission::EDIT_ANY_CONTENT) || (own && account.has(permission::EDIT_OWN_CONTENT))
 }
 
 fn require_own_or_any(

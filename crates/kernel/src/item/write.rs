@@ -89,10 +89,23 @@ impl ChangeKind {
     }
 }
 
+/// Who made a write: an account editing (checked against what it may
+/// reference), or a stage publish (which moves revisions already checked
+/// when they were written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An edit by this user (`None`: anonymous or the system).
+    Edit {
+        by: Option<Uuid>,
+    },
+    Publish,
+}
+
 /// One applied write.
 #[derive(Debug, Clone)]
 pub struct Change {
     pub kind: ChangeKind,
+    pub origin: Origin,
     /// The stage whose view of the item changed: `live` for a publish.
     pub stage: StageId,
     /// The item after the write; for a delete, as it was.
@@ -123,7 +136,7 @@ pub trait WriteHook: Send + Sync {
 /// writes adds its hook here and nowhere else. The kernel's own effects,
 /// cache invalidation and the item taps, are not hooks: [`apply`] records
 /// them for every write.
-static HOOKS: &[&dyn WriteHook] = &[];
+static HOOKS: &[&dyn WriteHook] = &[&crate::file::usage::FileUsage];
 
 /// What follows the commit of one or more writes. Built by [`apply`],
 /// run by [`commit`].
@@ -294,6 +307,7 @@ async fn create(
     store::insert_revision(&mut *tx, &item, stage.as_str(), author, "Created").await?;
     Ok(Change {
         kind: ChangeKind::Created,
+        origin: Origin::Edit { by: author },
         stage,
         item,
     })
@@ -351,6 +365,7 @@ async fn update(
     }
     Ok(Change {
         kind: ChangeKind::Updated,
+        origin: Origin::Edit { by: editor },
         stage,
         item,
     })
@@ -369,6 +384,7 @@ async fn delete(tx: &mut PgConnection, stage: StageId, id: Uuid) -> Result<Chang
     store::delete_item(&mut *tx, id).await?;
     Ok(Change {
         kind: ChangeKind::Deleted,
+        origin: Origin::Edit { by: None },
         stage,
         item,
     })
@@ -402,6 +418,7 @@ async fn publish_revision(
     store::update_row(&mut *tx, &item).await?;
     Ok(Change {
         kind: ChangeKind::Updated,
+        origin: Origin::Publish,
         stage: StageId::live(),
         item,
     })
@@ -422,6 +439,7 @@ async fn publish_created(
     store::update_row(&mut *tx, &item).await?;
     Ok(Change {
         kind: ChangeKind::Updated,
+        origin: Origin::Publish,
         stage: StageId::live(),
         item,
     })

@@ -1,6 +1,8 @@
 //! Server-rendered HTML: the template environment ([`templates`]:
-//! autoescaping, templates compiled into the binary) and the front page.
+//! autoescaping, templates compiled into the binary), the front page, and
+//! the administration shell ([`admin`]).
 
+pub mod admin;
 pub mod templates;
 
 use axum::response::Html;
@@ -12,7 +14,9 @@ use crate::state::AppState;
 use crate::user::Account;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(front))
+    OpenApiRouter::new()
+        .routes(routes!(front))
+        .merge(admin::router())
 }
 
 /// The front page.

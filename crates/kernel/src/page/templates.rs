@@ -12,6 +12,18 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("front.html", include_str!("../../templates/front.html")),
     ("item.html", include_str!("../../templates/item.html")),
     ("items.html", include_str!("../../templates/items.html")),
+    (
+        "admin/layout.html",
+        include_str!("../../templates/admin/layout.html"),
+    ),
+    (
+        "admin/index.html",
+        include_str!("../../templates/admin/index.html"),
+    ),
+    (
+        "admin/files.html",
+        include_str!("../../templates/admin/files.html"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -134,6 +134,8 @@ pub mod permission {
     pub const ADMINISTER_CONTENT_TYPES: &str = "administer content types";
     pub const ADMINISTER_STAGES: &str = "administer stages";
     pub const ADMINISTER_CATEGORIES: &str = "administer categories";
+    pub const UPLOAD_FILES: &str = "upload files";
+    pub const ADMINISTER_FILES: &str = "administer files";
 }
 
 /// The built-in role names.

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod admin;
 mod cache;
 mod category;
 mod cli;
@@ -11,6 +12,7 @@ mod csrf;
 mod embedded;
 mod errors;
 mod faults;
+mod files;
 mod kv;
 mod login_flood;
 mod nginx;
@@ -19,4 +21,5 @@ mod openapi;
 mod plugin;
 mod roles;
 mod stage;
+mod storage;
 mod user;

@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::harness::{TestApp, eventually, free_port, services::scratch_root};
+use crate::files::{PNG, Part, Site};
+use crate::harness::{PATIENCE, TestApp, eventually, free_port, services::scratch_root};
 
 fn nginx_bin() -> PathBuf {
     ["/usr/sbin/nginx", "/usr/bin/nginx"]
@@ -42,9 +42,21 @@ impl Drop for Nginx {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shipped_nginx_config_proxies_and_guards_metrics() {
-    let app = TestApp::spawn().await;
+/// nginx started with the shipped config in front of `app`, its public
+/// files location pointed at the app's public directory.
+struct Launched {
+    _nginx: Nginx,
+    base: String,
+    dir: PathBuf,
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn launch(app: &TestApp) -> Launched {
     let port = free_port();
     let dir = scratch_root().join(format!("nginx-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -56,6 +68,13 @@ async fn shipped_nginx_config_proxies_and_guards_metrics() {
         &format!("server {};", app.addr),
     );
     let site = substitute(&site, "listen 80;", &format!("listen 127.0.0.1:{port};"));
+    let public = app.files_dir.join("public");
+    std::fs::create_dir_all(&public).expect("public dir");
+    let site = substitute(
+        &site,
+        "alias /var/lib/trovato/files/public/;",
+        &format!("alias {}/;", public.display()),
+    );
     let proxy = deploy_dir().join("trovato_proxy.conf");
     let site = substitute(
         &site,
@@ -72,7 +91,7 @@ async fn shipped_nginx_config_proxies_and_guards_metrics() {
     let main = format!(
         "{user}\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 128; }}\n\
-         http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+         http {{\n include /etc/nginx/mime.types;\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
          include {d}/trovato.conf;\n}}\n"
     );
@@ -92,7 +111,7 @@ async fn shipped_nginx_config_proxies_and_guards_metrics() {
         String::from_utf8_lossy(&test.stderr)
     );
 
-    let _nginx = Nginx(
+    let nginx = Nginx(
         Command::new(nginx_bin())
             .arg("-p")
             .arg(&dir)
@@ -106,14 +125,26 @@ async fn shipped_nginx_config_proxies_and_guards_metrics() {
     );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let up = eventually(Duration::from_secs(10), || {
+    let up = eventually(PATIENCE, || {
         let c = client.clone();
         let url = format!("{base}/healthz");
         async move { c.get(url).send().await.is_ok() }
     })
     .await;
     assert!(up.is_some(), "nginx did not come up");
+    Launched {
+        _nginx: nginx,
+        base,
+        dir,
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_nginx_config_proxies_and_guards_metrics() {
+    let app = TestApp::spawn().await;
+    let nginx = launch(&app).await;
+    let base = nginx.base.clone();
+    let client = reqwest::Client::new();
     let health = client
         .get(format!("{base}/health"))
         .send()
@@ -160,5 +191,110 @@ async fn shipped_nginx_config_proxies_and_guards_metrics() {
         .await
         .expect("healthz");
     assert_eq!(allowed_elsewhere.status(), StatusCode::OK);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_serves_public_files_from_disk_and_never_private_ones() {
+    let site = Site::new().await;
+    let nginx = launch(&site.app).await;
+    let client = reqwest::Client::new();
+
+    // An upload larger than the general body limit (2m), through nginx.
+    let big = vec![b'z'; 3 * 1024 * 1024];
+    let r = client
+        .post(format!("{}/file/upload", nginx.base))
+        .bearer_auth(&site.token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={}", crate::files::BOUNDARY),
+        )
+        .body(crate::files::multipart(&[Part::file(
+            "big.txt",
+            "text/plain",
+            &big,
+        )]))
+        .send()
+        .await
+        .expect("upload through nginx");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Elsewhere the general limit holds.
+    let r = client
+        .post(format!("{}/api/items", nginx.base))
+        .bearer_auth(&site.token)
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .expect("large POST");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    let public = site.upload("public", "pixel.png", "image/png", PNG).await;
+    let url = public["url"].as_str().expect("url");
+    let r = client
+        .get(format!("{}{url}", nginx.base))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .expect("ascii")
+            .contains("max-age=31536000")
+    );
+    assert!(r.headers().contains_key("etag"));
+    assert!(
+        !r.headers().contains_key("x-request-id"),
+        "served by nginx from disk, not proxied"
+    );
+    assert_eq!(r.bytes().await.expect("body").as_ref(), PNG);
+
+    // The private file's key under the public URL, traversal, the
+    // incoming area: nothing.
+    let private = site
+        .upload("private", "secret.txt", "text/plain", b"secret")
+        .await;
+    let key = site.object_path(private["id"].as_str().expect("id")).await;
+    let rel = key
+        .strip_prefix(site.private_dir())
+        .expect("under the private dir")
+        .display()
+        .to_string();
+    std::fs::create_dir_all(site.public_dir().join(".incoming")).expect("incoming");
+    std::fs::write(site.public_dir().join(".incoming/partial"), b"partial").expect("partial");
+    for path in [
+        format!("/files/{rel}"),
+        format!("/files/../private/{rel}"),
+        format!("/files/%2e%2e/private/{rel}"),
+        "/files/.incoming/partial".to_owned(),
+    ] {
+        let r = client
+            .get(format!("{}{path}", nginx.base))
+            .send()
+            .await
+            .expect("GET");
+        assert!(
+            r.status() == StatusCode::NOT_FOUND || r.status() == StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            r.status()
+        );
+        let body = r.bytes().await.expect("body");
+        assert!(!body.windows(6).any(|w| w == b"secret"), "{path} leaked");
+        assert_ne!(body.as_ref(), b"partial", "{path} leaked");
+    }
+    // Through the kernel, its owner gets it.
+    let r = client
+        .get(format!(
+            "{}/file/{}",
+            nginx.base,
+            private["id"].as_str().expect("id")
+        ))
+        .bearer_auth(&site.token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.expect("body").as_ref(), b"secret");
 }

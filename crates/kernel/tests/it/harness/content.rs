@@ -184,3 +184,11 @@ pub async fn error_body(r: Response, status: StatusCode, code: &str) -> Value {
     assert!(v.get("details").is_some(), "{v}");
     v
 }
+
+/// Asserts `r` has `status` and returns its JSON body.
+pub async fn expect_json(r: Response, status: StatusCode) -> Value {
+    let got = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(got, status, "{body}");
+    body
+}

@@ -2,7 +2,9 @@
 //! separate `trovato serve` processes ([`Cluster`]), each with its own
 //! database and Redis namespace.
 
+pub mod browser;
 pub mod content;
+pub mod s3;
 pub mod services;
 
 use std::io::{BufRead, BufReader};
@@ -27,6 +29,8 @@ pub struct TestApp {
     /// The CSRF token of the client's session, after [`TestApp::login`].
     csrf: Mutex<Option<String>>,
     db_name: String,
+    /// Where this test's local file storage lives (removed on drop).
+    pub files_dir: std::path::PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -65,6 +69,11 @@ impl TestApp {
         config.db.url = Some(db_url);
         config.redis.url = Some(s.redis_url.clone());
         config.redis.prefix = test_prefix();
+        // Each test's files in a directory of its own.
+        let files_dir =
+            services::scratch_root().join(format!("files-{}", uuid::Uuid::now_v7().simple()));
+        config.files.public_dir = Some(files_dir.join("public"));
+        config.files.private_dir = Some(files_dir.join("private"));
         customise(&mut config);
         let state = Kernel::connect(config).await.expect("kernel connects");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -89,6 +98,7 @@ impl TestApp {
             client: client(),
             csrf: Mutex::new(None),
             db_name,
+            files_dir,
             shutdown: Some(tx),
             server: Some(server),
         }
@@ -188,6 +198,7 @@ impl Drop for TestApp {
         self.state.tasks.token().cancel();
         self.state.db.close_event();
         services::cleanup(self.db_name.clone(), self.state.config.redis.prefix.clone());
+        let _ = std::fs::remove_dir_all(&self.files_dir);
     }
 }
 

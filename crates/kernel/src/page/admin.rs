@@ -1,0 +1,112 @@
+//! The administration shell: `/admin`, and the layout and navigation every
+//! admin page renders inside ([`render`]). A subsystem with an admin page
+//! adds its [`Section`] to [`SECTIONS`]; the navigation shows each account
+//! the sections its permissions open.
+
+use axum::extract::State;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::user::{Account, permission};
+
+/// One admin page in the navigation.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Section {
+    pub path: &'static str,
+    pub label: &'static str,
+    pub description: &'static str,
+    /// Who sees it.
+    pub permission: &'static str,
+}
+
+/// Every admin section, in navigation order.
+pub const SECTIONS: &[Section] = &[Section {
+    path: "/admin/files",
+    label: "Files",
+    description: "uploaded files, their status and where they are used; delete unused ones",
+    permission: permission::ADMINISTER_FILES,
+}];
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(index))
+}
+
+/// The sections `account` may open.
+pub fn sections_for(account: &Account) -> Vec<Section> {
+    SECTIONS
+        .iter()
+        .filter(|s| account.has(s.permission))
+        .copied()
+        .collect()
+}
+
+/// Admin pages are for signed-in accounts: anonymous visitors are sent to
+/// the login form, others need `perm`.
+pub fn guard(account: &Account, perm: Option<&str>) -> Result<(), Response> {
+    if !account.is_authenticated() {
+        return Err(Redirect::to("/user/login").into_response());
+    }
+    match perm {
+        Some(p) => account.require(p).map_err(IntoResponse::into_response),
+        None => Ok(()),
+    }
+}
+
+/// Renders `template` (which extends `admin/layout.html`) with `ctx`, plus
+/// what the layout needs: the title, the navigation with `current`
+/// highlighted, the account's name and the session's CSRF token for forms.
+pub fn render(
+    state: &AppState,
+    account: &Account,
+    current: &str,
+    title: &str,
+    template: &str,
+    ctx: minijinja::Value,
+) -> Result<Html<String>, AppError> {
+    let csrf = account
+        .session
+        .as_ref()
+        .map(|(_, s)| s.csrf_token.clone())
+        .unwrap_or_default();
+    let html = state.templates.render(
+        template,
+        minijinja::context! {
+            title => title,
+            current => current,
+            sections => sections_for(account),
+            user => account.user.as_ref().map(|u| u.name.clone()),
+            csrf_token => csrf,
+            ..ctx
+        },
+    )?;
+    Ok(Html(html))
+}
+
+/// The administration overview: the sections this account may open.
+#[utoipa::path(get, path = "/admin", tag = "admin",
+    responses(
+        (status = 200, description = "The overview page", body = String, content_type = "text/html"),
+        (status = 303, description = "Anonymous: to the login form"),
+    ),
+    security(("bearer" = []), ("session" = [])))]
+pub(crate) async fn index(
+    State(state): State<AppState>,
+    account: Account,
+) -> Result<Response, AppError> {
+    if let Err(r) = guard(&account, None) {
+        return Ok(r);
+    }
+    Ok(render(
+        &state,
+        &account,
+        "/admin",
+        "Administration",
+        "admin/index.html",
+        minijinja::context! {},
+    )?
+    .into_response())
+}

@@ -1,0 +1,152 @@
+//! The administration pages, in a real headless Chromium, logged in
+//! through the real login form.
+
+use fantoccini::Locator;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::files::{PNG, Site};
+use crate::harness::PATIENCE;
+use crate::harness::browser::Browser;
+use crate::harness::content::{PASSWORD, error_body};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_files_page_lists_files_and_their_uses_and_deletes_an_unused_one() {
+    let site = Site::new().await;
+    let used = site.upload("public", "cover.png", "image/png", PNG).await;
+    let unused = site
+        .upload("private", "stray-notes.txt", "text/plain", b"notes")
+        .await;
+    let r = site
+        .app
+        .client
+        .post(site.app.url("/api/items"))
+        .bearer_auth(&site.token)
+        .json(&json!({"type": "article", "title": "Spring issue",
+                      "fields": {"field_image": {"file_id": used["id"]}}}))
+        .send()
+        .await
+        .expect("create item");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let unused_id = unused["id"].as_str().expect("id").to_owned();
+    let unused_path = site.object_path(&unused_id).await;
+
+    let browser = Browser::start().await;
+    let base = site.app.url("");
+    browser.log_in(&base, "admin", PASSWORD).await;
+    let c = &browser.client;
+    c.goto(&format!("{base}/admin")).await.expect("admin");
+    c.find(Locator::LinkText("Files"))
+        .await
+        .expect("the navigation links the files page")
+        .click()
+        .await
+        .expect("click");
+    let table = c
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("table tbody"))
+        .await
+        .expect("files table");
+    let text = table.text().await.expect("table text");
+    assert!(
+        text.contains("cover.png") && text.contains("stray-notes.txt"),
+        "{text}"
+    );
+    assert!(text.contains("Spring issue"), "the use is shown: {text}");
+    assert!(
+        text.contains("permanent") && text.contains("temporary"),
+        "{text}"
+    );
+    browser.screenshot("admin-files").await;
+
+    // Only the unused file has a delete button; press it.
+    let buttons = c
+        .find_all(Locator::Css("table tbody button"))
+        .await
+        .expect("buttons");
+    assert_eq!(
+        buttons.len(),
+        1,
+        "a used file cannot be deleted from the page"
+    );
+    buttons[0].click().await.expect("delete");
+    let notice = c
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("p.notice"))
+        .await
+        .expect("notice");
+    assert_eq!(notice.text().await.expect("text"), "The file was deleted.");
+    browser.screenshot("admin-files-deleted").await;
+    let text = c
+        .find(Locator::Css("table tbody"))
+        .await
+        .expect("table")
+        .text()
+        .await
+        .expect("text");
+    assert!(!text.contains("stray-notes.txt"), "{text}");
+    assert_eq!(site.status_of(&unused_id).await, None, "row gone");
+    assert!(!unused_path.exists(), "object gone");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_pages_send_visitors_to_the_login_form_and_refuse_others() {
+    let site = Site::new().await;
+    let anonymous = crate::harness::client();
+    for path in ["/admin", "/admin/files"] {
+        let r = anonymous.get(site.app.url(path)).send().await.expect("GET");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(r.headers()["location"], "/user/login");
+    }
+    let (_, editor) = site.editor("editor").await;
+    let r = site
+        .app
+        .client
+        .get(site.app.url("/admin/files"))
+        .bearer_auth(&editor)
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    // The overview shows an editor nothing to administer.
+    let r = site
+        .app
+        .client
+        .get(site.app.url("/admin"))
+        .bearer_auth(&editor)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.expect("html");
+    assert!(!page.contains("/admin/files"), "{page}");
+
+    let r = site
+        .app
+        .client
+        .get(site.app.url("/admin/files?status=lost"))
+        .bearer_auth(&site.token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // A form post without the session's token never reaches the handler.
+    let f = site.upload("public", "x.png", "image/png", PNG).await;
+    let r = site
+        .app
+        .client
+        .post(site.app.url(&format!(
+            "/admin/files/{}/delete",
+            f["id"].as_str().expect("id")
+        )))
+        .form(&[("confirm", "1")])
+        .send()
+        .await
+        .expect("POST");
+    error_body(r, StatusCode::FORBIDDEN, "csrf_token_missing").await;
+    assert_eq!(site.status_of(f["id"].as_str().expect("id")).await, Some(0));
+}
