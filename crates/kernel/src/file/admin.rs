@@ -48,10 +48,13 @@ impl Notice {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FilesQuery {
     /// Only files with this status.
+    #[param(inline)]
     status: Option<StatusFilter>,
     /// Page number, from 1.
     #[param(minimum = 1)]
     page: Option<u32>,
+    /// What the last action did (set by the page's own redirects).
+    #[param(inline)]
     notice: Option<Notice>,
 }
 
@@ -114,13 +117,13 @@ fn shown(t: DateTime<Utc>) -> String {
         (status = 400, description = "A bad filter", body = ErrorBody),
         (status = 403, description = "Lacks `administer files`", body = ErrorBody),
     ),
-    security(("bearer" = []), ("session" = [])))]
+    security((), ("bearer" = []), ("session" = [])))]
 pub(crate) async fn files_page(
     State(state): State<AppState>,
     account: Account,
     Query(q): Query<FilesQuery>,
 ) -> Result<Response, AppError> {
-    if let Err(r) = admin::guard(&account, Some(permission::ADMINISTER_FILES)) {
+    if let Some(r) = admin::refusal(&account, Some(permission::ADMINISTER_FILES)) {
         return Ok(r);
     }
     let page = i64::from(q.page.unwrap_or(1).max(1));
@@ -218,16 +221,16 @@ pub(crate) struct AdminFileId {
 /// page with a notice.
 #[utoipa::path(post, path = "/admin/files/{id}/delete", tag = "admin", params(AdminFileId),
     responses(
-        (status = 303, description = "Back to the files page, with a notice of what happened"),
+        (status = 303, description = "Back to the files page, with a notice of what happened; anonymous: to the login form"),
         (status = 403, description = "Lacks `administer files`, or a missing or wrong CSRF token", body = ErrorBody),
     ),
-    security(("bearer" = []), ("session" = [])))]
+    security((), ("bearer" = []), ("session" = [])))]
 pub(crate) async fn delete_from_page(
     State(state): State<AppState>,
     account: Account,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    if let Err(r) = admin::guard(&account, Some(permission::ADMINISTER_FILES)) {
+    if let Some(r) = admin::refusal(&account, Some(permission::ADMINISTER_FILES)) {
         return Ok(r);
     }
     let notice = match id.parse::<Uuid>() {

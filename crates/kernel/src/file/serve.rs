@@ -154,7 +154,8 @@ pub(crate) struct PublicPath {
         (status = 304, description = "Not modified"),
         (status = 404, description = "No such public file", body = ErrorBody),
         (status = 416, description = "The range lies outside the file", body = ErrorBody),
-    ))]
+    ),
+    security(()))]
 pub(crate) async fn public_file(
     State(state): State<AppState>,
     Path((a, b, name)): Path<(String, String, String)>,

@@ -79,6 +79,14 @@ pub fn describe() {
     );
     describe_counter!("trovato_cache_hits_total", "Cache hits by tier (l1, l2).");
     describe_counter!(
+        "trovato_file_uploads_total",
+        "Uploads stored (refused ones are counted by the HTTP metrics' status)."
+    );
+    describe_counter!(
+        "trovato_files_purged_total",
+        "Released files whose object and row were deleted."
+    );
+    describe_counter!(
         "trovato_cache_misses_total",
         "Cache misses by tier (l1, l2)."
     );

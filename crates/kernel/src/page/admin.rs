@@ -45,15 +45,13 @@ pub fn sections_for(account: &Account) -> Vec<Section> {
 }
 
 /// Admin pages are for signed-in accounts: anonymous visitors are sent to
-/// the login form, others need `perm`.
-pub fn guard(account: &Account, perm: Option<&str>) -> Result<(), Response> {
+/// the login form, others need `perm`. Returns the refusal, if any.
+pub fn refusal(account: &Account, perm: Option<&str>) -> Option<Response> {
     if !account.is_authenticated() {
-        return Err(Redirect::to("/user/login").into_response());
+        return Some(Redirect::to("/user/login").into_response());
     }
-    match perm {
-        Some(p) => account.require(p).map_err(IntoResponse::into_response),
-        None => Ok(()),
-    }
+    perm.and_then(|p| account.require(p).err())
+        .map(IntoResponse::into_response)
 }
 
 /// Renders `template` (which extends `admin/layout.html`) with `ctx`, plus
@@ -92,12 +90,12 @@ pub fn render(
         (status = 200, description = "The overview page", body = String, content_type = "text/html"),
         (status = 303, description = "Anonymous: to the login form"),
     ),
-    security(("bearer" = []), ("session" = [])))]
+    security((), ("bearer" = []), ("session" = [])))]
 pub(crate) async fn index(
     State(state): State<AppState>,
     account: Account,
 ) -> Result<Response, AppError> {
-    if let Err(r) = guard(&account, None) {
+    if let Some(r) = refusal(&account, None) {
         return Ok(r);
     }
     Ok(render(
