@@ -16,6 +16,7 @@ use crate::state::AppState;
 use crate::user::{Account, permission};
 
 const PAGE_SIZE: i64 = 50;
+const MAX_PAGE: i64 = 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -51,7 +52,7 @@ pub(crate) struct FilesQuery {
     #[param(inline)]
     status: Option<StatusFilter>,
     /// Page number, from 1.
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 1000000)]
     page: Option<u32>,
     /// What the last action did (set by the page's own redirects).
     #[param(inline)]
@@ -126,7 +127,13 @@ pub(crate) async fn files_page(
     if let Some(r) = admin::refusal(&account, Some(permission::ADMINISTER_FILES)) {
         return Ok(r);
     }
-    let page = i64::from(q.page.unwrap_or(1).max(1));
+    let page = i64::from(q.page.unwrap_or(1));
+    if !(1..=MAX_PAGE).contains(&page) {
+        return Err(AppError::bad_request(
+            "bad_page",
+            format!("page must be between 1 and {MAX_PAGE}"),
+        ));
+    }
     let status = q.status.map(|s| match s {
         StatusFilter::Temporary => 0i16,
         StatusFilter::Permanent => 1,

@@ -37,7 +37,8 @@ const ENVELOPE: u64 = 64 * 1024;
 const TEXT_PART_MAX: u64 = 4 * 1024;
 
 /// The form `POST /file/upload` takes.
-#[derive(utoipa::ToSchema)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct UploadForm {
     /// The session's CSRF token (session requests; or the `X-CSRF-Token` header). Must be the first part.
