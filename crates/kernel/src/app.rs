@@ -16,7 +16,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
-use crate::{category, file, http, item, observe, openapi, page, plugin, stage, user};
+use crate::{category, cron, file, http, item, observe, openapi, page, plugin, stage, user};
 
 /// Every route of the kernel with its OpenAPI entry, declared together:
 /// each subsystem's `router()` registers its handlers through
@@ -33,7 +33,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(item::routes::router())
         .merge(stage::routes::router())
         .merge(category::routes::router())
-        .merge(file::routes::router());
+        .merge(file::routes::router())
+        .merge(cron::routes::router());
     openapi::add_shared_responses(api.get_openapi_mut());
     api
 }

@@ -110,6 +110,8 @@ impl Kernel {
         );
         let cache = Cache::start(kv.clone(), redis_url, config.cache, timeout, &tasks).await?;
         let files = crate::file::Files::open(&config.files, &config.server.data_dir).await?;
+        let queues = crate::queue::Queues::new(&config.queue, &db, &kv);
+        plugins.set_queue_sink(Arc::new(crate::queue::PluginPushes::new(queues.clone())));
         let mut probes = Probes::kernel(&db, &kv);
         files.add_probe(&mut probes);
         Ok(AppState::new(crate::state::Shared {
@@ -123,6 +125,7 @@ impl Kernel {
             probes,
             cache,
             files,
+            queues,
             tasks,
         }))
     }

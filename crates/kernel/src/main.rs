@@ -1,5 +1,5 @@
 //! The `trovato` command: `serve`, `migrate`, `user ...`, `plugin ...`,
-//! `files ...`.
+//! `files ...`, `cron ...`.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -62,6 +62,60 @@ enum Command {
     /// Maintain managed files.
     #[command(subcommand)]
     Files(FilesCommand),
+    /// Run one cron pass and exit (0 when it ran or another server holds
+    /// the lock), or show the last passes.
+    Cron(CronArgs),
+    /// Work, inspect and repair the job queues.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Work the declared queues until SIGTERM/SIGINT, then stop taking
+    /// jobs, let those in hand finish within the shutdown grace period and
+    /// give back the rest.
+    Work {
+        /// Only these queues (repeatable) [default: every declared queue].
+        #[arg(long = "queue", value_name = "NAME")]
+        queues: Vec<String>,
+        /// Jobs worked at once [default: the sum of the queues' declared concurrency].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        concurrency: Option<u16>,
+    },
+    /// Every queue with its counts: ready, delayed, in flight, dead, and
+    /// the wait of the oldest ready item.
+    List,
+    /// Move the dead items of a queue back, with fresh attempts.
+    RetryDead {
+        /// Queue name.
+        name: String,
+    },
+    /// Delete every item of a queue, dead or alive.
+    Purge {
+        /// Queue name.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct CronArgs {
+    #[command(subcommand)]
+    command: Option<CronCommand>,
+}
+
+#[derive(Subcommand)]
+enum CronCommand {
+    /// Show the last cron passes: when, where, how long, and each step.
+    Status {
+        /// How many passes to show.
+        #[arg(long, default_value_t = 10)]
+        last: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -192,7 +246,188 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Cron(args) => cron(config, args.command).await,
+        Command::Queue(cmd) => queue(config, cmd).await,
     }
+}
+
+async fn queue(config: Config, cmd: QueueCommand) -> anyhow::Result<()> {
+    // Ask before booting anything: a refusal changes nothing.
+    if let QueueCommand::Purge { name, yes: false } = &cmd {
+        trovato::queue::check_name(name)?;
+        eprint!("Delete every item of queue {name}, dead or alive? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .context("reading the answer")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            anyhow::bail!("not purged (confirm with y, or pass --yes)");
+        }
+    }
+    let kernel = Kernel::boot(config).await?;
+    let result = queue_command(&kernel, cmd).await;
+    kernel.shutdown().await;
+    result
+}
+
+async fn queue_command(kernel: &Kernel, cmd: QueueCommand) -> anyhow::Result<()> {
+    use trovato::queue::Queue;
+    use trovato::queue::worker;
+    let state = &kernel.state;
+    match cmd {
+        QueueCommand::Work {
+            queues,
+            concurrency,
+        } => {
+            let mut declared = worker::declared(state).await;
+            let chosen: Vec<worker::QueueInfo> = if queues.is_empty() {
+                declared.into_values().collect()
+            } else {
+                let mut chosen = Vec::new();
+                for name in queues {
+                    let q = declared
+                        .remove(&name)
+                        .with_context(|| format!("no queue named `{name}` is declared"))?;
+                    chosen.push(q);
+                }
+                chosen
+            };
+            anyhow::ensure!(!chosen.is_empty(), "no queue is declared");
+            let concurrency = concurrency
+                .map(usize::from)
+                .unwrap_or_else(|| chosen.iter().map(|q| q.concurrency).sum());
+            let names: Vec<&str> = chosen.iter().map(|q| q.name.as_str()).collect();
+            tracing::info!(queues = ?names, concurrency, "working queues");
+            let cancel = state.tasks.token();
+            let signal = cancel.clone();
+            tokio::spawn(async move {
+                trovato::app::shutdown_signal().await;
+                signal.cancel();
+            });
+            let limits = worker::RunLimits {
+                concurrency,
+                until: None,
+                until_empty: false,
+                grace: state.config.server.shutdown_grace(),
+            };
+            let report = worker::run(state, chosen, limits, &cancel).await;
+            tracing::info!(
+                acked = report.acked,
+                retried = report.retried,
+                dead = report.dead,
+                released = report.released,
+                "queue worker stopped"
+            );
+            Ok(())
+        }
+        QueueCommand::List => {
+            let declared = worker::declared(state).await;
+            let mut names: std::collections::BTreeSet<String> =
+                state.queues.names().await?.into_iter().collect();
+            names.extend(declared.keys().cloned());
+            println!(
+                "{:<32} {:>9} {:>9} {:>9} {:>9} {:>12} WORKER",
+                "QUEUE", "READY", "DELAYED", "IN-FLIGHT", "DEAD", "OLDEST-SECS"
+            );
+            for name in names {
+                let s = state.queues.stats(&name).await?;
+                let worker = declared
+                    .get(&name)
+                    .map(|q| format!("{:?}", q.worker))
+                    .unwrap_or_else(|| "undeclared".into());
+                println!(
+                    "{:<32} {:>9} {:>9} {:>9} {:>9} {:>12.1} {worker}",
+                    name, s.ready, s.delayed, s.in_flight, s.dead, s.oldest_ready_secs
+                );
+            }
+            Ok(())
+        }
+        QueueCommand::RetryDead { name } => {
+            let n = state.queues.retry_dead(&name).await?;
+            println!("{n} dead items of {name} are queued again");
+            Ok(())
+        }
+        QueueCommand::Purge { name, .. } => {
+            let n = state.queues.purge(&name).await?;
+            println!("purged {n} items of {name}");
+            Ok(())
+        }
+    }
+}
+
+async fn cron(config: Config, cmd: Option<CronCommand>) -> anyhow::Result<()> {
+    let kernel = Kernel::boot(config).await?;
+    let result = match cmd {
+        None => cron_pass(&kernel).await,
+        Some(CronCommand::Status { last }) => cron_status(&kernel, last).await,
+    };
+    kernel.shutdown().await;
+    result
+}
+
+async fn cron_pass(kernel: &Kernel) -> anyhow::Result<()> {
+    use trovato::cron::{Pass, StepOutcome, Trigger};
+    match trovato::cron::run(&kernel.state, Trigger::Cli).await? {
+        Pass::Busy { holder } => println!("cron skipped: another server holds the lock ({holder})"),
+        Pass::Ran(run) => {
+            let took = run
+                .finished
+                .map(|f| format!(" in {} ms", (f - run.started).num_milliseconds()))
+                .unwrap_or_default();
+            let steps: Vec<String> = run
+                .steps
+                .iter()
+                .map(|s| match s.outcome {
+                    StepOutcome::Ok => format!("{} ok", s.name),
+                    other => format!("{} {}: {}", s.name, other.as_str(), s.detail),
+                })
+                .collect();
+            println!(
+                "cron ran on {}{took}: {} ({})",
+                run.holder,
+                run.outcome.as_str(),
+                steps.join("; ")
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn cron_status(kernel: &Kernel, last: u32) -> anyhow::Result<()> {
+    use trovato::cron::StepOutcome;
+    let runs = trovato::cron::recent(&kernel.state.db, last).await?;
+    if runs.is_empty() {
+        println!("no cron pass recorded");
+        return Ok(());
+    }
+    println!(
+        "{:<25} {:>9} {:<10} {:<24} STEPS",
+        "STARTED", "MS", "OUTCOME", "SERVER"
+    );
+    for run in runs {
+        let ms = run
+            .finished
+            .map(|f| (f - run.started).num_milliseconds().to_string())
+            .unwrap_or_else(|| "-".into());
+        let steps: Vec<String> = run
+            .steps
+            .iter()
+            .map(|s| format!("{}={}", s.name, s.outcome.as_str()))
+            .collect();
+        println!(
+            "{:<25} {:>9} {:<10} {:<24} {}",
+            run.started.format("%Y-%m-%d %H:%M:%S%.3f"),
+            ms,
+            run.outcome.as_str(),
+            run.holder,
+            steps.join(" ")
+        );
+        for s in run.steps.iter().filter(|s| s.outcome != StepOutcome::Ok) {
+            println!("    {}: {}", s.name, s.detail);
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -25,6 +25,8 @@ use crate::state::AppState;
 pub const BEARER: &str = "bearer";
 /// The session-cookie security scheme (`POST /user/login`).
 pub const SESSION: &str = "session";
+/// The scheduler key of `POST /cron` (`cron.key`).
+pub const CRON_KEY: &str = "cron_key";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,6 +43,7 @@ pub const SESSION: &str = "session";
         (name = "item", description = "Item types, items and revisions"),
         (name = "stage", description = "Stages and publishing"),
         (name = "category", description = "Categories and terms"),
+        (name = "cron", description = "Periodic work on one server at a time"),
     )
 )]
 pub struct ApiDoc;
@@ -58,6 +61,12 @@ impl Modify for Security {
             SESSION,
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
                 crate::user::session::COOKIE,
+            ))),
+        );
+        components.add_security_scheme(
+            CRON_KEY,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(
+                crate::cron::routes::KEY_HEADER,
             ))),
         );
     }

@@ -18,12 +18,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::CacheSettings;
 use crate::config::{ConfigError, redact_url};
+use crate::cron::CronSettings;
 use crate::db::DbSettings;
 use crate::file::FileSettings;
 use crate::http::ServerSettings;
 use crate::kv::RedisSettings;
 use crate::observe::ObserveSettings;
 use crate::plugin::PluginSettings;
+use crate::queue::QueueSettings;
 use crate::user::settings::{LoginSettings, SessionSettings};
 
 /// The configuration the kernel runs with: one field per section, each a
@@ -49,6 +51,10 @@ pub struct Config {
     pub plugin: PluginSettings,
     #[command(flatten)]
     pub files: FileSettings,
+    #[command(flatten)]
+    pub cron: CronSettings,
+    #[command(flatten)]
+    pub queue: QueueSettings,
 }
 
 impl Config {
@@ -62,7 +68,9 @@ impl Config {
         self.login.validate()?;
         self.cache.validate()?;
         self.plugin.validate()?;
-        self.files.validate()
+        self.files.validate()?;
+        self.cron.validate()?;
+        self.queue.validate()
     }
 
     /// Parses a TOML file over the defaults.
@@ -127,6 +135,9 @@ impl Config {
         }
         if shown.files.s3_secret_access_key.is_some() {
             shown.files.s3_secret_access_key = Some("***".into());
+        }
+        if shown.cron.key.is_some() {
+            shown.cron.key = Some("***".into());
         }
         // Every section serializes: its fields are plain values.
         toml::to_string(&shown).unwrap_or_default()

@@ -12,6 +12,7 @@ use crate::kv::Kv;
 use crate::observe::health::Probes;
 use crate::page::templates::Templates;
 use crate::plugin::Plugins;
+use crate::queue::Queues;
 use crate::settings::Config;
 use crate::tasks::Tasks;
 use crate::user::permissions::PermissionCache;
@@ -45,6 +46,8 @@ pub struct Shared {
     pub cache: Cache,
     /// File storage (both schemes) and the upload rules.
     pub files: Files,
+    /// The job queues (the configured backend).
+    pub queues: Queues,
     /// Every background task and post-commit effect runs here.
     pub tasks: Tasks,
     /// What `/health` checks.

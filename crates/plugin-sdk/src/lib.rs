@@ -124,6 +124,100 @@ pub mod log {
     }
 }
 
+/// Pushing jobs to the plugin's queues (host function
+/// `trovato::queue_push`), from any tap. A plugin may use the queue named
+/// after it and any `<plugin>.<name>`; the kernel delivers each job to the
+/// plugin's `tap_queue_worker`.
+///
+/// ```ignore
+/// trovato_plugin_sdk::queue::push("digest.outbox", &serde_json::json!({"item": id}))?;
+/// ```
+pub mod queue {
+    /// Why a push was refused.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum PushError {
+        /// The name is invalid or not the plugin's.
+        BadQueue,
+        /// The payload is not JSON, or larger than a job may carry (1 MiB).
+        BadPayload,
+        /// The queue backend is unavailable (or the kernel runs no queues,
+        /// as under `trovato plugin invoke`).
+        Unavailable,
+        /// This invocation already pushed its 1000 jobs.
+        TooMany,
+        /// A code this SDK does not know.
+        Other(i32),
+    }
+
+    impl std::fmt::Display for PushError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                PushError::BadQueue => f.write_str("invalid queue name, or not the plugin's queue"),
+                PushError::BadPayload => f.write_str("payload is not JSON or too large"),
+                PushError::Unavailable => f.write_str("the queue is unavailable"),
+                PushError::TooMany => f.write_str("too many pushes in one invocation"),
+                PushError::Other(code) => write!(f, "queue_push failed with code {code}"),
+            }
+        }
+    }
+
+    impl std::error::Error for PushError {}
+
+    /// The ABI's result codes.
+    pub fn from_code(code: i32) -> Result<(), PushError> {
+        match code {
+            0 => Ok(()),
+            1 => Err(PushError::BadQueue),
+            2 => Err(PushError::BadPayload),
+            3 => Err(PushError::Unavailable),
+            4 => Err(PushError::TooMany),
+            other => Err(PushError::Other(other)),
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    #[link(wasm_import_module = "trovato")]
+    unsafe extern "C" {
+        #[link_name = "queue_push"]
+        fn host_queue_push(
+            queue_ptr: i32,
+            queue_len: i32,
+            payload_ptr: i32,
+            payload_len: i32,
+        ) -> i32;
+    }
+
+    /// Enqueues `payload` (serialized as JSON) on `queue`.
+    pub fn push<T: serde::Serialize + ?Sized>(queue: &str, payload: &T) -> Result<(), PushError> {
+        let json = serde_json::to_vec(payload).map_err(|_| PushError::BadPayload)?;
+        push_json(queue, &json)
+    }
+
+    /// Enqueues `json`, which must be JSON, on `queue`.
+    pub fn push_json(queue: &str, json: &[u8]) -> Result<(), PushError> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            // SAFETY: both pointers and lengths describe live buffers that
+            // outlive the call; the host only reads those ranges.
+            let code = unsafe {
+                host_queue_push(
+                    queue.as_ptr() as i32,
+                    queue.len() as i32,
+                    json.as_ptr() as i32,
+                    json.len() as i32,
+                )
+            };
+            from_code(code)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            // Natively (unit tests) there is no kernel to push to.
+            let _ = (queue, json);
+            Err(PushError::Unavailable)
+        }
+    }
+}
+
 /// `error!("...", args)`: formats and logs at error level.
 #[macro_export]
 macro_rules! error { ($($t:tt)*) => { $crate::log::error(&::std::format!($($t)*)) }; }

@@ -24,12 +24,20 @@ pub struct Section {
 }
 
 /// Every admin section, in navigation order.
-pub const SECTIONS: &[Section] = &[Section {
-    path: "/admin/files",
-    label: "Files",
-    description: "uploaded files, their status and where they are used; delete unused ones",
-    permission: permission::ADMINISTER_FILES,
-}];
+pub const SECTIONS: &[Section] = &[
+    Section {
+        path: "/admin/files",
+        label: "Files",
+        description: "uploaded files, their status and where they are used; delete unused ones",
+        permission: permission::ADMINISTER_FILES,
+    },
+    Section {
+        path: "/admin/cron",
+        label: "Cron",
+        description: "the last cron passes, each step's outcome and failures; run cron now",
+        permission: permission::ADMINISTER_SITE,
+    },
+];
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(index))

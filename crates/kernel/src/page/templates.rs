@@ -24,6 +24,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin/files.html",
         include_str!("../../templates/admin/files.html"),
     ),
+    (
+        "admin/cron.html",
+        include_str!("../../templates/admin/cron.html"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,38 @@ pub const HOST_MODULE: &str = "trovato";
 /// The WASI preview 1 import module.
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
 /// Host functions of [`HOST_MODULE`] (ABI v1).
-pub const HOST_FUNCTIONS: &[&str] = &["log"];
+pub const HOST_FUNCTIONS: &[&str] = &["log", "queue_push"];
+
+/// Where `trovato::queue_push` sends a plugin's jobs: the kernel's queues,
+/// set once at start (a runtime without one, as `trovato plugin invoke`
+/// has, answers [`PUSH_UNAVAILABLE`]).
+pub trait QueueSink: Send + Sync {
+    /// Enqueues `payload` (the guest's bytes, unchecked) on `queue` for
+    /// `plugin`; the error is one of the `PUSH_*` codes.
+    fn push(
+        &self,
+        plugin: &str,
+        queue: &str,
+        payload: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<(), i32>>;
+}
+
+/// `queue_push` results (ABI v1).
+pub const PUSH_OK: i32 = 0;
+/// The queue name is invalid or outside the plugin's namespace.
+pub const PUSH_BAD_QUEUE: i32 = 1;
+/// The payload is not JSON, or larger than a job may carry.
+pub const PUSH_BAD_PAYLOAD: i32 = 2;
+/// The queue backend did not take it (unavailable), or this runtime has
+/// no queues.
+pub const PUSH_UNAVAILABLE: i32 = 3;
+/// The invocation already pushed [`PUSHES_MAX`] jobs.
+pub const PUSH_TOO_MANY: i32 = 4;
+/// Jobs one invocation may push.
+pub const PUSHES_MAX: u32 = 1_000;
+/// A payload longer than this is refused without being copied; the sink
+/// holds payloads to the queue's own, smaller limit.
+const PUSH_READ_MAX: usize = 4 * 1024 * 1024;
 
 /// The `tracing` target of what plugins log.
 const GUEST_TARGET: &str = "trovato::plugin::guest";
@@ -38,6 +69,10 @@ pub struct Host {
     pub timed_out: bool,
     pub log_lines: u32,
     pub wasi: Option<Wasi>,
+    /// Where `queue_push` goes, if anywhere.
+    pub sink: Option<Arc<dyn QueueSink>>,
+    /// Jobs this invocation pushed.
+    pub pushes: u32,
 }
 
 /// A capability-free WASI context whose stdout and stderr are captured.
@@ -131,8 +166,67 @@ impl ResourceLimiter for Limits {
     }
 }
 
+/// Copies `len` bytes at `ptr` out of the caller's exported memory.
+fn read_guest(
+    caller: &mut Caller<'_, Host>,
+    what: &str,
+    ptr: i32,
+    len: i32,
+    max: usize,
+) -> wasmtime::Result<Option<Vec<u8>>> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return Err(wasmtime::Error::msg(format!(
+            "{what} called without an exported memory"
+        )));
+    };
+    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+    if len > max {
+        return Ok(None);
+    }
+    let data = memory.data(&*caller);
+    let bytes = data.get(start..start.saturating_add(len)).ok_or_else(|| {
+        wasmtime::Error::msg(format!(
+            "{what} argument at {start}+{len} is outside linear memory"
+        ))
+    })?;
+    Ok(Some(bytes.to_vec()))
+}
+
 /// Adds the `trovato` host functions to `linker`.
 pub fn add_host_functions(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+    linker.func_wrap_async(
+        HOST_MODULE,
+        "queue_push",
+        |mut caller: Caller<'_, Host>, (qp, ql, pp, pl): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                let Some(queue) = read_guest(&mut caller, "queue_push", qp, ql, 64)? else {
+                    return Ok(PUSH_BAD_QUEUE);
+                };
+                let payload = read_guest(&mut caller, "queue_push", pp, pl, PUSH_READ_MAX)?;
+                let Some(payload) = payload else {
+                    return Ok(PUSH_BAD_PAYLOAD);
+                };
+                let Ok(queue) = String::from_utf8(queue) else {
+                    return Ok(PUSH_BAD_QUEUE);
+                };
+                let host = caller.data_mut();
+                if host.pushes >= PUSHES_MAX {
+                    return Ok(PUSH_TOO_MANY);
+                }
+                let Some(sink) = host.sink.clone() else {
+                    return Ok(PUSH_UNAVAILABLE);
+                };
+                let plugin = host.plugin.clone();
+                match sink.push(&plugin, &queue, payload).await {
+                    Ok(()) => {
+                        caller.data_mut().pushes += 1;
+                        Ok(PUSH_OK)
+                    }
+                    Err(code) => Ok(code),
+                }
+            })
+        },
+    )?;
     linker.func_wrap(
         HOST_MODULE,
         "log",

@@ -645,6 +645,13 @@ impl Plugins {
             .collect()
     }
 
+    /// Sends the plugins' `queue_push` calls to `sink`.
+    pub fn set_queue_sink(&self, sink: Arc<dyn host::QueueSink>) {
+        if let Some(rt) = &self.inner.runtime {
+            rt.set_queue_sink(sink);
+        }
+    }
+
     /// Invokes `tap` of one plugin with `input` serialized as JSON.
     pub async fn invoke<T: Serialize + ?Sized>(
         &self,

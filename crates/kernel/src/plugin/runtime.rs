@@ -225,6 +225,8 @@ pub struct Runtime {
     bounds: Arc<Bounds>,
     /// `trovato_plugin_instances_active`, resolved once.
     instances: metrics::Gauge,
+    /// Where `queue_push` goes; set once by the kernel.
+    sink: Arc<std::sync::OnceLock<Arc<dyn host::QueueSink>>>,
 }
 
 impl Runtime {
@@ -240,7 +242,14 @@ impl Runtime {
             wasi_linker: Arc::new(wasi_linker),
             bounds: Arc::new(bounds),
             instances: metrics::gauge!("trovato_plugin_instances_active"),
+            sink: Arc::default(),
         })
+    }
+
+    /// Sends every instance's `queue_push` to `sink` from now on (the
+    /// first call wins).
+    pub fn set_queue_sink(&self, sink: Arc<dyn host::QueueSink>) {
+        let _ = self.sink.set(sink);
     }
 
     pub fn bounds(&self) -> &Bounds {
@@ -371,6 +380,8 @@ impl Runtime {
             timed_out: false,
             log_lines: 0,
             wasi: module.uses_wasi.then(Wasi::default),
+            sink: self.sink.get().cloned(),
+            pushes: 0,
         };
         let mut store = Store::new(&self.pool.engine, host);
         store.limiter(|h| &mut h.limits);

@@ -331,6 +331,54 @@ pub async fn select_for_session(
     Ok(())
 }
 
+/// Deletes each `stage:session:<hash>` whose `session:<hash>` is gone
+/// (the session ended by logout, or expired while its stage choice was
+/// slid by reads): cron's session bookkeeping. Returns how many it forgot.
+pub async fn forget_ended_sessions(state: &AppState) -> Result<u64, crate::kv::KvError> {
+    // Pairs of (stage choice, session) keys; deletes a choice whose
+    // session is gone, atomically per pair.
+    const FORGET: &str = r"
+local n = 0
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then
+    n = n + redis.call('DEL', KEYS[i])
+  end
+end
+return n";
+    let choice_prefix = state.kv.key("stage:session:");
+    let session_prefix = state.kv.key("session:");
+    let pattern = format!("{choice_prefix}*");
+    let script = redis::Script::new(FORGET);
+    let mut cursor: u64 = 0;
+    let mut forgotten = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = state
+            .kv
+            .query(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500),
+            )
+            .await?;
+        if !keys.is_empty() {
+            let mut inv = script.prepare_invoke();
+            for key in &keys {
+                let hash = key.strip_prefix(&choice_prefix).unwrap_or_default();
+                inv.key(key).key(format!("{session_prefix}{hash}"));
+            }
+            let n: u64 = state.kv.script(inv).await?;
+            forgotten += n;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(forgotten);
+        }
+    }
+}
+
 /// The session's working stage, if one was selected (sliding its lifetime
 /// like the session's). Without Redis the session works in live.
 async fn session_stage(state: &AppState, token: &str) -> Option<String> {

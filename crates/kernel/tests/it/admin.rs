@@ -96,7 +96,7 @@ async fn the_files_page_lists_files_and_their_uses_and_deletes_an_unused_one() {
 async fn admin_pages_send_visitors_to_the_login_form_and_refuse_others() {
     let site = Site::new().await;
     let anonymous = crate::harness::client();
-    for path in ["/admin", "/admin/files"] {
+    for path in ["/admin", "/admin/files", "/admin/cron"] {
         let r = anonymous.get(site.app.url(path)).send().await.expect("GET");
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
         assert_eq!(r.headers()["location"], "/user/login");
@@ -111,6 +111,26 @@ async fn admin_pages_send_visitors_to_the_login_form_and_refuse_others() {
         .await
         .expect("GET");
     error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    for (method, path) in [("GET", "/admin/cron"), ("POST", "/admin/cron/run")] {
+        let r = site
+            .app
+            .client
+            .request(method.parse().expect("method"), site.app.url(path))
+            .bearer_auth(&editor)
+            .send()
+            .await
+            .expect("request");
+        error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    let r = site
+        .app
+        .client
+        .get(site.app.url("/admin/cron?notice=bogus"))
+        .bearer_auth(&site.token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // The overview shows an editor nothing to administer.
     let r = site
         .app
@@ -149,4 +169,75 @@ async fn admin_pages_send_visitors_to_the_login_form_and_refuse_others() {
         .expect("POST");
     error_body(r, StatusCode::FORBIDDEN, "csrf_token_missing").await;
     assert_eq!(site.status_of(f["id"].as_str().expect("id")).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cron_page_shows_the_last_passes_and_runs_one_on_request() {
+    let site = Site::new().await;
+    let state = &site.app.state;
+    // One failed pass already in the history.
+    let failing = vec![trovato::cron::Step::new(
+        "example.failing",
+        std::time::Duration::from_secs(60),
+        |_, _| async { Err("the example step failed".to_owned()) },
+    )];
+    trovato::cron::run_steps(state, trovato::cron::Trigger::Cli, failing)
+        .await
+        .expect("pass");
+
+    let browser = Browser::start().await;
+    let base = site.app.url("");
+    browser.log_in(&base, "admin", PASSWORD).await;
+    let c = &browser.client;
+    c.goto(&format!("{base}/admin")).await.expect("admin");
+    c.find(Locator::LinkText("Cron"))
+        .await
+        .expect("the navigation links the cron page")
+        .click()
+        .await
+        .expect("click");
+    let table = c
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("table tbody"))
+        .await
+        .expect("runs table");
+    let text = table.text().await.expect("table text");
+    assert!(text.contains("example.failing: failed"), "{text}");
+    assert!(text.contains("the example step failed"), "{text}");
+    let summary = c
+        .find(Locator::Css("strong.outcome-failed"))
+        .await
+        .expect("summary");
+    assert_eq!(summary.text().await.expect("text"), "1 failed");
+
+    c.find(Locator::Css("form[action='/admin/cron/run'] button"))
+        .await
+        .expect("run button")
+        .click()
+        .await
+        .expect("click");
+    let notice = c
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("p.notice"))
+        .await
+        .expect("notice");
+    assert_eq!(notice.text().await.expect("text"), "Cron ran.");
+    let rows = c
+        .find_all(Locator::Css("table tbody tr"))
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), 2, "the new pass is listed");
+    let newest = rows[0].text().await.expect("text");
+    assert!(
+        newest.contains("files.cleanup: ok") && newest.contains("http"),
+        "{newest}"
+    );
+    browser.screenshot("admin-cron").await;
+    let recorded = trovato::cron::recent(&state.db, 10).await.expect("recent");
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded[0].trigger, trovato::cron::Trigger::Http);
+    assert_eq!(recorded[0].outcome, trovato::cron::RunOutcome::Ok);
+    browser.close().await;
 }

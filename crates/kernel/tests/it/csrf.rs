@@ -389,6 +389,7 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
             session: None,
         },
         ("DELETE", "/api/files/{id}") => t(format!("/api/files/{}", new_file(app).await), None),
+        ("POST", "/cron") | ("POST", "/admin/cron/run") => t(template.into(), None),
         ("POST", "/admin/files/{id}/delete") => {
             t(format!("/admin/files/{}/delete", new_file(app).await), None)
         }

@@ -8,6 +8,7 @@ mod cache;
 mod category;
 mod cli;
 mod content;
+mod cron;
 mod csrf;
 mod embedded;
 mod errors;

@@ -214,7 +214,7 @@ async fn every_operation_declares_its_security_and_protected_ones_refuse_anonymo
         .expect("security schemes");
     assert_eq!(
         schemes.keys().collect::<Vec<_>>(),
-        vec!["bearer", "session"]
+        vec!["bearer", "cron_key", "session"]
     );
     let client = reqwest::Client::new();
     let mut protected = 0;
