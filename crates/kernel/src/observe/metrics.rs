@@ -120,6 +120,51 @@ pub fn describe() {
         "trovato_plugin_failures_total",
         "WASM tap failures by plugin, tap and error kind."
     );
+    describe_counter!(
+        "trovato_cron_runs_total",
+        "Cron passes by outcome (ok, failed, cancelled, busy: another server held the lock)."
+    );
+    describe_histogram!(
+        "trovato_cron_step_duration_seconds",
+        Unit::Seconds,
+        "Cron step duration by step and outcome."
+    );
+    describe_counter!(
+        "trovato_cron_lock_extensions_total",
+        "Heartbeat extensions of the cron lock."
+    );
+    describe_counter!(
+        "trovato_cron_lock_lost_total",
+        "Cron passes cancelled because their lock was lost."
+    );
+    describe_counter!("trovato_queue_pushed_total", "Jobs pushed, by queue.");
+    describe_counter!("trovato_queue_acked_total", "Jobs acked, by queue.");
+    describe_counter!(
+        "trovato_queue_retried_total",
+        "Jobs that failed and were scheduled for a retry, by queue."
+    );
+    describe_counter!(
+        "trovato_queue_dead_total",
+        "Jobs moved to the dead letter list, by queue."
+    );
+    describe_counter!(
+        "trovato_queue_lease_expired_total",
+        "Jobs taken again after their worker's lease ran out, by queue."
+    );
+    describe_histogram!(
+        "trovato_queue_job_duration_seconds",
+        Unit::Seconds,
+        "Job duration by queue and outcome (acked, retried, dead, lease_lost, error)."
+    );
+    describe_gauge!(
+        "trovato_queue_items",
+        "Items per queue by state (ready, delayed, in_flight, dead), read at each scrape."
+    );
+    describe_gauge!(
+        "trovato_queue_oldest_ready_seconds",
+        Unit::Seconds,
+        "How long the longest-waiting available item of each queue has waited."
+    );
 }
 
 /// Samples gauges that are read rather than pushed (pool state), then

@@ -83,6 +83,13 @@ pub(crate) async fn metrics_text(
             "metrics are not served to {ip}"
         )));
     }
+    // Queue lengths are read from the backend at each scrape, bounded so a
+    // slow backend cannot stall the scrape (the last values stay).
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        crate::queue::record_gauges(&state.queues),
+    )
+    .await;
     let body = super::metrics::render(&state.metrics, &state.db, state.config.db.max_connections);
     Ok((
         [(

@@ -400,6 +400,31 @@ impl crate::plugin::host::QueueSink for PluginPushes {
     }
 }
 
+/// Sets the per-queue gauges (items by state, the oldest ready item's
+/// wait) from the backend; a queue that cannot be read keeps its last
+/// values.
+pub async fn record_gauges(queues: &Queues) {
+    let Ok(names) = queues.names().await else {
+        return;
+    };
+    for name in names {
+        let Ok(s) = queues.stats(&name).await else {
+            continue;
+        };
+        for (state, n) in [
+            ("ready", s.ready),
+            ("delayed", s.delayed),
+            ("in_flight", s.in_flight),
+            ("dead", s.dead),
+        ] {
+            metrics::gauge!("trovato_queue_items", "queue" => name.clone(), "state" => state)
+                .set(n as f64);
+        }
+        metrics::gauge!("trovato_queue_oldest_ready_seconds", "queue" => name.clone())
+            .set(s.oldest_ready_secs);
+    }
+}
+
 /// Milliseconds of `d`, for the backends' arithmetic.
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

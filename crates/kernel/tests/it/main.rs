@@ -20,6 +20,7 @@ mod nginx;
 mod observe;
 mod openapi;
 mod plugin;
+mod queue;
 mod roles;
 mod stage;
 mod storage;
