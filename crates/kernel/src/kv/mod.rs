@@ -198,6 +198,7 @@ impl Kv {
         &self,
         fut: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, KvError> {
+        metrics::counter!("trovato_redis_commands_total").increment(1);
         let gauge = metrics::gauge!("trovato_redis_commands_in_flight");
         gauge.increment(1.0);
         let result = tokio::time::timeout(COMMAND_TIMEOUT, fut).await;

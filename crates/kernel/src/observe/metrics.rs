@@ -121,6 +121,10 @@ pub fn describe() {
         "WASM tap failures by plugin, tap and error kind."
     );
     describe_counter!(
+        "trovato_redis_commands_total",
+        "Commands (and scripts) sent on the shared Redis connection."
+    );
+    describe_counter!(
         "trovato_cron_runs_total",
         "Cron passes by outcome (ok, failed, cancelled, busy: another server held the lock)."
     );
