@@ -105,7 +105,7 @@ async fn main() {
         backend: QueueBackend::Redis,
         ..QueueSettings::default()
     };
-    let ours = our_throughput(Queues::new(&settings, &db, &kv), secs).await;
+    let ours = our_throughput(Queues::new(&settings, &db, &kv, Vec::new()), secs).await;
     let client = redis::Client::open(redis_url.as_str()).expect("redis url");
     let raw = client
         .get_multiplexed_async_connection()
@@ -139,7 +139,7 @@ async fn main() {
 
     // PostgreSQL: ours, then the bare claim + delete through sqlx.
     let settings = QueueSettings::default();
-    let queues = Queues::new(&settings, &db, &kv);
+    let queues = Queues::new(&settings, &db, &kv, Vec::new());
     let _ = queues.purge("bench.noop").await;
     let ours_pg = our_throughput(queues.clone(), secs).await;
     let _ = queues.purge("bench.noop").await;
@@ -213,7 +213,79 @@ async fn main() {
         "| cron lock: Redis round trips per pass (no steps; plus one per heartbeat, every lock_ttl_ms / 3) | {per_pass:.1} | 2 | {:.2} |",
         per_pass / 2.0
     );
+    batch_overhead(&state).await;
     let _ = kv.delete_prefixed("").await;
+}
+
+/// Works `queues` with 8 slots until they are empty.
+async fn drain(state: &trovato::AppState, queues: Vec<trovato::queue::worker::QueueInfo>) {
+    let limits = trovato::queue::worker::RunLimits {
+        concurrency: CONCURRENCY,
+        until: None,
+        until_empty: true,
+        grace: Duration::from_secs(30),
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    trovato::queue::worker::run(state, queues, limits, &cancel).await;
+}
+
+/// A batch of 100 000 no-op targets in chunks of 100 (start, chunks,
+/// progress) against the same 1 000 jobs pushed and worked directly, both
+/// with 8 workers; and the batch's Redis round trips per chunk.
+async fn batch_overhead(state: &trovato::AppState) {
+    use trovato::queue::worker::{QueueInfo, Verdict, Worker};
+    const TARGETS: usize = 100_000;
+    const CHUNKS: usize = TARGETS / 100;
+    let mut best_batch = f64::MAX;
+    let mut best_direct = f64::MAX;
+    let mut per_chunk = 0.0;
+    for _ in 0..3 {
+        let before = redis_commands(state);
+        let t = Instant::now();
+        let s = trovato::batch::start(
+            state,
+            None,
+            trovato::batch::NewBatch {
+                operation: "noop".into(),
+                params: serde_json::json!({ "count": TARGETS }),
+            },
+        )
+        .await
+        .expect("batch");
+        drain(state, vec![trovato::batch::queue_info()]).await;
+        let elapsed = t.elapsed().as_secs_f64();
+        let done = trovato::batch::load(&state.db, s.id).await.expect("load");
+        assert_eq!(done.processed, TARGETS as u64, "the batch finished");
+        best_batch = best_batch.min(elapsed);
+        per_chunk = (redis_commands(state) - before) / CHUNKS as f64;
+
+        let direct = QueueInfo {
+            name: "bench.direct".into(),
+            worker: Worker::Kernel(Arc::new(|_, _| Box::pin(async { Verdict::Ack }))),
+            cron_budget: Duration::ZERO,
+            concurrency: CONCURRENCY,
+        };
+        let t = Instant::now();
+        for n in 0..CHUNKS {
+            state
+                .queues
+                .push(
+                    "bench.direct",
+                    NewJob::new(&serde_json::json!({"n": n})).expect("job"),
+                )
+                .await
+                .expect("push");
+        }
+        drain(state, vec![direct]).await;
+        best_direct = best_direct.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "| batch of {TARGETS} no-op targets in chunks of 100, PostgreSQL queue, 8 workers (s, lower is better; goal ≤ 1.2) vs the same {CHUNKS} jobs pushed and worked directly | {best_batch:.2} | {best_direct:.2} | {:.2} |",
+        best_batch / best_direct
+    );
+    println!(
+        "| batch progress: Redis round trips per chunk | {per_chunk:.2} | 1 | {per_chunk:.2} |"
+    );
 }
 
 /// `trovato_redis_commands_total`, read from the metrics exposition.

@@ -110,7 +110,8 @@ impl Kernel {
         );
         let cache = Cache::start(kv.clone(), redis_url, config.cache, timeout, &tasks).await?;
         let files = crate::file::Files::open(&config.files, &config.server.data_dir).await?;
-        let queues = crate::queue::Queues::new(&config.queue, &db, &kv);
+        let queues =
+            crate::queue::Queues::new(&config.queue, &db, &kv, vec![crate::batch::queue_info()]);
         plugins.set_queue_sink(Arc::new(crate::queue::PluginPushes::new(queues.clone())));
         let mut probes = Probes::kernel(&db, &kv);
         files.add_probe(&mut probes);

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod batch;
 pub mod cache;
 pub mod category;
 pub mod config;

@@ -68,6 +68,54 @@ enum Command {
     /// Work, inspect and repair the job queues.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Start batch operations and follow their progress.
+    #[command(subcommand)]
+    Batch(BatchCommand),
+}
+
+#[derive(Subcommand)]
+enum BatchCommand {
+    /// Start OPERATION (see `trovato batch operations`) and print its id;
+    /// with --follow, then show its progress.
+    Start {
+        /// The operation, e.g. `items.publish`.
+        operation: String,
+        /// Its parameters as JSON, e.g. '{"type": "article"}' [default: {}].
+        #[arg(long, value_name = "JSON")]
+        params: Option<String>,
+        /// Start it as this user [default: none, as the system].
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Follow its progress until it ends.
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: cancel the batch on Ctrl-C (it keeps running otherwise).
+        #[arg(long, requires = "follow")]
+        cancel_on_exit: bool,
+    },
+    /// Show a batch's progress: a bar on a terminal, plain lines otherwise.
+    Status {
+        /// The batch's id.
+        id: String,
+        /// Follow it until it ends.
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: cancel the batch on Ctrl-C (it keeps running otherwise).
+        #[arg(long, requires = "follow")]
+        cancel_on_exit: bool,
+    },
+    /// Cancel a batch: chunks not yet begun are skipped.
+    Cancel {
+        /// The batch's id.
+        id: String,
+    },
+    /// Enqueue again the chunks of a batch not yet done (safe to repeat).
+    Resume {
+        /// The batch's id.
+        id: String,
+    },
+    /// The operations a batch can run, with their parameters.
+    Operations,
 }
 
 #[derive(Subcommand)]
@@ -248,6 +296,158 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Cron(args) => cron(config, args.command).await,
         Command::Queue(cmd) => queue(config, cmd).await,
+        Command::Batch(cmd) => {
+            let kernel = Kernel::boot(config).await?;
+            let result = batch_command(&kernel, cmd).await;
+            kernel.shutdown().await;
+            result
+        }
+    }
+}
+
+fn batch_id(raw: &str) -> anyhow::Result<uuid::Uuid> {
+    raw.parse()
+        .map_err(|_| anyhow::anyhow!("`{raw}` is not a batch id"))
+}
+
+async fn batch_command(kernel: &Kernel, cmd: BatchCommand) -> anyhow::Result<()> {
+    use trovato::batch;
+    let state = &kernel.state;
+    match cmd {
+        BatchCommand::Start {
+            operation,
+            params,
+            user,
+            follow,
+            cancel_on_exit,
+        } => {
+            let params: serde_json::Value = match params {
+                None => serde_json::json!({}),
+                Some(p) => serde_json::from_str(&p).context("--params is not JSON")?,
+            };
+            let owner = match user {
+                None => None,
+                Some(name) => Some(
+                    trovato::user::find_by_name(&state.db, &name)
+                        .await?
+                        .with_context(|| format!("no user named `{name}`"))?
+                        .id,
+                ),
+            };
+            let s = batch::start(state, owner, batch::NewBatch { operation, params }).await?;
+            println!("{}", s.id);
+            if follow {
+                follow_batch(kernel, s.id, cancel_on_exit).await?;
+            }
+            Ok(())
+        }
+        BatchCommand::Status {
+            id,
+            follow,
+            cancel_on_exit,
+        } => {
+            let id = batch_id(&id)?;
+            if follow {
+                follow_batch(kernel, id, cancel_on_exit).await
+            } else {
+                println!("{}", status_line(&batch::status(state, id).await?));
+                Ok(())
+            }
+        }
+        BatchCommand::Cancel { id } => {
+            let s = batch::cancel(state, batch_id(&id)?).await?;
+            println!("{}", status_line(&s));
+            Ok(())
+        }
+        BatchCommand::Resume { id } => {
+            let n = batch::resume(state, batch_id(&id)?).await?;
+            println!("{n} chunks enqueued again");
+            Ok(())
+        }
+        BatchCommand::Operations => {
+            for op in batch::ops::all(state).await {
+                let i = op.info();
+                println!(
+                    "{:<28} {}  params: {}  ({})",
+                    i.name, i.description, i.params, i.permission
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One line of a batch's progress, for logs and pipes.
+fn status_line(s: &trovato::batch::BatchStatus) -> String {
+    let eta = match s.eta_secs {
+        Some(e) if !s.state.is_final() => format!(", about {} s left", e.ceil() as u64),
+        _ => String::new(),
+    };
+    format!(
+        "{} {} {:.0}% ({} done, {} failed of {}){eta}: {}",
+        s.operation,
+        s.state.as_str(),
+        s.percent.floor(),
+        s.processed,
+        s.failed,
+        s.total,
+        s.message
+    )
+}
+
+/// Shows the batch's progress until it ends: a bar on a terminal, a line
+/// per change otherwise. Ctrl-C leaves it running unless `cancel_on_exit`.
+async fn follow_batch(kernel: &Kernel, id: uuid::Uuid, cancel_on_exit: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    use trovato::batch;
+    let state = &kernel.state;
+    let tty = std::io::stdout().is_terminal();
+    let bar = tty.then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} ({percent}%) {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut last = String::new();
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let s = batch::status(state, id).await?;
+        if let Some(bar) = &bar {
+            bar.set_length(s.total);
+            bar.set_position(s.processed + s.failed);
+            bar.set_message(format!("{}: {}", s.state.as_str(), s.message));
+        } else {
+            let line = status_line(&s);
+            if line != last {
+                println!("{line}");
+                last = line;
+            }
+        }
+        if s.state.is_final() {
+            if let Some(bar) = &bar {
+                bar.finish();
+                println!("{}", status_line(&s));
+            }
+            return Ok(());
+        }
+        tokio::select! {
+            _ = &mut interrupted => {
+                if let Some(bar) = &bar {
+                    bar.abandon();
+                }
+                if cancel_on_exit {
+                    let s = batch::cancel(state, id).await?;
+                    println!("cancelled: {}", status_line(&s));
+                } else {
+                    println!("batch {id} keeps running; follow it with `trovato batch status {id} --follow`");
+                }
+                return Ok(());
+            }
+            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
     }
 }
 

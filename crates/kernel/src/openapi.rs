@@ -44,6 +44,7 @@ pub const CRON_KEY: &str = "cron_key";
         (name = "stage", description = "Stages and publishing"),
         (name = "category", description = "Categories and terms"),
         (name = "cron", description = "Periodic work on one server at a time"),
+        (name = "batch", description = "Operations over many targets in chunks, with live progress"),
     )
 )]
 pub struct ApiDoc;

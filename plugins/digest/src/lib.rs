@@ -4,6 +4,9 @@
 //! jobs at a time, and by `trovato queue work`), and `tap_queue_worker`
 //! delivers each entry.
 //!
+//! It also offers a batch operation, `digest.requeue` (`tap_batch_info`):
+//! each chunk of item ids (`tap_batch_chunk`) pushes their entries again.
+//!
 //! Delivery here is a log line. A job can also ask for the other verdicts,
 //! to show them: `"retry": true` in its payload fails it for a retry a
 //! second later, `"poison": true` fails it on every attempt (so it ends in
@@ -98,10 +101,63 @@ pub fn queue_worker(job: Job) -> Json<Verdict> {
     Json(verdict)
 }
 
+/// `tap_batch_info`: the batch operations this plugin offers.
+pub fn batch_info(_: Value) -> Value {
+    json!([{
+        "name": "digest.requeue",
+        "description": "Queue the digest entries of the listed items again",
+        "chunk_size": 50,
+    }])
+}
+
+/// What `tap_batch_chunk` receives.
+#[derive(Debug, Deserialize)]
+pub struct Chunk {
+    pub operation: String,
+    #[serde(default)]
+    pub params: Value,
+    pub targets: Vec<String>,
+}
+
+/// One target that failed.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Failed {
+    pub target: String,
+    pub error: String,
+}
+
+/// `tap_batch_chunk`: push each listed item's entry again; an empty id
+/// fails (to show per-target failures).
+pub fn batch_chunk(chunk: Chunk) -> Json<Value> {
+    let mut failed = Vec::new();
+    for target in chunk.targets {
+        if target.is_empty() {
+            failed.push(Failed {
+                target,
+                error: "an empty item id".into(),
+            });
+            continue;
+        }
+        let entry = Entry {
+            item: target.clone(),
+            title: String::new(),
+        };
+        if let Err(e) = queue::push(OUTBOX, &entry) {
+            failed.push(Failed {
+                target,
+                error: e.to_string(),
+            });
+        }
+    }
+    Json(json!({ "failed": failed }))
+}
+
 taps! {
     tap_item_insert => item_insert,
     tap_queue_info => queue_info,
     tap_queue_worker => queue_worker,
+    tap_batch_info => batch_info,
+    tap_batch_chunk => batch_chunk,
 }
 
 #[cfg(test)]

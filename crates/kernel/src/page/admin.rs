@@ -37,6 +37,18 @@ pub const SECTIONS: &[Section] = &[
         description: "the last cron passes, each step's outcome and failures; run cron now",
         permission: permission::ADMINISTER_SITE,
     },
+    Section {
+        path: "/admin/queues",
+        label: "Queues",
+        description: "each queue's ready, in-flight and dead items; retry dead ones",
+        permission: permission::ADMINISTER_SITE,
+    },
+    Section {
+        path: "/admin/batch",
+        label: "Batches",
+        description: "start a batch operation and follow its progress",
+        permission: permission::ADMINISTER_SITE,
+    },
 ];
 
 pub fn router() -> OpenApiRouter<AppState> {

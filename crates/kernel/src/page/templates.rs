@@ -28,6 +28,18 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin/cron.html",
         include_str!("../../templates/admin/cron.html"),
     ),
+    (
+        "admin/batches.html",
+        include_str!("../../templates/admin/batches.html"),
+    ),
+    (
+        "admin/batch.html",
+        include_str!("../../templates/admin/batch.html"),
+    ),
+    (
+        "admin/queues.html",
+        include_str!("../../templates/admin/queues.html"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

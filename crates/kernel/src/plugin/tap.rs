@@ -20,10 +20,14 @@ pub enum Tap {
     QueueInfo,
     /// One job of a plugin's queue.
     QueueWorker,
+    /// The batch operations a plugin declares.
+    BatchInfo,
+    /// One chunk of a plugin's batch operation.
+    BatchChunk,
 }
 
 impl Tap {
-    pub const ALL: [Tap; 7] = [
+    pub const ALL: [Tap; 9] = [
         Tap::ItemInsert,
         Tap::ItemUpdate,
         Tap::ItemDelete,
@@ -31,6 +35,8 @@ impl Tap {
         Tap::Cron,
         Tap::QueueInfo,
         Tap::QueueWorker,
+        Tap::BatchInfo,
+        Tap::BatchChunk,
     ];
 
     /// The exported function's name.
@@ -43,6 +49,8 @@ impl Tap {
             Tap::Cron => "tap_cron",
             Tap::QueueInfo => "tap_queue_info",
             Tap::QueueWorker => "tap_queue_worker",
+            Tap::BatchInfo => "tap_batch_info",
+            Tap::BatchChunk => "tap_batch_chunk",
         }
     }
 
@@ -51,10 +59,10 @@ impl Tap {
         Tap::ALL.into_iter().find(|t| t.name() == name)
     }
 
-    /// Runs in the background (cron, queue workers) with the long deadline,
-    /// rather than inside a request.
+    /// Runs in the background (cron, queue workers, batch chunks) with the
+    /// long deadline, rather than inside a request.
     pub const fn is_background(self) -> bool {
-        matches!(self, Tap::Cron | Tap::QueueWorker)
+        matches!(self, Tap::Cron | Tap::QueueWorker | Tap::BatchChunk)
     }
 }
 
@@ -87,8 +95,11 @@ mod tests {
     }
 
     #[test]
-    fn only_cron_and_queue_workers_are_background() {
+    fn only_cron_queue_workers_and_batch_chunks_are_background() {
         let background: Vec<_> = Tap::ALL.into_iter().filter(|t| t.is_background()).collect();
-        assert_eq!(background, vec![Tap::Cron, Tap::QueueWorker]);
+        assert_eq!(
+            background,
+            vec![Tap::Cron, Tap::QueueWorker, Tap::BatchChunk]
+        );
     }
 }

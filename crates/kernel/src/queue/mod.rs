@@ -256,6 +256,8 @@ pub trait Queue: Send + Sync {
 pub struct Queues {
     backend: Backend,
     settings: QueueSettings,
+    /// The kernel's own queues (batch chunks, and later indexing).
+    kernel: std::sync::Arc<Vec<worker::QueueInfo>>,
 }
 
 #[derive(Clone)]
@@ -274,7 +276,14 @@ macro_rules! delegate {
 }
 
 impl Queues {
-    pub fn new(settings: &QueueSettings, db: &sqlx::PgPool, kv: &crate::kv::Kv) -> Self {
+    /// The configured backend; `kernel` are the kernel subsystems' queues
+    /// with their workers.
+    pub fn new(
+        settings: &QueueSettings,
+        db: &sqlx::PgPool,
+        kv: &crate::kv::Kv,
+        kernel: Vec<worker::QueueInfo>,
+    ) -> Self {
         let backend = match settings.backend {
             QueueBackend::Postgres => {
                 Backend::Pg(store_pg::PgQueue::new(db.clone(), settings.max_attempts))
@@ -287,7 +296,13 @@ impl Queues {
         Self {
             backend,
             settings: settings.clone(),
+            kernel: std::sync::Arc::new(kernel),
         }
+    }
+
+    /// The kernel's own queues.
+    pub fn kernel_queues(&self) -> &[worker::QueueInfo] {
+        &self.kernel
     }
 
     pub fn settings(&self) -> &QueueSettings {

@@ -82,18 +82,15 @@ fn one() -> usize {
 /// The most jobs a queue may declare to work at once.
 pub const MAX_CONCURRENCY: usize = 64;
 
-/// The kernel's own queues (the batch and search subsystems add theirs).
-fn kernel_queues() -> Vec<QueueInfo> {
-    Vec::new()
-}
-
 /// Every declared queue, by name: the kernel's, then each active plugin's
 /// `tap_queue_info` in dispatch order. A name declared twice keeps its
 /// first declaration; a bad declaration is logged and skipped.
 pub async fn declared(state: &AppState) -> BTreeMap<String, QueueInfo> {
-    let mut queues: BTreeMap<String, QueueInfo> = kernel_queues()
-        .into_iter()
-        .map(|q| (q.name.clone(), q))
+    let mut queues: BTreeMap<String, QueueInfo> = state
+        .queues
+        .kernel_queues()
+        .iter()
+        .map(|q| (q.name.clone(), q.clone()))
         .collect();
     for outcome in state.plugins.invoke_all(Tap::QueueInfo, &()).await {
         let plugin = outcome.plugin;

@@ -346,7 +346,10 @@ async fn the_kernel_steps_clean_expired_uploads_and_stage_choices_of_ended_sessi
     let run = ran(cron::run(&app.state, Trigger::Cli).await.expect("pass"));
     assert_eq!(run.outcome, RunOutcome::Ok, "{:?}", run.steps);
     let names: Vec<&str> = run.steps.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, vec!["files.cleanup", "sessions.stage_choices"]);
+    assert_eq!(
+        names,
+        vec!["files.cleanup", "sessions.stage_choices", "queue:batch"]
+    );
     let gone: Option<i64> = sqlx::query_scalar("SELECT 1 FROM file_managed WHERE id = $1")
         .bind(old_id)
         .fetch_optional(&app.state.db)
@@ -604,7 +607,7 @@ async fn the_cli_runs_a_pass_says_who_holds_the_lock_and_shows_the_history() {
     );
     assert!(stdout.starts_with("cron ran on "), "{stdout}");
     assert!(
-        stdout.contains(": ok (files.cleanup ok; sessions.stage_choices ok)"),
+        stdout.contains(": ok (files.cleanup ok; sessions.stage_choices ok; queue:batch ok)"),
         "{stdout}"
     );
     assert_eq!(stdout.lines().count(), 1);

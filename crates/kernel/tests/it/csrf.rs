@@ -69,6 +69,8 @@ struct Target {
     json: Option<Value>,
     /// The request that succeeds is a multipart upload, not JSON.
     multipart: bool,
+    /// The request that succeeds is this urlencoded form, not JSON.
+    form: Option<Vec<(&'static str, String)>>,
     /// The session to send it with, when not the shared one (logout).
     session: Option<Session>,
 }
@@ -111,7 +113,16 @@ fn request(
             if let Some(t) = field {
                 form.append_pair("csrf_token", t);
             }
-            form.append_pair("title", "from a form");
+            match &target.form {
+                Some(fields) => {
+                    for (k, v) in fields {
+                        form.append_pair(k, v);
+                    }
+                }
+                None => {
+                    form.append_pair("title", "from a form");
+                }
+            }
             req.header("content-type", "application/x-www-form-urlencoded")
                 .body(form.finish())
         }
@@ -253,6 +264,45 @@ async fn new_term(app: &TestApp) -> String {
 }
 
 /// A temporary upload of the signed-in administrator.
+/// A batch that has not run yet.
+async fn new_batch(app: &TestApp) -> String {
+    trovato::batch::start(
+        &app.state,
+        None,
+        trovato::batch::NewBatch {
+            operation: "noop".into(),
+            params: json!({"count": 1}),
+        },
+    )
+    .await
+    .expect("batch")
+    .id
+    .to_string()
+}
+
+/// A queue holding one dead item.
+async fn dead_queue(app: &TestApp) -> String {
+    use trovato::queue::Queue;
+    let q = &app.state.queues;
+    let name = format!("csrf.q{}", uuid::Uuid::now_v7().simple());
+    q.push(&name, trovato::queue::NewJob::new(&json!({})).expect("job"))
+        .await
+        .expect("push");
+    let job = q
+        .pop(&name, std::time::Duration::from_secs(60))
+        .await
+        .expect("pop")
+        .expect("job");
+    q.nack(
+        &job,
+        &trovato::queue::Failure::Fail { error: "x".into() },
+        std::time::Duration::ZERO,
+    )
+    .await
+    .expect("nack");
+    name
+}
+
 async fn new_file(app: &TestApp) -> String {
     let body = format!(
         "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"n.txt\"\r\n\
@@ -298,6 +348,7 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
         path,
         json,
         multipart: false,
+        form: None,
         session: None,
     };
     match (method.as_str(), template) {
@@ -305,6 +356,7 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
             path: "/user/logout".into(),
             json: None,
             multipart: false,
+            form: None,
             session: Some(sign_in(app, "admin").await),
         },
         ("POST", "/api/roles") => t(
@@ -386,10 +438,36 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
             path: "/file/upload".into(),
             json: None,
             multipart: true,
+            form: None,
             session: None,
         },
         ("DELETE", "/api/files/{id}") => t(format!("/api/files/{}", new_file(app).await), None),
         ("POST", "/cron") | ("POST", "/admin/cron/run") => t(template.into(), None),
+        ("POST", "/api/batch") => t(
+            "/api/batch".into(),
+            Some(json!({"operation": "noop", "params": {"count": 1}})),
+        ),
+        ("POST", "/api/batch/{id}/cancel") => {
+            t(format!("/api/batch/{}/cancel", new_batch(app).await), None)
+        }
+        ("POST", "/admin/batch/{id}/cancel") => t(
+            format!("/admin/batch/{}/cancel", new_batch(app).await),
+            None,
+        ),
+        ("POST", "/admin/batch/start") => Target {
+            path: "/admin/batch/start".into(),
+            json: None,
+            multipart: false,
+            form: Some(vec![
+                ("operation", "noop".into()),
+                ("params", r#"{"count": 1}"#.into()),
+            ]),
+            session: None,
+        },
+        ("POST", "/admin/queues/{name}/retry-dead") => t(
+            format!("/admin/queues/{}/retry-dead", dead_queue(app).await),
+            None,
+        ),
         ("POST", "/admin/files/{id}/delete") => {
             t(format!("/admin/files/{}/delete", new_file(app).await), None)
         }
@@ -525,6 +603,8 @@ async fn every_unsafe_route_accepts_a_session_request_with_its_token() {
         let s = target.session.clone().unwrap_or_else(|| session.clone());
         let body = if target.multipart {
             Body::Multipart
+        } else if target.form.is_some() {
+            Body::Form
         } else if target.json.is_some() {
             Body::Json
         } else {
@@ -599,6 +679,7 @@ async fn the_handler_reads_the_body_the_csrf_rule_read_first() {
         json: Some(json!({"type": "article", "title": "whole body",
                           "fields": {"field_body": {"value": "text"}}})),
         multipart: false,
+        form: None,
         session: None,
     };
     let r = request(

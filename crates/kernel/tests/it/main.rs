@@ -4,6 +4,7 @@
 mod harness;
 
 mod admin;
+mod batch;
 mod cache;
 mod category;
 mod cli;
