@@ -19,7 +19,8 @@ mkdir -p "$work"
 # inline-type path (sniffing, SHA-256, the markup scan).
 big="$work/upload-1g.txt"
 if [ ! -s "$big" ] || [ "$(stat -c %s "$big")" -ne 1073741824 ]; then
-  yes "The quick brown fox jumps over the lazy dog, again and again." | head -c 1073741824 >"$big"
+  # (yes ends on SIGPIPE when head has enough: not a failure.)
+  head -c 1073741824 < <(yes "The quick brown fox jumps over the lazy dog, again and again.") >"$big"
 fi
 
 # Limit: dd writing 1 GiB to the disk the kernel stores on, fsynced at the end.

@@ -13,7 +13,7 @@ psql -q "$BENCH_DATABASE_URL" -c "DROP TABLE IF EXISTS pgbench_queue_floor" \
   -c "CREATE TABLE pgbench_queue_floor (id bigserial PRIMARY KEY, payload jsonb NOT NULL)" >/dev/null
 script="$BENCH_OUT/queue-floor.sql"
 cat >"$script" <<'SQL'
-INSERT INTO pgbench_queue_floor (payload) VALUES ('{"noop":true}');
+INSERT INTO pgbench_queue_floor (payload) VALUES (jsonb_build_object('noop', true));
 DELETE FROM pgbench_queue_floor WHERE id = (SELECT id FROM pgbench_queue_floor ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING payload;
 SQL
 tps=$(pgbench -n -c 8 -j 2 -T "$secs" -M prepared -f "$script" "$BENCH_DATABASE_URL" 2>/dev/null \

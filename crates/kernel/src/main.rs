@@ -411,8 +411,10 @@ async fn follow_batch(kernel: &Kernel, id: uuid::Uuid, cancel_on_exit: bool) -> 
         bar
     });
     let mut last = String::new();
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
+    // Registered before the first line is printed, so an interrupt never
+    // finds the default action (exit) in place.
+    let mut interrupted = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot listen for Ctrl-C")?;
     loop {
         let s = batch::status(state, id).await?;
         if let Some(bar) = &bar {
@@ -434,7 +436,7 @@ async fn follow_batch(kernel: &Kernel, id: uuid::Uuid, cancel_on_exit: bool) -> 
             return Ok(());
         }
         tokio::select! {
-            _ = &mut interrupted => {
+            _ = interrupted.recv() => {
                 if let Some(bar) = &bar {
                     bar.abandon();
                 }

@@ -313,7 +313,7 @@ impl Operation for RebuildListings {
             }
             let p: P = serde_json::from_value(params.clone())
                 .map_err(|e| bad("cache.rebuild_listings", e.to_string()))?;
-            let all: Vec<String> = sqlx::query_scalar("SELECT name FROM item_type ORDER BY name")
+            let all: Vec<String> = sqlx::query_scalar("SELECT type FROM item_type ORDER BY type")
                 .fetch_all(&state.db)
                 .await?;
             match p.types {

@@ -725,3 +725,186 @@ async fn the_batch_pages_start_follow_and_cancel_in_a_browser() {
     browser.screenshot("admin-queues").await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_recount_and_listing_rebuild_correct_what_they_cover() {
+    let site = crate::files::Site::new().await;
+    let app = &site.app;
+    let used = site
+        .upload("public", "used.png", "image/png", crate::files::PNG)
+        .await;
+    let loose = site
+        .upload("public", "loose.png", "image/png", crate::files::PNG)
+        .await;
+    let r = app
+        .client
+        .post(app.url("/api/items"))
+        .bearer_auth(&site.token)
+        .json(&json!({"type": "article", "title": "Uses a file",
+                      "fields": {"field_image": {"file_id": used["id"]}}}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Statuses gone wrong: the used file temporary, the loose one permanent.
+    sqlx::query(
+        "UPDATE file_managed SET status = CASE WHEN id = $1 THEN 0 ELSE 1 END WHERE id = ANY($2)",
+    )
+    .bind(
+        used["id"]
+            .as_str()
+            .expect("id")
+            .parse::<uuid::Uuid>()
+            .expect("uuid"),
+    )
+    .bind(vec![
+        used["id"]
+            .as_str()
+            .expect("id")
+            .parse::<uuid::Uuid>()
+            .expect("uuid"),
+        loose["id"]
+            .as_str()
+            .expect("id")
+            .parse::<uuid::Uuid>()
+            .expect("uuid"),
+    ])
+    .execute(&app.state.db)
+    .await
+    .expect("spoil");
+    let s = batch::start(
+        &app.state,
+        None,
+        NewBatch {
+            operation: "files.recount".into(),
+            params: json!({}),
+        },
+    )
+    .await
+    .expect("start");
+    let workers = Workers::start(app, 1, 1);
+    let s = wait_final(app, s.id).await;
+    assert_eq!((s.state, s.processed, s.failed), (BatchState::Done, 2, 0));
+    assert_eq!(
+        site.status_of(used["id"].as_str().expect("id")).await,
+        Some(1)
+    );
+    assert_eq!(
+        site.status_of(loose["id"].as_str().expect("id")).await,
+        Some(0)
+    );
+
+    // A cached listing is dropped and rebuilt from the database.
+    let page = app
+        .get("/items/article")
+        .await
+        .text()
+        .await
+        .expect("listing");
+    assert!(page.contains("Uses a file"));
+    sqlx::query("UPDATE item SET title = 'Renamed behind the cache' WHERE title = 'Uses a file'")
+        .execute(&app.state.db)
+        .await
+        .expect("rename");
+    let cached = app
+        .get("/items/article")
+        .await
+        .text()
+        .await
+        .expect("listing");
+    assert!(
+        cached.contains("Uses a file"),
+        "served from the cache until rebuilt"
+    );
+    let s = batch::start(
+        &app.state,
+        None,
+        NewBatch {
+            operation: "cache.rebuild_listings".into(),
+            params: json!({"types": ["article"]}),
+        },
+    )
+    .await
+    .expect("start");
+    let s = wait_final(app, s.id).await;
+    workers.stop().await;
+    assert_eq!((s.state, s.processed), (BatchState::Done, 1));
+    let rebuilt = app
+        .get("/items/article")
+        .await
+        .text()
+        .await
+        .expect("listing");
+    assert!(rebuilt.contains("Renamed behind the cache"), "{rebuilt}");
+    let bad = batch::start(
+        &app.state,
+        None,
+        NewBatch {
+            operation: "cache.rebuild_listings".into(),
+            params: json!({"types": ["nope"]}),
+        },
+    )
+    .await;
+    assert!(matches!(bad, Err(batch::BatchError::BadParams { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_leaves_a_followed_batch_running_unless_asked_to_cancel() {
+    let app = TestApp::spawn().await;
+    let env: Vec<(String, String)> = vec![
+        (
+            "DATABASE_URL".into(),
+            app.state.config.db.url.clone().expect("db"),
+        ),
+        ("REDIS_URL".into(), services().await.redis_url.clone()),
+        (
+            "TROVATO_REDIS_PREFIX".into(),
+            app.state.config.redis.prefix.clone(),
+        ),
+        ("TROVATO_PLUGIN_DIR".into(), "/nonexistent-plugins".into()),
+    ];
+    for cancel in [false, true] {
+        // No worker runs: the batch stays queued while it is followed.
+        let s = batch::start(
+            &app.state,
+            None,
+            NewBatch {
+                operation: "noop".into(),
+                params: json!({"count": 10}),
+            },
+        )
+        .await
+        .expect("start");
+        let mut cmd = Command::new(crate::harness::trovato_bin());
+        cmd.args(["batch", "status", &s.id.to_string(), "--follow"]);
+        if cancel {
+            cmd.arg("--cancel-on-exit");
+        }
+        cmd.env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut first).expect("a progress line");
+        assert!(first.starts_with("noop queued 0%"), "{first}");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).expect("rest");
+        assert!(child.wait().expect("wait").success());
+        let now = batch::load(&app.state.db, s.id).await.expect("load");
+        if cancel {
+            assert!(rest.starts_with("cancelled:"), "{rest}");
+            assert_eq!(now.state, BatchState::Cancelled);
+        } else {
+            assert!(rest.contains("keeps running"), "{rest}");
+            assert_eq!(now.state, BatchState::Queued);
+        }
+    }
+}
