@@ -56,22 +56,39 @@ fn row(name: &str, ours: f64, limit: f64) {
     println!("| {name} | {ours:.0} | {limit:.0} | {:.2} |", ours / limit);
 }
 
+/// Each of the 8 tasks pushes a job, then acks the job it holds and takes
+/// the next in one step, as a worker does.
 async fn our_throughput(queues: Queues, secs: f64) -> f64 {
     let payload = serde_json::json!({"noop": true});
+    let held: Arc<Vec<tokio::sync::Mutex<Option<trovato::queue::Job>>>> = Arc::new(
+        (0..CONCURRENCY)
+            .map(|_| tokio::sync::Mutex::new(None))
+            .collect(),
+    );
+    let next_slot = Arc::new(AtomicU64::new(0));
     throughput(secs, move || {
         let queues = queues.clone();
         let job = NewJob::new(&payload).expect("job");
+        let held = held.clone();
+        let slot = next_slot.fetch_add(1, Ordering::Relaxed) as usize % CONCURRENCY;
         async move {
+            let mut holding = held[slot].lock().await;
             queues.push("bench.noop", job).await.expect("push");
-            // Eight workers share the queue: a pop may find it momentarily
+            let lease = Duration::from_secs(60);
+            // Eight workers share the queue: a take may find it momentarily
             // empty when another took the job just pushed.
-            if let Some(j) = queues
-                .pop("bench.noop", Duration::from_secs(60))
-                .await
-                .expect("pop")
-            {
-                assert!(queues.ack(&j).await.expect("ack"));
-            }
+            let next = match holding.take() {
+                Some(done) => {
+                    let (acked, next) = queues
+                        .ack_then_pop(&done, "bench.noop", lease)
+                        .await
+                        .expect("ack and pop");
+                    assert!(acked);
+                    next
+                }
+                None => queues.pop("bench.noop", lease).await.expect("pop"),
+            };
+            *holding = next;
         }
     })
     .await

@@ -225,6 +225,21 @@ pub trait Queue: Send + Sync {
     /// item had been delivered again), in which case nothing changes.
     fn ack(&self, job: &Job) -> impl Future<Output = Result<bool, QueueError>> + Send;
 
+    /// Acks `done` and takes the next item of `queue`: a worker's step from
+    /// one job to the next. Backends that can do both in one round trip
+    /// override it.
+    fn ack_then_pop(
+        &self,
+        done: &Job,
+        queue: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<(bool, Option<Job>), QueueError>> + Send {
+        async move {
+            let acked = self.ack(done).await?;
+            Ok((acked, self.pop(queue, lease).await?))
+        }
+    }
+
     /// Failed: retried after `backoff` (or the failure's own delay) while
     /// attempts remain, else dead.
     fn nack(
@@ -334,6 +349,15 @@ impl Queue for Queues {
 
     async fn ack(&self, job: &Job) -> Result<bool, QueueError> {
         delegate!(self, q => q.ack(job).await)
+    }
+
+    async fn ack_then_pop(
+        &self,
+        done: &Job,
+        queue: &str,
+        lease: Duration,
+    ) -> Result<(bool, Option<Job>), QueueError> {
+        delegate!(self, q => q.ack_then_pop(done, queue, lease).await)
     }
 
     async fn nack(

@@ -57,6 +57,60 @@ pub async fn push_in(
     Ok(id)
 }
 
+/// Claims the next available item of `$1` for lease `$2` until `$3` ms
+/// from now, never the row `$4` (which the same statement may be acking).
+const CLAIM: &str = "
+    next AS (
+        SELECT id, lease_token IS NOT NULL AS expired FROM queue_item
+        WHERE queue = $1 AND dead_at IS NULL AND available_at <= now() AND id <> $4
+        ORDER BY available_at, id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED),
+    claimed AS (
+        UPDATE queue_item q
+        SET attempts = q.attempts + 1, lease_token = $2,
+            available_at = now() + make_interval(secs => $3::float8 / 1000)
+        FROM next WHERE q.id = next.id
+        RETURNING q.id, q.payload::text AS payload, q.attempts, q.max_attempts,
+                  q.last_error, q.enqueued, next.expired)";
+
+/// An ack and a claim in one statement: what a worker finishing a job
+/// and taking the next sends.
+#[derive(sqlx::FromRow)]
+struct AckedClaim {
+    acked: i64,
+    id: Option<Uuid>,
+    payload: Option<String>,
+    attempts: Option<i32>,
+    max_attempts: Option<i32>,
+    last_error: Option<String>,
+    enqueued: Option<DateTime<Utc>>,
+    expired: Option<bool>,
+}
+
+impl PgQueue {
+    fn job(&self, queue: &str, token: Uuid, c: Claimed) -> Result<Job, QueueError> {
+        if c.expired {
+            metrics::counter!("trovato_queue_lease_expired_total", "queue" => queue.to_owned())
+                .increment(1);
+        }
+        let payload = RawValue::from_string(c.payload).map_err(|e| QueueError::Corrupt {
+            id: c.id.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Job {
+            id: c.id,
+            queue: queue.to_owned(),
+            payload,
+            attempt: c.attempts.max(0) as u32,
+            max_attempts: c.max_attempts.max(1) as u32,
+            last_error: c.last_error,
+            enqueued: c.enqueued,
+            lease: token,
+        })
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Claimed {
     id: Uuid,
@@ -84,45 +138,68 @@ impl Queue for PgQueue {
         let token = Uuid::new_v4();
         let claimed: Option<Claimed> = timed(
             "queue.pop",
-            sqlx::query_as(
-                "WITH next AS (
-                     SELECT id, lease_token IS NOT NULL AS expired FROM queue_item
-                     WHERE queue = $1 AND dead_at IS NULL AND available_at <= now()
-                     ORDER BY available_at, id
-                     LIMIT 1
-                     FOR UPDATE SKIP LOCKED)
-                 UPDATE queue_item q
-                 SET attempts = q.attempts + 1, lease_token = $2,
-                     available_at = now() + make_interval(secs => $3::float8 / 1000)
-                 FROM next WHERE q.id = next.id
-                 RETURNING q.id, q.payload::text AS payload, q.attempts, q.max_attempts,
-                           q.last_error, q.enqueued, next.expired",
-            )
+            sqlx::query_as(&format!("WITH {CLAIM} SELECT * FROM claimed"))
+                .bind(queue)
+                .bind(token)
+                .bind(interval_ms(lease))
+                .bind(Uuid::nil())
+                .fetch_optional(&self.db),
+        )
+        .await?;
+        claimed.map(|c| self.job(queue, token, c)).transpose()
+    }
+
+    async fn ack_then_pop(
+        &self,
+        done: &Job,
+        queue: &str,
+        lease: Duration,
+    ) -> Result<(bool, Option<Job>), QueueError> {
+        check_name(queue)?;
+        let token = Uuid::new_v4();
+        let row: AckedClaim = timed(
+            "queue.ack_then_pop",
+            sqlx::query_as(&format!(
+                "WITH done AS (
+                     DELETE FROM queue_item WHERE id = $4 AND lease_token = $5 RETURNING 1),
+                 {CLAIM}
+                 SELECT (SELECT count(*) FROM done) AS acked, c.*
+                 FROM (SELECT 1) AS one LEFT JOIN claimed c ON true"
+            ))
             .bind(queue)
             .bind(token)
             .bind(interval_ms(lease))
-            .fetch_optional(&self.db),
+            .bind(done.id)
+            .bind(done.lease)
+            .fetch_one(&self.db),
         )
         .await?;
-        let Some(c) = claimed else { return Ok(None) };
-        if c.expired {
-            metrics::counter!("trovato_queue_lease_expired_total", "queue" => queue.to_owned())
-                .increment(1);
-        }
-        let payload = RawValue::from_string(c.payload).map_err(|e| QueueError::Corrupt {
-            id: c.id.to_string(),
-            reason: e.to_string(),
-        })?;
-        Ok(Some(Job {
-            id: c.id,
-            queue: queue.to_owned(),
-            payload,
-            attempt: c.attempts.max(0) as u32,
-            max_attempts: c.max_attempts.max(1) as u32,
-            last_error: c.last_error,
-            enqueued: c.enqueued,
-            lease: token,
-        }))
+        let acked = row.acked == 1;
+        let claimed = match (
+            row.id,
+            row.payload,
+            row.attempts,
+            row.max_attempts,
+            row.enqueued,
+        ) {
+            (Some(id), Some(payload), Some(attempts), Some(max_attempts), Some(enqueued)) => {
+                Some(self.job(
+                    queue,
+                    token,
+                    Claimed {
+                        id,
+                        payload,
+                        attempts,
+                        max_attempts,
+                        last_error: row.last_error,
+                        enqueued,
+                        expired: row.expired.unwrap_or(false),
+                    },
+                )?)
+            }
+            _ => None,
+        };
+        Ok((acked, claimed))
     }
 
     async fn len(&self, queue: &str) -> Result<u64, QueueError> {

@@ -281,15 +281,42 @@ async fn run_slot(
     // Slots start at different queues, so one busy queue does not starve
     // the others.
     let mut next = slot % queues.len();
+    // A finished job whose ack rides on the next take (one round trip for
+    // both, where the backend can).
+    let mut done: Option<Finished> = None;
     loop {
         if cancel.is_cancelled() || limits.until.is_some_and(|u| Instant::now() >= u) {
+            if let Some(f) = done.take() {
+                let acked = state.queues.ack(&f.job).await;
+                record_ack(&f, acked, &mut report);
+            }
             return report;
         }
         let mut took = None;
         let mut failed = false;
         for i in 0..queues.len() {
             let q = &queues[(next + i) % queues.len()];
-            match state.queues.pop(&q.name, lease_for(state)).await {
+            let taken = match done.take() {
+                Some(f) => match state
+                    .queues
+                    .ack_then_pop(&f.job, &q.name, lease_for(state))
+                    .await
+                {
+                    Ok((acked, job)) => {
+                        record_ack(&f, Ok(acked), &mut report);
+                        Ok(job)
+                    }
+                    Err(e) => {
+                        // Neither happened: the ack is tried again alone.
+                        tracing::warn!(queue = %q.name, error = %e, "cannot ack and take a job; retrying");
+                        let acked = state.queues.ack(&f.job).await;
+                        record_ack(&f, acked, &mut report);
+                        Err(e)
+                    }
+                },
+                None => state.queues.pop(&q.name, lease_for(state)).await,
+            };
+            match taken {
                 Ok(Some(job)) => {
                     took = Some((q, job));
                     next = (next + i + 1) % queues.len();
@@ -315,8 +342,42 @@ async fn run_slot(
             continue;
         };
         idle = Duration::from_millis(10).min(idle_max);
-        process(state, q, job, limits.grace, cancel, &mut report).await;
+        done = process(state, q, job, limits.grace, cancel, &mut report).await;
     }
+}
+
+/// A job its worker acked, waiting for its ack to be sent.
+struct Finished {
+    job: Job,
+    start: std::time::Instant,
+}
+
+/// Counts an ack's result.
+fn record_ack(f: &Finished, acked: Result<bool, QueueError>, report: &mut WorkReport) {
+    let queue = f.job.queue.clone();
+    let outcome = match acked {
+        Ok(true) => {
+            report.acked += 1;
+            metrics::counter!("trovato_queue_acked_total", "queue" => queue.clone()).increment(1);
+            tracing::debug!(queue = %queue, job = %f.job.id, attempt = f.job.attempt, "job acked");
+            "acked"
+        }
+        Ok(false) => {
+            report.lease_lost += 1;
+            tracing::warn!(queue = %queue, job = %f.job.id, "job finished after its lease was lost; the verdict is dropped");
+            "lease_lost"
+        }
+        Err(e) => {
+            tracing::warn!(queue = %queue, job = %f.job.id, error = %e, "cannot ack a job; it will be delivered again");
+            "error"
+        }
+    };
+    metrics::histogram!(
+        "trovato_queue_job_duration_seconds",
+        "queue" => queue,
+        "outcome" => outcome
+    )
+    .record(f.start.elapsed().as_secs_f64());
 }
 
 /// The lease a job is taken with: `queue.lease_secs`, and never shorter
@@ -330,6 +391,8 @@ fn lease_for(state: &AppState) -> Duration {
         .max(plugin + Duration::from_secs(5))
 }
 
+/// Runs `job`; settles a failure at once and hands an acked job back, for
+/// its ack to go with the next take.
 async fn process(
     state: &AppState,
     q: &QueueInfo,
@@ -337,13 +400,15 @@ async fn process(
     grace: Duration,
     cancel: &CancellationToken,
     report: &mut WorkReport,
-) {
+) -> Option<Finished> {
     let start = std::time::Instant::now();
-    let work = run_worker(state, &q.worker, &job);
-    tokio::pin!(work);
-    let verdict = tokio::select! {
-        v = &mut work => Some(v),
-        () = cancel.cancelled() => tokio::time::timeout(grace, &mut work).await.ok(),
+    let verdict = {
+        let work = run_worker(state, &q.worker, &job);
+        tokio::pin!(work);
+        tokio::select! {
+            v = &mut work => Some(v),
+            () = cancel.cancelled() => tokio::time::timeout(grace, &mut work).await.ok(),
+        }
     };
     let Some(verdict) = verdict else {
         match state.queues.release(&job).await {
@@ -352,8 +417,11 @@ async fn process(
                 tracing::warn!(queue = %q.name, job = %job.id, error = %e, "job not released; its lease will expire")
             }
         }
-        return;
+        return None;
     };
+    if verdict == Verdict::Ack {
+        return Some(Finished { job, start });
+    }
     let outcome = settle(state, &job, verdict, report).await;
     metrics::histogram!(
         "trovato_queue_job_duration_seconds",
@@ -361,9 +429,11 @@ async fn process(
         "outcome" => outcome
     )
     .record(start.elapsed().as_secs_f64());
+    None
 }
 
-/// Acks or nacks `job` by `verdict`; returns the outcome's label.
+/// Nacks `job` by `verdict` (acks go through [`record_ack`]); returns the
+/// outcome's label.
 async fn settle(
     state: &AppState,
     job: &Job,

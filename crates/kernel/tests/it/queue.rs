@@ -100,6 +100,33 @@ async fn lifecycle(q: &Queues) {
     assert!(names.contains(&"suite.other".to_owned()), "{names:?}");
 }
 
+async fn ack_then_pop(q: &Queues) {
+    for n in 0..2 {
+        q.push("suite.step", job(n)).await.expect("push");
+    }
+    let first = q.pop("suite.step", LONG).await.expect("pop").expect("item");
+    let (acked, second) = q
+        .ack_then_pop(&first, "suite.step", LONG)
+        .await
+        .expect("ack and pop");
+    assert!(acked);
+    let second = second.expect("the next item");
+    assert_eq!((n_of(&first), n_of(&second)), (0, 1));
+    // A stale ack does nothing; the take still happens (nothing left).
+    let (acked, none) = q
+        .ack_then_pop(&first, "suite.step", LONG)
+        .await
+        .expect("ack and pop");
+    assert!(!acked);
+    assert!(none.is_none());
+    let (acked, none) = q
+        .ack_then_pop(&second, "suite.step", LONG)
+        .await
+        .expect("ack and pop");
+    assert!(acked && none.is_none());
+    assert_eq!(q.len("suite.step").await.expect("len"), 0);
+}
+
 async fn lease_expiry(q: &Queues) {
     q.push("suite.lease", job(1)).await.expect("push");
     let taken = q
@@ -305,6 +332,7 @@ async fn suite(backend: QueueBackend) {
     let q = &app.state.queues;
     assert_eq!(q.backend(), backend);
     lifecycle(q).await;
+    ack_then_pop(q).await;
     lease_expiry(q).await;
     retries_then_dead_letter(q).await;
     delays_and_release(q).await;
