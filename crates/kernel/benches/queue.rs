@@ -21,7 +21,7 @@ const CONCURRENCY: usize = 8;
 /// Runs `CONCURRENCY` copies of `one` for `secs`, after a warm-up; jobs/s.
 async fn throughput<F, Fut>(secs: f64, one: F) -> f64
 where
-    F: Fn() -> Fut + Send + Sync + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
     let one = Arc::new(one);
@@ -30,7 +30,7 @@ where
     let stop_at = Instant::now() + warm + Duration::from_secs_f64(secs);
     let counting_from = Instant::now() + warm;
     let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
+    for task in 0..CONCURRENCY {
         let one = one.clone();
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
@@ -39,7 +39,7 @@ where
                 if now >= stop_at {
                     return;
                 }
-                one().await;
+                one(task).await;
                 if now >= counting_from {
                     done.fetch_add(1, Ordering::Relaxed);
                 }
@@ -65,12 +65,10 @@ async fn our_throughput(queues: Queues, secs: f64) -> f64 {
             .map(|_| tokio::sync::Mutex::new(None))
             .collect(),
     );
-    let next_slot = Arc::new(AtomicU64::new(0));
-    throughput(secs, move || {
+    throughput(secs, move |slot| {
         let queues = queues.clone();
         let job = NewJob::new(&payload).expect("job");
         let held = held.clone();
-        let slot = next_slot.fetch_add(1, Ordering::Relaxed) as usize % CONCURRENCY;
         async move {
             let mut holding = held[slot].lock().await;
             queues.push("bench.noop", job).await.expect("push");
@@ -129,7 +127,7 @@ async fn main() {
         .await
         .expect("raw redis");
     let key = format!("{prefix}floor");
-    let floor = throughput(secs, move || {
+    let floor = throughput(secs, move |_| {
         let mut c = raw.clone();
         let key = key.clone();
         async move {
@@ -168,7 +166,7 @@ async fn main() {
     .await
     .expect("floor table");
     let pool = db.clone();
-    let floor_pg = throughput(secs, move || {
+    let floor_pg = throughput(secs, move |_| {
         let pool = pool.clone();
         async move {
             sqlx::query("INSERT INTO bench_queue_floor (payload) VALUES ('{\"noop\":true}')")

@@ -10,9 +10,10 @@ use std::io::SeekFrom;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use bytes::BytesMut;
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 use uuid::Uuid;
 
@@ -20,8 +21,6 @@ use super::storage::{ByteStream, FileStorage, StorageError, StorageKey};
 
 /// Bytes gathered before each write to disk: few, large writes.
 const WRITE_BUFFER: usize = 1024 * 1024;
-/// Chunks on their way to the writing thread (bounds an upload's memory).
-const WRITE_QUEUE: usize = 32;
 /// Bytes per chunk when reading back.
 const READ_CHUNK: usize = 256 * 1024;
 const INCOMING: &str = ".incoming";
@@ -55,50 +54,21 @@ impl LocalStorage {
             .join(INCOMING)
             .join(Uuid::new_v4().simple().to_string());
         let result = async {
-            // The bytes go to a blocking thread that writes them (through a
-            // large buffer) while this task reads, hashes and scans the
-            // next ones: the two halves of an upload run on two cores, and
-            // each chunk is copied once, into the buffer.
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITE_QUEUE);
-            let path = tmp.clone();
-            let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                use std::io::Write;
-                let mut out =
-                    std::io::BufWriter::with_capacity(WRITE_BUFFER, std::fs::File::create(&path)?);
-                while let Some(chunk) = rx.blocking_recv() {
-                    out.write_all(&chunk)?;
-                }
-                let file = out
-                    .into_inner()
-                    .map_err(std::io::IntoInnerError::into_error)?;
-                file.sync_all()
-            });
+            let mut file = tokio::fs::File::create(&tmp).await?;
+            let mut buf = BytesMut::with_capacity(WRITE_BUFFER);
             let mut written = 0u64;
-            let mut source_error = None;
             while let Some(chunk) = body.next().await {
-                match chunk {
-                    Ok(chunk) => {
-                        written += chunk.len() as u64;
-                        // A send fails only when the writer stopped on an
-                        // error, which its result reports.
-                        if tx.send(chunk).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        source_error = Some(e);
-                        break;
-                    }
+                let chunk = chunk.map_err(StorageError::Source)?;
+                written += chunk.len() as u64;
+                buf.extend_from_slice(&chunk);
+                if buf.len() >= WRITE_BUFFER {
+                    file.write_all(&buf).await?;
+                    buf.clear();
                 }
             }
-            drop(tx);
-            let wrote = writer
-                .await
-                .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
-            if let Some(e) = source_error {
-                return Err(StorageError::Source(e));
-            }
-            wrote?;
+            file.write_all(&buf).await?;
+            file.sync_all().await?;
+            drop(file);
             let dir = final_path
                 .parent()
                 .ok_or_else(|| StorageError::InvalidKey(key.to_string()))?;

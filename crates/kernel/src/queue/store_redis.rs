@@ -55,6 +55,18 @@ redis.call('HSET', KEYS[6], id, ARGV[2])
 return {expired, id, redis.call('HGET', KEYS[4], id) or '', n,
         redis.call('HGET', KEYS[7], id) or '', redis.call('HGET', KEYS[8], id) or ''}";
 
+/// An ack of `ARGV[3]` (lease `ARGV[4]`) then a pop, on the same queue:
+/// the reply is the pop's with the ack's result in front.
+const ACK_POP: &str = r"
+local acked = 0
+if redis.call('HGET', KEYS[6], ARGV[3]) == ARGV[4] then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('ZREM', KEYS[1], ARGV[3])
+  for i = 4, 8 do redis.call('HDEL', KEYS[i], ARGV[3]) end
+  acked = 1
+end
+";
+
 /// Ours while the token matches and the id is leased or (lease expired,
 /// moved back, not yet taken again) ready.
 const OURS: &str = r"
@@ -126,6 +138,7 @@ return n";
 struct Scripts {
     push: Script,
     pop: Script,
+    ack_pop: Script,
     ack: Script,
     nack: Script,
     release: Script,
@@ -141,6 +154,11 @@ impl Scripts {
         Self {
             push: timed(PUSH),
             pop: timed(POP),
+            // The pop's reply, with the ack's result prepended.
+            ack_pop: timed(&format!(
+                "{ACK_POP}{}",
+                POP.replace("return {", "return {acked, ")
+            )),
             ack: owned(ACK),
             nack: owned(NACK),
             release: owned(RELEASE),
@@ -204,6 +222,51 @@ impl RedisQueue {
     }
 }
 
+/// The pop script's reply: `{expired, id, payload, attempts, error, info}`,
+/// or `{expired}` when nothing was available.
+fn parse_pop(queue: &str, token: Uuid, reply: &[redis::Value]) -> Result<Option<Job>, QueueError> {
+    let text = |i: usize| -> Option<String> {
+        reply
+            .get(i)
+            .and_then(|v| redis::from_redis_value::<String>(v).ok())
+    };
+    let int = |i: usize| -> Option<i64> {
+        reply
+            .get(i)
+            .and_then(|v| redis::from_redis_value::<i64>(v).ok())
+    };
+    let expired = int(0).unwrap_or(0);
+    if expired > 0 {
+        metrics::counter!("trovato_queue_lease_expired_total", "queue" => queue.to_owned())
+            .increment(expired as u64);
+    }
+    let Some(id) = text(1) else { return Ok(None) };
+    let payload = text(2).unwrap_or_default();
+    let payload =
+        RawValue::from_string(payload).map_err(|e| corrupt(&id, &format!("payload: {e}")))?;
+    let attempt = int(3).unwrap_or(1);
+    let last_error = text(4).filter(|e| !e.is_empty());
+    let info = text(5).unwrap_or_default();
+    let (enqueued_ms, max) = info
+        .split_once(' ')
+        .and_then(|(t, m)| Some((t.parse::<i64>().ok()?, m.parse::<u32>().ok()?)))
+        .ok_or_else(|| corrupt(&id, "info"))?;
+    let enqueued: DateTime<Utc> = Utc
+        .timestamp_millis_opt(enqueued_ms)
+        .single()
+        .ok_or_else(|| corrupt(&id, "enqueued time"))?;
+    Ok(Some(Job {
+        id: id.parse().map_err(|_| corrupt(&id, "id"))?,
+        queue: queue.to_owned(),
+        payload,
+        attempt: attempt.clamp(1, i64::from(u32::MAX)) as u32,
+        max_attempts: max.max(1),
+        last_error,
+        enqueued,
+        lease: token,
+    }))
+}
+
 fn corrupt(id: &str, reason: &str) -> QueueError {
     QueueError::Corrupt {
         id: id.to_owned(),
@@ -242,46 +305,41 @@ impl Queue for RedisQueue {
                 &[&millis(lease).to_string(), &token.to_string()],
             )
             .await?;
-        let text = |i: usize| -> Option<String> {
-            reply
-                .get(i)
-                .and_then(|v| redis::from_redis_value::<String>(v).ok())
-        };
-        let int = |i: usize| -> Option<i64> {
-            reply
-                .get(i)
-                .and_then(|v| redis::from_redis_value::<i64>(v).ok())
-        };
-        let expired = int(0).unwrap_or(0);
-        if expired > 0 {
-            metrics::counter!("trovato_queue_lease_expired_total", "queue" => queue.to_owned())
-                .increment(expired as u64);
+        parse_pop(queue, token, &reply)
+    }
+
+    async fn ack_then_pop(
+        &self,
+        done: &Job,
+        queue: &str,
+        lease: Duration,
+    ) -> Result<(bool, Option<Job>), QueueError> {
+        check_name(queue)?;
+        if done.queue != queue {
+            let acked = self.ack(done).await?;
+            return Ok((acked, self.pop(queue, lease).await?));
         }
-        let Some(id) = text(1) else { return Ok(None) };
-        let payload = text(2).unwrap_or_default();
-        let payload =
-            RawValue::from_string(payload).map_err(|e| corrupt(&id, &format!("payload: {e}")))?;
-        let attempt = int(3).unwrap_or(1);
-        let last_error = text(4).filter(|e| !e.is_empty());
-        let info = text(5).unwrap_or_default();
-        let (enqueued_ms, max) = info
-            .split_once(' ')
-            .and_then(|(t, m)| Some((t.parse::<i64>().ok()?, m.parse::<u32>().ok()?)))
-            .ok_or_else(|| corrupt(&id, "info"))?;
-        let enqueued: DateTime<Utc> = Utc
-            .timestamp_millis_opt(enqueued_ms)
-            .single()
-            .ok_or_else(|| corrupt(&id, "enqueued time"))?;
-        Ok(Some(Job {
-            id: id.parse().map_err(|_| corrupt(&id, "id"))?,
-            queue: queue.to_owned(),
-            payload,
-            attempt: attempt.clamp(1, i64::from(u32::MAX)) as u32,
-            max_attempts: max.max(1),
-            last_error,
-            enqueued,
-            lease: token,
-        }))
+        let token = Uuid::new_v4();
+        let reply: Vec<redis::Value> = self
+            .invoke(
+                &self.scripts.ack_pop,
+                queue,
+                &[
+                    &millis(lease).to_string(),
+                    &token.to_string(),
+                    &done.id.to_string(),
+                    &done.lease.to_string(),
+                ],
+            )
+            .await?;
+        let acked = reply
+            .first()
+            .and_then(|v| redis::from_redis_value::<i64>(v).ok())
+            == Some(1);
+        Ok((
+            acked,
+            parse_pop(queue, token, reply.get(1..).unwrap_or_default())?,
+        ))
     }
 
     async fn len(&self, queue: &str) -> Result<u64, QueueError> {
