@@ -438,6 +438,7 @@ pub(crate) async fn queues_page(
 #[allow(dead_code)]
 pub(crate) struct QueueName {
     /// The queue's name.
+    #[param(pattern = "^[a-z][a-z0-9_.:-]{0,63}$")]
     name: String,
 }
 
