@@ -14,6 +14,8 @@ CREATE TABLE batch (
     processed  INTEGER NOT NULL DEFAULT 0,
     failed     INTEGER NOT NULL DEFAULT 0,
     chunks     INTEGER NOT NULL CHECK (chunks >= 0),
+    -- Chunks settled (done or failed); the batch is done when all are.
+    done_chunks INTEGER NOT NULL DEFAULT 0,
     message    TEXT NOT NULL DEFAULT '',
     -- The last errors, newest last, at most 20: [{"target", "error"}].
     errors     JSONB NOT NULL DEFAULT '[]',

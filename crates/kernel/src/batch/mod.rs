@@ -382,8 +382,10 @@ async fn run_chunk(state: &AppState, job: &Job) -> Verdict {
 
 #[derive(sqlx::FromRow)]
 struct ChunkRow {
-    state: String,
+    chunk_state: String,
     targets: sqlx::types::Json<Vec<String>>,
+    #[sqlx(flatten)]
+    batch: BatchRow,
 }
 
 /// Runs one chunk: its effects, its record and the batch's counters in
@@ -395,61 +397,51 @@ async fn work_chunk(
     last_attempt: bool,
 ) -> Result<ChunkOutcome, String> {
     let db_err = |e: sqlx::Error| e.to_string();
-    let batch: Option<BatchRow> =
-        sqlx::query_as(&format!("SELECT {BATCH_COLUMNS} FROM batch WHERE id = $1"))
-            .bind(chunk.batch)
-            .fetch_optional(&state.db)
-            .await
-            .map_err(db_err)?;
-    let Some(batch) = batch else {
-        return Ok(ChunkOutcome::Nothing);
-    };
-    let bstate = BatchState::parse(&batch.state);
-    if bstate.is_final() {
-        // Cancelled (or aborted): the chunks not begun are skipped.
-        sqlx::query(
-            "UPDATE batch_chunk SET state = 'skipped', done_at = now()
-             WHERE batch_id = $1 AND seq = $2 AND state = 'pending'",
-        )
-        .bind(chunk.batch)
-        .bind(chunk.seq)
-        .execute(&state.db)
-        .await
-        .map_err(db_err)?;
-        return Ok(ChunkOutcome::Nothing);
-    }
-    let Some(op) = ops::find(state, &batch.operation).await else {
-        return Err(format!("operation `{}` is not registered", batch.operation));
-    };
-    if bstate == BatchState::Queued {
-        let started = sqlx::query_as::<_, BatchRow>(&format!(
-            "UPDATE batch SET state = 'running', started = coalesce(started, now())
-             WHERE id = $1 AND state = 'queued' RETURNING {BATCH_COLUMNS}"
-        ))
-        .bind(chunk.batch)
-        .fetch_optional(&state.db)
-        .await
-        .map_err(db_err)?;
-        if let Some(row) = started {
-            progress::publish(state, &row.status()).await;
-        }
-    }
     let mut tx = state.db.begin().await.map_err(db_err)?;
-    let row: Option<ChunkRow> = sqlx::query_as(
-        "SELECT state, targets FROM batch_chunk WHERE batch_id = $1 AND seq = $2 FOR UPDATE",
-    )
+    // The chunk, locked (a second delivery waits here, then finds it
+    // done), with its batch.
+    let row: Option<ChunkRow> = sqlx::query_as(&format!(
+        "SELECT c.state AS chunk_state, c.targets, {}
+         FROM batch_chunk c JOIN batch b ON b.id = c.batch_id
+         WHERE c.batch_id = $1 AND c.seq = $2
+         FOR UPDATE OF c",
+        BATCH_COLUMNS
+            .split(", ")
+            .map(|col| format!("b.{col}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
     .bind(chunk.batch)
     .bind(chunk.seq)
     .fetch_optional(&mut *tx)
     .await
     .map_err(db_err)?;
     let Some(row) = row else {
+        // The batch is gone.
         return Ok(ChunkOutcome::Nothing);
     };
-    if row.state != "pending" {
+    if row.chunk_state != "pending" {
         // Done by an earlier delivery: never twice.
         return Ok(ChunkOutcome::Nothing);
     }
+    let batch = row.batch;
+    if BatchState::parse(&batch.state).is_final() {
+        // Cancelled (or aborted): the chunks not begun are skipped.
+        sqlx::query(
+            "UPDATE batch_chunk SET state = 'skipped', done_at = now()
+             WHERE batch_id = $1 AND seq = $2",
+        )
+        .bind(chunk.batch)
+        .bind(chunk.seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        return Ok(ChunkOutcome::Nothing);
+    }
+    let Some(op) = ops::find(state, &batch.operation).await else {
+        return Err(format!("operation `{}` is not registered", batch.operation));
+    };
     let targets = row.targets.0;
     let mut effects = crate::item::Effects::default();
     let result = op
@@ -471,6 +463,12 @@ async fn work_chunk(
             drop(tx);
             tx = state.db.begin().await.map_err(db_err)?;
             effects = crate::item::Effects::default();
+            sqlx::query("SELECT 1 FROM batch_chunk WHERE batch_id = $1 AND seq = $2 FOR UPDATE")
+                .bind(chunk.batch)
+                .bind(chunk.seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
             let failures = targets
                 .iter()
                 .map(|t| TargetFailure {
@@ -483,21 +481,6 @@ async fn work_chunk(
     };
     let failed = failures.len() as i32;
     let processed = targets.len() as i32 - failed;
-    let marked = sqlx::query(
-        "UPDATE batch_chunk SET state = $3, processed = $4, failed = $5, done_at = now()
-         WHERE batch_id = $1 AND seq = $2 AND state = 'pending'",
-    )
-    .bind(chunk.batch)
-    .bind(chunk.seq)
-    .bind(if chunk_failed { "failed" } else { "done" })
-    .bind(processed)
-    .bind(failed)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    if marked.rows_affected() != 1 {
-        return Ok(ChunkOutcome::Nothing);
-    }
     let mut recent: Vec<TargetFailure> = failures.iter().rev().take(ERRORS_KEPT).cloned().collect();
     recent.reverse();
     let message = if failed == 0 {
@@ -517,17 +500,40 @@ async fn work_chunk(
         )
     };
     let abort = chunk_failed && op.aborts_on_failure();
-    // The batch row's lock orders the chunks' commits, and the pending
-    // count is read after it: the last chunk to commit sees all the others.
-    let after: BatchRow = sqlx::query_as(&format!(
-        "UPDATE batch SET processed = processed + $2, failed = failed + $3, message = $4,
-             errors = (SELECT coalesce(jsonb_agg(e ORDER BY n), '[]') FROM (
-                 SELECT e, n FROM jsonb_array_elements(errors || $5::jsonb)
-                     WITH ORDINALITY AS x(e, n)
-                 ORDER BY n DESC LIMIT {ERRORS_KEPT}) kept),
-             state = CASE WHEN $6 THEN 'failed' ELSE state END,
-             finished = CASE WHEN $6 THEN now() ELSE finished END
-         WHERE id = $1 RETURNING {BATCH_COLUMNS}"
+    // One statement records the chunk and moves the batch on. The batch
+    // row's update re-reads the row as the previous chunk committed it, so
+    // `done_chunks` counts every chunk exactly and the last one to commit
+    // ends the batch.
+    let after: Option<BatchRow> = sqlx::query_as(&format!(
+        "WITH chunk AS (
+             UPDATE batch_chunk SET state = $7, processed = $2, failed = $3, done_at = now()
+             WHERE batch_id = $1 AND seq = $8 AND state = 'pending'
+             RETURNING 1)
+         UPDATE batch SET
+             processed = processed + $2, failed = failed + $3,
+             done_chunks = done_chunks + 1,
+             errors = CASE WHEN $3 = 0 THEN errors ELSE (
+                 SELECT coalesce(jsonb_agg(e ORDER BY n), '[]') FROM (
+                     SELECT e, n FROM jsonb_array_elements(errors || $5::jsonb)
+                         WITH ORDINALITY AS x(e, n)
+                     ORDER BY n DESC LIMIT {ERRORS_KEPT}) kept) END,
+             started = coalesce(started, now()),
+             state = CASE
+                 WHEN state IN ('done', 'failed', 'cancelled') THEN state
+                 WHEN $6 THEN 'failed'
+                 WHEN done_chunks + 1 >= chunks THEN 'done'
+                 ELSE 'running' END,
+             finished = CASE
+                 WHEN state IN ('done', 'failed', 'cancelled') THEN finished
+                 WHEN $6 OR done_chunks + 1 >= chunks THEN now()
+                 ELSE finished END,
+             message = CASE
+                 WHEN state IN ('done', 'failed', 'cancelled') THEN message
+                 WHEN NOT $6 AND done_chunks + 1 >= chunks THEN
+                     'done: ' || (processed + $2) || ' processed, ' || (failed + $3) || ' failed'
+                 ELSE $4 END
+         WHERE id = $1 AND EXISTS (SELECT 1 FROM chunk)
+         RETURNING {BATCH_COLUMNS}"
     ))
     .bind(chunk.batch)
     .bind(processed)
@@ -535,28 +541,13 @@ async fn work_chunk(
     .bind(&message)
     .bind(sqlx::types::Json(&recent))
     .bind(abort)
-    .fetch_one(&mut *tx)
+    .bind(if chunk_failed { "failed" } else { "done" })
+    .bind(chunk.seq)
+    .fetch_optional(&mut *tx)
     .await
     .map_err(db_err)?;
-    let pending: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM batch_chunk WHERE batch_id = $1 AND state = 'pending'",
-    )
-    .bind(chunk.batch)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    let after = if pending == 0 && !BatchState::parse(&after.state).is_final() {
-        sqlx::query_as(&format!(
-            "UPDATE batch SET state = 'done', finished = now(),
-                 message = 'done: ' || processed || ' processed, ' || failed || ' failed'
-             WHERE id = $1 RETURNING {BATCH_COLUMNS}"
-        ))
-        .bind(chunk.batch)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?
-    } else {
-        after
+    let Some(after) = after else {
+        return Ok(ChunkOutcome::Nothing);
     };
     crate::item::write::commit(state, tx, effects)
         .await
