@@ -532,20 +532,7 @@ fn kernel_ops() -> Vec<Arc<dyn Operation>> {
 /// `tap_batch_info` (names in the plugin's namespace, `<plugin>.<name>`).
 pub async fn all(state: &AppState) -> Vec<Arc<dyn Operation>> {
     let mut ops = kernel_ops();
-    for outcome in state.plugins.invoke_all(Tap::BatchInfo, &()).await {
-        let plugin = outcome.plugin;
-        let declared: Vec<Declared> = match outcome.result.map_err(|e| e.to_string()).and_then(
-            |out| match out {
-                None => Ok(Vec::new()),
-                Some(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
-            },
-        ) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(%plugin, error = %e, "tap_batch_info failed; its operations are not offered");
-                continue;
-            }
-        };
+    for (plugin, declared) in state.plugins.declarations::<Declared>(Tap::BatchInfo).await {
         for d in declared {
             if !crate::queue::in_namespace(&plugin, &d.name) || d.name == plugin {
                 tracing::warn!(%plugin, operation = %d.name, "tap_batch_info declared an operation outside `<plugin>.<name>`");

@@ -645,6 +645,32 @@ impl Plugins {
             .collect()
     }
 
+    /// What every active plugin declares through `tap` (a JSON array of
+    /// `T`; no output: nothing), in dispatch order. A plugin whose tap
+    /// fails or whose output is not such an array is logged and skipped.
+    pub async fn declarations<T: serde::de::DeserializeOwned>(
+        &self,
+        tap: Tap,
+    ) -> Vec<(String, Vec<T>)> {
+        let mut all = Vec::new();
+        for outcome in self.invoke_all(tap, &()).await {
+            let parsed = outcome
+                .result
+                .map_err(|e| e.to_string())
+                .and_then(|out| match out {
+                    None => Ok(Vec::new()),
+                    Some(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
+                });
+            match parsed {
+                Ok(d) => all.push((outcome.plugin, d)),
+                Err(e) => {
+                    tracing::warn!(plugin = %outcome.plugin, %tap, error = %e, "plugin declarations ignored")
+                }
+            }
+        }
+        all
+    }
+
     /// Sends the plugins' `queue_push` calls to `sink`.
     pub fn set_queue_sink(&self, sink: Arc<dyn host::QueueSink>) {
         if let Some(rt) = &self.inner.runtime {

@@ -167,6 +167,15 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Whether the item goes straight to the dead letter list, and else
+    /// the wait before it is due again (the worker's delay, or `backoff`).
+    pub fn plan(&self, backoff: Duration) -> (bool, Duration) {
+        match self {
+            Failure::Fail { .. } => (true, Duration::ZERO),
+            Failure::Retry { delay, .. } => (false, delay.unwrap_or(backoff)),
+        }
+    }
+
     pub fn error(&self) -> &str {
         match self {
             Failure::Retry { error, .. } | Failure::Fail { error } => error,

@@ -234,10 +234,7 @@ impl Queue for PgQueue {
         failure: &Failure,
         backoff: Duration,
     ) -> Result<Nacked, QueueError> {
-        let (give_up, delay) = match failure {
-            Failure::Fail { .. } => (true, Duration::ZERO),
-            Failure::Retry { delay, .. } => (false, delay.unwrap_or(backoff)),
-        };
+        let (give_up, delay) = failure.plan(backoff);
         let row: Option<(bool,)> = timed(
             "queue.nack",
             sqlx::query_as(

@@ -368,10 +368,7 @@ impl Queue for RedisQueue {
         failure: &Failure,
         backoff: Duration,
     ) -> Result<Nacked, QueueError> {
-        let (give_up, delay) = match failure {
-            Failure::Fail { .. } => (true, Duration::ZERO),
-            Failure::Retry { delay, .. } => (false, delay.unwrap_or(backoff)),
-        };
+        let (give_up, delay) = failure.plan(backoff);
         let n: i64 = self
             .invoke(
                 &self.scripts.nack,

@@ -92,20 +92,7 @@ pub async fn declared(state: &AppState) -> BTreeMap<String, QueueInfo> {
         .iter()
         .map(|q| (q.name.clone(), q.clone()))
         .collect();
-    for outcome in state.plugins.invoke_all(Tap::QueueInfo, &()).await {
-        let plugin = outcome.plugin;
-        let declared: Vec<Declared> = match outcome.result.map_err(|e| e.to_string()).and_then(
-            |out| match out {
-                None => Ok(Vec::new()),
-                Some(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
-            },
-        ) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(%plugin, error = %e, "tap_queue_info failed; its queues are not worked");
-                continue;
-            }
-        };
+    for (plugin, declared) in state.plugins.declarations::<Declared>(Tap::QueueInfo).await {
         for d in declared {
             if let Err(e) = check_name(&d.name) {
                 tracing::warn!(%plugin, error = %e, "tap_queue_info declared a bad queue");
@@ -419,10 +406,11 @@ async fn process(
         }
         return None;
     };
-    if verdict == Verdict::Ack {
-        return Some(Finished { job, start });
-    }
-    let outcome = settle(state, &job, verdict, report).await;
+    let failure = match verdict {
+        Verdict::Ack => return Some(Finished { job, start }),
+        Verdict::Failed(failure) => failure,
+    };
+    let outcome = nack(state, &job, &failure, report).await;
     metrics::histogram!(
         "trovato_queue_job_duration_seconds",
         "queue" => q.name.clone(),
@@ -432,66 +420,38 @@ async fn process(
     None
 }
 
-/// Nacks `job` by `verdict` (acks go through [`record_ack`]); returns the
-/// outcome's label.
-async fn settle(
+/// Nacks `job` for `failure` (acks go through [`record_ack`]); returns
+/// the outcome's label.
+async fn nack(
     state: &AppState,
     job: &Job,
-    verdict: Verdict,
+    failure: &Failure,
     report: &mut WorkReport,
 ) -> &'static str {
     let queue = job.queue.clone();
-    let result: Result<&'static str, QueueError> = async {
-        match verdict {
-            Verdict::Ack => {
-                if state.queues.ack(job).await? {
-                    report.acked += 1;
-                    metrics::counter!("trovato_queue_acked_total", "queue" => queue.clone())
-                        .increment(1);
-                    tracing::debug!(queue = %queue, job = %job.id, attempt = job.attempt, "job acked");
-                    Ok("acked")
-                } else {
-                    report.lease_lost += 1;
-                    Ok("lease_lost")
-                }
-            }
-            Verdict::Failed(failure) => {
-                let backoff = state
-                    .queues
-                    .settings()
-                    .backoff(job.attempt, rand::random::<f64>());
-                match state.queues.nack(job, &failure, backoff).await? {
-                    Nacked::Retrying(after) => {
-                        report.retried += 1;
-                        metrics::counter!("trovato_queue_retried_total", "queue" => queue.clone())
-                            .increment(1);
-                        tracing::info!(queue = %queue, job = %job.id, attempt = job.attempt,
-                            retry_in_ms = after.as_millis() as u64, error = failure.error(), "job failed; will retry");
-                        Ok("retried")
-                    }
-                    Nacked::Dead => {
-                        report.dead += 1;
-                        metrics::counter!("trovato_queue_dead_total", "queue" => queue.clone())
-                            .increment(1);
-                        tracing::warn!(queue = %queue, job = %job.id, attempt = job.attempt,
-                            error = failure.error(), "job moved to the dead letter list");
-                        Ok("dead")
-                    }
-                    Nacked::LeaseLost => {
-                        report.lease_lost += 1;
-                        Ok("lease_lost")
-                    }
-                }
-            }
+    let backoff = state
+        .queues
+        .settings()
+        .backoff(job.attempt, rand::random::<f64>());
+    match state.queues.nack(job, failure, backoff).await {
+        Ok(Nacked::Retrying(after)) => {
+            report.retried += 1;
+            metrics::counter!("trovato_queue_retried_total", "queue" => queue.clone()).increment(1);
+            tracing::info!(queue = %queue, job = %job.id, attempt = job.attempt,
+                retry_in_ms = after.as_millis() as u64, error = failure.error(), "job failed; will retry");
+            "retried"
         }
-    }
-    .await;
-    match result {
-        Ok(label) => {
-            if label == "lease_lost" {
-                tracing::warn!(queue = %queue, job = %job.id, "job finished after its lease was lost; the verdict is dropped");
-            }
-            label
+        Ok(Nacked::Dead) => {
+            report.dead += 1;
+            metrics::counter!("trovato_queue_dead_total", "queue" => queue.clone()).increment(1);
+            tracing::warn!(queue = %queue, job = %job.id, attempt = job.attempt,
+                error = failure.error(), "job moved to the dead letter list");
+            "dead"
+        }
+        Ok(Nacked::LeaseLost) => {
+            report.lease_lost += 1;
+            tracing::warn!(queue = %queue, job = %job.id, "job finished after its lease was lost; the verdict is dropped");
+            "lease_lost"
         }
         Err(e) => {
             // The item keeps its lease, which expires: it is delivered again.
