@@ -18,7 +18,7 @@ use trovato::queue::worker::{self, RunLimits};
 
 use crate::harness::browser::Browser;
 use crate::harness::content::{PASSWORD, error_body, expect_json};
-use crate::harness::{PATIENCE, TestApp, free_port, run_trovato, services};
+use crate::harness::{PATIENCE, TestApp, free_port, run_trovato};
 
 /// Workers of the kernel's `batch` queue in this process until dropped.
 struct Workers {
@@ -431,17 +431,9 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_does_nothing_twice() {
     )
     .await
     .expect("start");
-    let env = [
-        ("DATABASE_URL", app.state.config.db.url.clone().expect("db")),
-        ("REDIS_URL", services().await.redis_url.clone()),
-        (
-            "TROVATO_REDIS_PREFIX",
-            app.state.config.redis.prefix.clone(),
-        ),
-        ("TROVATO_PLUGIN_DIR", "/nonexistent-plugins".to_owned()),
-        ("TROVATO_QUEUE_LEASE", "1".to_owned()),
-        ("TROVATO_PLUGIN_BACKGROUND_DEADLINE", "1".to_owned()),
-    ];
+    let mut env = app.cli_env();
+    env.push(("TROVATO_QUEUE_LEASE".into(), "1".into()));
+    env.push(("TROVATO_PLUGIN_BACKGROUND_DEADLINE".into(), "1".into()));
     let spawn = || {
         let mut cmd = Command::new(crate::harness::trovato_bin());
         cmd.args([
@@ -557,19 +549,8 @@ async fn a_plugin_operation_runs_its_chunks_through_the_plugin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_starts_follows_and_cancels_batches() {
     let app = TestApp::spawn().await;
-    let env: Vec<(String, String)> = vec![
-        (
-            "DATABASE_URL".into(),
-            app.state.config.db.url.clone().expect("db"),
-        ),
-        ("REDIS_URL".into(), services().await.redis_url.clone()),
-        (
-            "TROVATO_REDIS_PREFIX".into(),
-            app.state.config.redis.prefix.clone(),
-        ),
-        ("TROVATO_PLUGIN_DIR".into(), "/nonexistent-plugins".into()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = app.cli_env();
+    let env = crate::harness::env_refs(&env);
     let out = run_trovato(
         &["batch", "start", "noop", "--params", r#"{"count": 300}"#],
         &env,
@@ -851,18 +832,7 @@ async fn files_recount_and_listing_rebuild_correct_what_they_cover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_leaves_a_followed_batch_running_unless_asked_to_cancel() {
     let app = TestApp::spawn().await;
-    let env: Vec<(String, String)> = vec![
-        (
-            "DATABASE_URL".into(),
-            app.state.config.db.url.clone().expect("db"),
-        ),
-        ("REDIS_URL".into(), services().await.redis_url.clone()),
-        (
-            "TROVATO_REDIS_PREFIX".into(),
-            app.state.config.redis.prefix.clone(),
-        ),
-        ("TROVATO_PLUGIN_DIR".into(), "/nonexistent-plugins".into()),
-    ];
+    let env = app.cli_env();
     for cancel in [false, true] {
         // No worker runs: the batch stays queued while it is followed.
         let s = batch::start(

@@ -12,7 +12,7 @@ use trovato::cron::{self, Pass, RunOutcome, Step, StepOutcome, Trigger};
 
 use crate::files::Site;
 use crate::harness::content::{error_body, expect_json};
-use crate::harness::{Cluster, PATIENCE, TestApp, eventually, run_trovato, services};
+use crate::harness::{Cluster, PATIENCE, TestApp, env_refs, eventually, run_trovato};
 
 /// A plugin directory holding one plugin whose `tap_cron` spins until the
 /// plugin deadline stops it; removed on drop.
@@ -586,30 +586,11 @@ async fn three_servers_triggered_together_never_overlap() {
     }
 }
 
-/// The environment a `trovato` command needs to reach `app`'s services.
-fn cli_env(app: &TestApp, redis_url: &str) -> Vec<(String, String)> {
-    vec![
-        (
-            "DATABASE_URL".into(),
-            app.state.config.db.url.clone().expect("db url"),
-        ),
-        ("REDIS_URL".into(), redis_url.to_owned()),
-        (
-            "TROVATO_REDIS_PREFIX".into(),
-            app.state.config.redis.prefix.clone(),
-        ),
-    ]
-}
-
-fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
-    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-}
-
 #[tokio::test]
 async fn the_cli_runs_a_pass_says_who_holds_the_lock_and_shows_the_history() {
     let app = TestApp::spawn().await;
-    let owned = cli_env(&app, &services().await.redis_url);
-    let env = refs(&owned);
+    let owned = app.cli_env();
+    let env = env_refs(&owned);
     let out = run_trovato(&["cron"], &env, None);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -660,7 +641,8 @@ async fn the_cli_runs_a_pass_says_who_holds_the_lock_and_shows_the_history() {
 async fn a_killed_holder_leaves_a_lock_that_lapses_within_its_lifetime() {
     let plugins = SpinningCron::new();
     let app = TestApp::spawn().await;
-    let mut env = cli_env(&app, &services().await.redis_url);
+    let mut env = app.cli_env();
+    env.retain(|(k, _)| k != "TROVATO_PLUGIN_DIR");
     env.push(("TROVATO_PLUGIN_DIR".into(), plugins.path().into()));
     env.push(("TROVATO_PLUGIN_BACKGROUND_DEADLINE".into(), "600".into()));
     env.push(("TROVATO_CRON_LOCK_TTL_MS".into(), "2000".into()));

@@ -18,7 +18,7 @@ use trovato::queue::{
     Failure, Nacked, NewJob, Queue, QueueBackend, QueueError, QueueStats, Queues,
 };
 
-use crate::harness::{PATIENCE, TestApp, eventually, run_trovato, services};
+use crate::harness::{PATIENCE, TestApp, eventually, run_trovato};
 
 /// A kernel whose queues use `backend`.
 async fn app_with(backend: QueueBackend, customise: impl FnOnce(&mut trovato::Config)) -> TestApp {
@@ -633,7 +633,7 @@ async fn a_poison_job_ends_in_the_dead_letter_list_and_the_cli_brings_it_back() 
     assert_eq!(attempts, 3);
     assert_eq!(error, "poison entry (attempt 3)");
 
-    let env = cli_env(&app, &plugin.path()).await;
+    let env = cli_env(&app, &plugin.path());
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let out = run_trovato(&["queue", "list"], &env, None);
     let listed = String::from_utf8_lossy(&out.stdout);
@@ -689,20 +689,12 @@ async fn a_poison_job_ends_in_the_dead_letter_list_and_the_cli_brings_it_back() 
 
 /// The environment a `trovato` command needs for `app`'s services and
 /// the plugin directory `plugins`.
-async fn cli_env(app: &TestApp, plugins: &str) -> Vec<(String, String)> {
-    vec![
-        (
-            "DATABASE_URL".into(),
-            app.state.config.db.url.clone().expect("db url"),
-        ),
-        ("REDIS_URL".into(), services().await.redis_url.clone()),
-        (
-            "TROVATO_REDIS_PREFIX".into(),
-            app.state.config.redis.prefix.clone(),
-        ),
-        ("TROVATO_PLUGIN_DIR".into(), plugins.into()),
-        ("TROVATO_QUEUE_BACKEND".into(), "postgres".into()),
-    ]
+fn cli_env(app: &TestApp, plugins: &str) -> Vec<(String, String)> {
+    let mut env = app.cli_env();
+    env.retain(|(k, _)| k != "TROVATO_PLUGIN_DIR");
+    env.push(("TROVATO_PLUGIN_DIR".into(), plugins.into()));
+    env.push(("TROVATO_QUEUE_BACKEND".into(), "postgres".into()));
+    env
 }
 
 fn spawn_worker(env: &[(String, String)]) -> Child {
@@ -749,7 +741,7 @@ async fn ten_thousand_jobs_survive_workers_killed_mid_flight() {
     .execute(db)
     .await
     .expect("enqueue");
-    let mut env = cli_env(&app, &plugin.path()).await;
+    let mut env = cli_env(&app, &plugin.path());
     // A short lease, so jobs held by a killed worker come back soon.
     env.push(("TROVATO_QUEUE_LEASE".into(), "1".into()));
     env.push(("TROVATO_PLUGIN_BACKGROUND_DEADLINE".into(), "1".into()));
@@ -811,7 +803,7 @@ async fn a_worker_stopped_with_sigterm_exits_cleanly_holding_nothing() {
     for n in 0..2000 {
         q.push(OUTBOX, job(n)).await.expect("push");
     }
-    let env = cli_env(&app, &plugin.path()).await;
+    let env = cli_env(&app, &plugin.path());
     let mut worker = spawn_worker(&env);
     let working = eventually(PATIENCE, || async {
         q.len(OUTBOX).await.expect("len") < 2000

@@ -181,6 +181,18 @@ impl TestApp {
             .unwrap_or_default()
     }
 
+    /// The environment a `trovato` command (see [`run_trovato`]) needs to
+    /// reach this kernel's database and Redis namespace, with no plugins.
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        let c = &self.state.config;
+        vec![
+            ("DATABASE_URL".into(), c.db.url.clone().expect("db url")),
+            ("REDIS_URL".into(), c.redis.url.clone().expect("redis url")),
+            ("TROVATO_REDIS_PREFIX".into(), c.redis.prefix.clone()),
+            ("TROVATO_PLUGIN_DIR".into(), "/nonexistent-plugins".into()),
+        ]
+    }
+
     /// The value of this client's session cookie, if any.
     pub fn session_token(&self, resp: &reqwest::Response) -> Option<String> {
         resp.cookies()
@@ -256,6 +268,11 @@ pub struct Cluster {
 /// The `trovato` binary built for these tests.
 pub fn trovato_bin() -> &'static str {
     env!("CARGO_BIN_EXE_trovato")
+}
+
+/// `env` as the `(&str, &str)` pairs [`run_trovato`] takes.
+pub fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 /// Runs `trovato ARGS` to completion with `env` on top of this process's
