@@ -190,6 +190,11 @@ impl TestApp {
             ("REDIS_URL".into(), c.redis.url.clone().expect("redis url")),
             ("TROVATO_REDIS_PREFIX".into(), c.redis.prefix.clone()),
             ("TROVATO_PLUGIN_DIR".into(), "/nonexistent-plugins".into()),
+            // Its data (the plugin compile cache) with the test's files.
+            (
+                "TROVATO_DATA_DIR".into(),
+                self.files_dir.join("data").to_string_lossy().into_owned(),
+            ),
         ]
     }
 
