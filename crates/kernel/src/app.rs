@@ -16,7 +16,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
-use crate::{batch, category, cron, file, http, item, observe, openapi, page, plugin, stage, user};
+use crate::{
+    batch, category, cron, file, http, item, observe, openapi, page, plugin, search, stage, user,
+};
 
 /// Every route of the kernel with its OpenAPI entry, declared together:
 /// each subsystem's `router()` registers its handlers through
@@ -35,7 +37,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(category::routes::router())
         .merge(file::routes::router())
         .merge(cron::routes::router())
-        .merge(batch::routes::router());
+        .merge(batch::routes::router())
+        .merge(search::routes::router());
     openapi::add_shared_responses(api.get_openapi_mut());
     api
 }

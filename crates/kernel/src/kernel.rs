@@ -34,6 +34,8 @@ pub enum BootError {
     Cache(#[from] CacheError),
     #[error("files: {0}")]
     Files(#[from] crate::file::StorageError),
+    #[error("search: {0}")]
+    Search(#[from] crate::search::SearchError),
 }
 
 /// The database the embedded PostgreSQL serves the kernel from.
@@ -110,12 +112,15 @@ impl Kernel {
         );
         let cache = Cache::start(kv.clone(), redis_url, config.cache, timeout, &tasks).await?;
         let files = crate::file::Files::open(&config.files, &config.server.data_dir).await?;
-        let queues =
-            crate::queue::Queues::new(&config.queue, &db, &kv, vec![crate::batch::queue_info()]);
+        let search = crate::search::Search::open(&config.search, &config.server.data_dir)?;
+        let mut kernel_queues = vec![crate::batch::queue_info()];
+        kernel_queues.extend(search.queues());
+        let queues = crate::queue::Queues::new(&config.queue, &db, &kv, kernel_queues);
         plugins.set_queue_sink(Arc::new(crate::queue::PluginPushes::new(queues.clone())));
         let mut probes = Probes::kernel(&db, &kv);
         files.add_probe(&mut probes);
-        Ok(AppState::new(crate::state::Shared {
+        search.add_probe(&mut probes);
+        let state = AppState::new(crate::state::Shared {
             config: Arc::new(config),
             db,
             kv,
@@ -127,8 +132,15 @@ impl Kernel {
             cache,
             files,
             queues,
+            search,
             tasks,
-        }))
+        });
+        // A plugin's declarations that cannot be applied are logged, never
+        // a boot error.
+        if let Err(e) = crate::search::config::sync_plugins(&state).await {
+            tracing::warn!(error = %e, "plugins' search fields not applied");
+        }
+        Ok(state)
     }
 
     /// Cancels the background tasks and waits for them up to the shutdown

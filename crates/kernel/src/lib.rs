@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod page;
 pub mod plugin;
 pub mod queue;
+pub mod search;
 pub mod settings;
 pub mod stage;
 pub mod state;

@@ -26,6 +26,7 @@ use crate::kv::RedisSettings;
 use crate::observe::ObserveSettings;
 use crate::plugin::PluginSettings;
 use crate::queue::QueueSettings;
+use crate::search::SearchSettings;
 use crate::user::settings::{LoginSettings, SessionSettings};
 
 /// The configuration the kernel runs with: one field per section, each a
@@ -55,6 +56,8 @@ pub struct Config {
     pub cron: CronSettings,
     #[command(flatten)]
     pub queue: QueueSettings,
+    #[command(flatten)]
+    pub search: SearchSettings,
 }
 
 impl Config {
@@ -70,7 +73,8 @@ impl Config {
         self.plugin.validate()?;
         self.files.validate()?;
         self.cron.validate()?;
-        self.queue.validate()
+        self.queue.validate()?;
+        self.search.validate()
     }
 
     /// Parses a TOML file over the defaults.

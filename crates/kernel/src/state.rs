@@ -13,6 +13,7 @@ use crate::observe::health::Probes;
 use crate::page::templates::Templates;
 use crate::plugin::Plugins;
 use crate::queue::Queues;
+use crate::search::Search;
 use crate::settings::Config;
 use crate::tasks::Tasks;
 use crate::user::permissions::PermissionCache;
@@ -50,6 +51,8 @@ pub struct Shared {
     pub queues: Queues,
     /// Every background task and post-commit effect runs here.
     pub tasks: Tasks,
+    /// The search engine.
+    pub search: Search,
     /// What `/health` checks.
     pub probes: Probes,
 }

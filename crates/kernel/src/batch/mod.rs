@@ -229,6 +229,17 @@ pub async fn start(
     owner: Option<Uuid>,
     new: NewBatch,
 ) -> Result<BatchStatus, BatchError> {
+    start_in(state, state.db.begin().await?, owner, new).await
+}
+
+/// [`start`] inside `tx`, which it commits: what the caller wrote in it
+/// and the batch land together, or neither does.
+pub async fn start_in(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    owner: Option<Uuid>,
+    new: NewBatch,
+) -> Result<BatchStatus, BatchError> {
     let op = ops::find(state, &new.operation)
         .await
         .ok_or_else(|| BatchError::UnknownOperation(new.operation.clone()))?;
@@ -247,7 +258,6 @@ pub async fn start(
         .map(|c| Value::from(c.to_vec()))
         .collect();
     let id = Uuid::now_v7();
-    let mut tx = state.db.begin().await?;
     let row: BatchRow = timed(
         "batch.start",
         sqlx::query_as(&format!(

@@ -525,6 +525,7 @@ fn kernel_ops() -> Vec<Arc<dyn Operation>> {
         Arc::new(FilesRecount),
         Arc::new(RebuildListings),
         Arc::new(Noop),
+        Arc::new(crate::search::config::Reindex),
     ]
 }
 

@@ -166,7 +166,7 @@ pub(crate) async fn cancel_batch(
 
 /// A batch as the pages show it.
 #[derive(Serialize)]
-struct Shown {
+pub(crate) struct Shown {
     id: Uuid,
     operation: String,
     state: &'static str,
@@ -181,7 +181,7 @@ struct Shown {
     errors: Vec<super::TargetFailure>,
 }
 
-fn shown(s: BatchStatus) -> Shown {
+pub(crate) fn shown(s: BatchStatus) -> Shown {
     Shown {
         id: s.id,
         operation: s.operation,

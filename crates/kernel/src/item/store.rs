@@ -190,6 +190,23 @@ pub async fn find(
     Ok(row.map(Into::into))
 }
 
+/// The rows of `ids` that exist, as stored (not as any stage sees them),
+/// in id order.
+pub async fn find_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Item>, ItemError> {
+    let rows = timed(
+        "item.find_many",
+        sqlx::query_as::<_, ItemRow>(
+            "SELECT id, type, title, author, status, created, changed, promote, sticky,
+                    fields, stage_id, revision_id
+             FROM item WHERE id = ANY($1) ORDER BY id",
+        )
+        .bind(ids)
+        .fetch_all(db),
+    )
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
 /// Holds a share lock on the stage row for the rest of the transaction,
 /// so a publish of that stage (which takes it `FOR UPDATE`) either sees
 /// this write committed or waits for it, and never deletes a stage edit

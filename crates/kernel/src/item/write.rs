@@ -136,7 +136,10 @@ pub trait WriteHook: Send + Sync {
 /// writes adds its hook here and nowhere else. The kernel's own effects,
 /// cache invalidation and the item taps, are not hooks: [`apply`] records
 /// them for every write.
-static HOOKS: &[&dyn WriteHook] = &[&crate::file::usage::FileUsage];
+static HOOKS: &[&dyn WriteHook] = &[
+    &crate::file::usage::FileUsage,
+    &crate::search::hook::SearchIndex,
+];
 
 /// What follows the commit of one or more writes. Built by [`apply`],
 /// run by [`commit`].

@@ -49,6 +49,12 @@ pub const SECTIONS: &[Section] = &[
         description: "start a batch operation and follow its progress",
         permission: permission::ADMINISTER_SITE,
     },
+    Section {
+        path: "/admin/search",
+        label: "Search",
+        description: "what is indexed of each item type, at which weight and in which language; reindex",
+        permission: permission::ADMINISTER_SEARCH,
+    },
 ];
 
 pub fn router() -> OpenApiRouter<AppState> {

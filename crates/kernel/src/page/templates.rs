@@ -40,6 +40,11 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin/queues.html",
         include_str!("../../templates/admin/queues.html"),
     ),
+    (
+        "admin/search.html",
+        include_str!("../../templates/admin/search.html"),
+    ),
+    ("search.html", include_str!("../../templates/search.html")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -136,6 +136,7 @@ pub mod permission {
     pub const ADMINISTER_CATEGORIES: &str = "administer categories";
     pub const UPLOAD_FILES: &str = "upload files";
     pub const ADMINISTER_FILES: &str = "administer files";
+    pub const ADMINISTER_SEARCH: &str = "administer search";
 }
 
 /// The built-in role names.

@@ -23,6 +23,7 @@ mod openapi;
 mod plugin;
 mod queue;
 mod roles;
+mod search;
 mod stage;
 mod storage;
 mod user;
