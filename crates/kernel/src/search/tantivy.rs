@@ -32,7 +32,8 @@ use tantivy::directory::MmapDirectory;
 use tantivy::directory::error::LockError;
 use tantivy::indexer::UserOperation;
 use tantivy::query::{
-    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, PhraseQuery, Query, TermQuery,
+    BooleanQuery, BoostQuery, ConstScoreQuery, EnableScoring, Explanation, Occur, PhraseQuery,
+    Query, Scorer, TermQuery,
 };
 use tantivy::schema::{
     FAST, Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
@@ -42,7 +43,8 @@ use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
 use tantivy::{
-    Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, TantivyError, Term,
+    DocId, DocSet, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, SegmentReader,
+    TantivyDocument, TantivyError, Term,
 };
 use uuid::Uuid;
 
@@ -690,7 +692,10 @@ impl Engine {
                     .must
                     .iter()
                     .map(|c| (Occur::Must, self.clause(c)))
-                    .chain(g.must_not.iter().map(|c| (Occur::MustNot, self.clause(c))))
+                    .chain(g.must_not.iter().map(|c| {
+                        let clause = Box::new(Exclusion(self.clause(c))) as Box<dyn Query>;
+                        (Occur::MustNot, clause)
+                    }))
                     .collect();
                 Box::new(BooleanQuery::new(clauses)) as Box<dyn Query>
             })
@@ -986,6 +991,70 @@ fn parse(q: &str, mut analyze: impl FnMut(&str) -> Vec<(usize, String)>) -> Vec<
         groups.push(current);
     }
     groups
+}
+
+/// An excluded clause (`-word`, `-"a phrase"`). Tantivy probes the
+/// documents a query excludes with `seek_danger`, and its phrase scorer
+/// asserts that a probe never goes backwards, which an exclusion's probe
+/// may (its scorer starts at its first match, past the probed document).
+/// This wrapper answers those probes with plain forward seeks instead.
+#[derive(Debug)]
+struct Exclusion(Box<dyn Query>);
+
+impl Clone for Exclusion {
+    fn clone(&self) -> Self {
+        Exclusion(self.0.box_clone())
+    }
+}
+
+impl Query for Exclusion {
+    fn weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn tantivy::query::Weight>> {
+        Ok(Box::new(ExclusionWeight(self.0.weight(scoring)?)))
+    }
+
+    fn query_terms<'a>(&'a self, visitor: &mut dyn FnMut(&'a Term, bool)) {
+        self.0.query_terms(visitor);
+    }
+}
+
+struct ExclusionWeight(Box<dyn tantivy::query::Weight>);
+
+impl tantivy::query::Weight for ExclusionWeight {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        Ok(Box::new(ForwardSeeks(self.0.scorer(reader, boost)?)))
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        self.0.explain(reader, doc)
+    }
+}
+
+/// A scorer whose `seek_danger` is the trait's safe default: seek only
+/// when the probed document is ahead.
+struct ForwardSeeks(Box<dyn Scorer>);
+
+impl DocSet for ForwardSeeks {
+    fn advance(&mut self) -> DocId {
+        self.0.advance()
+    }
+
+    fn seek(&mut self, target: DocId) -> DocId {
+        self.0.seek(target)
+    }
+
+    fn doc(&self) -> DocId {
+        self.0.doc()
+    }
+
+    fn size_hint(&self) -> u32 {
+        self.0.size_hint()
+    }
+}
+
+impl Scorer for ForwardSeeks {
+    fn score(&mut self) -> Score {
+        self.0.score()
+    }
 }
 
 #[cfg(test)]

@@ -710,7 +710,10 @@ async fn the_settings_page_reweights_and_the_ranking_follows_in_a_browser() {
             "//section[@id='type-doc']//span[contains(@class,'state') and text()='done']",
         ))
         .await;
-    assert!(done.is_ok(), "the page never showed the reindex done");
+    if done.is_err() {
+        let shot = browser.screenshot("admin-search-not-done").await;
+        panic!("the page never showed the reindex done: {}", shot.display());
+    }
     let percent = c
         .find(Locator::Css("section#type-doc .percent"))
         .await
