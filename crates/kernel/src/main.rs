@@ -646,6 +646,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .local_addr()
         .context("server.listen (TROVATO_LISTEN)")?;
     tracing::info!(%addr, "listening");
+    trovato::search::Search::spawn_indexer(&kernel.state);
     let result = trovato::serve(
         listener,
         kernel.state.clone(),

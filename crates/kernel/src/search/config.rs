@@ -162,7 +162,11 @@ pub async fn load(db: &PgPool, item_type: &str) -> Result<TypeConfig, SearchErro
             .bind(item_type)
             .fetch_optional(db)
             .await?;
-    Ok(shape(t, language.unwrap_or_else(|| "english".into()), fields))
+    Ok(shape(
+        t,
+        language.unwrap_or_else(|| "english".into()),
+        fields,
+    ))
 }
 
 fn shape(t: crate::item::ItemType, language: String, fields: Vec<FieldConfig>) -> TypeConfig {
@@ -455,11 +459,13 @@ pub async fn sync_plugins(state: &AppState) -> Result<Vec<BatchStatus>, SearchEr
         let mut changed = false;
         for f in current.iter().filter(|f| f.source != ADMIN) {
             if !want.contains_key(&f.field) {
-                sqlx::query("DELETE FROM search_field_config WHERE bundle = $1 AND field_name = $2")
-                    .bind(&item_type)
-                    .bind(&f.field)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "DELETE FROM search_field_config WHERE bundle = $1 AND field_name = $2",
+                )
+                .bind(&item_type)
+                .bind(&f.field)
+                .execute(&mut *tx)
+                .await?;
                 changed = true;
             }
         }

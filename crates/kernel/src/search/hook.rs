@@ -51,7 +51,8 @@ impl WriteHook for SearchIndex {
         Box::pin(async move {
             // A live item edited in another stage keeps its row (and its
             // index entry); only a write of the row itself is indexed.
-            let row_written = change.stage.is_live() || change.item.stage_id == change.stage.as_str();
+            let row_written =
+                change.stage.is_live() || change.item.stage_id == change.stage.as_str();
             if change.kind != ChangeKind::Deleted && row_written && has_implementors(state) {
                 let extra = extra_text(state, &change.item).await;
                 store_extra(tx, &[change.item.id], &[extra])
@@ -76,7 +77,10 @@ fn to_item_error(e: SearchError) -> ItemError {
 }
 
 fn has_implementors(state: &AppState) -> bool {
-    !state.plugins.implementors(Tap::ItemUpdateIndex.name()).is_empty()
+    !state
+        .plugins
+        .implementors(Tap::ItemUpdateIndex.name())
+        .is_empty()
 }
 
 /// What the plugins contribute for `item`, bounded by [`MAX_EXTRA_BYTES`].
@@ -84,7 +88,11 @@ fn has_implementors(state: &AppState) -> bool {
 async fn extra_text(state: &AppState, item: &Item) -> Value {
     let mut parts: Vec<ExtraText> = Vec::new();
     let mut bytes = 0usize;
-    for outcome in state.plugins.invoke_all(Tap::ItemUpdateIndex.name(), item).await {
+    for outcome in state
+        .plugins
+        .invoke_all(Tap::ItemUpdateIndex.name(), item)
+        .await
+    {
         let answer = match outcome.result {
             Ok(Some(raw)) => serde_json::from_str::<TapAnswer>(raw.get()).ok(),
             Ok(None) => None,
@@ -115,7 +123,11 @@ async fn extra_text(state: &AppState, item: &Item) -> Value {
 
 /// Stores each item's extra text (the trigger recomputes the vector of a
 /// row whose text changed).
-async fn store_extra(conn: &mut PgConnection, ids: &[Uuid], extra: &[Value]) -> Result<(), SearchError> {
+async fn store_extra(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    extra: &[Value],
+) -> Result<(), SearchError> {
     timed(
         "search.extra",
         sqlx::query(

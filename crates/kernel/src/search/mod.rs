@@ -124,7 +124,17 @@ impl crate::error::HttpError for SearchError {
 
 /// A tsvector weight: A (highest) to D.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 pub enum Weight {
     A,
@@ -300,7 +310,10 @@ pub struct Document {
 }
 
 /// The documents of `ids` that exist, read through `conn`.
-pub async fn documents(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Document>, SearchError> {
+pub async fn documents(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<Document>, SearchError> {
     #[derive(sqlx::FromRow)]
     struct Row {
         id: Uuid,
@@ -355,6 +368,12 @@ pub async fn documents(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Docu
 pub trait SearchBackend: Send + Sync {
     fn name(&self) -> &'static str;
 
+    /// The queues this process should work for the engine (none for an
+    /// engine indexed in the write's transaction).
+    fn queues(&self) -> Vec<crate::queue::worker::QueueInfo> {
+        Vec::new()
+    }
+
     /// Follows one item write inside its transaction (before the commit):
     /// the PostgreSQL engine has nothing to do (the trigger indexed the
     /// row); an engine of its own enqueues the item, in the transaction
@@ -406,7 +425,10 @@ pub struct Search {
 impl Search {
     /// Opens the engine `settings` name (the tantivy index under
     /// `data_dir`).
-    pub fn open(settings: &SearchSettings, data_dir: &std::path::Path) -> Result<Self, SearchError> {
+    pub fn open(
+        settings: &SearchSettings,
+        data_dir: &std::path::Path,
+    ) -> Result<Self, SearchError> {
         let backend: Arc<dyn SearchBackend> = match settings.backend {
             SearchBackendKind::Postgres => Arc::new(pg::PgSearch),
             SearchBackendKind::Tantivy => Arc::new(tantivy::TantivySearch::open(
@@ -433,12 +455,31 @@ impl Search {
         &self.settings
     }
 
-    /// The kernel queues the engine needs (the tantivy feed).
+    /// The kernel queues the engine needs worked in this process: the
+    /// tantivy feed, where this process holds the index writer.
     pub fn queues(&self) -> Vec<crate::queue::worker::QueueInfo> {
-        match self.kind {
-            SearchBackendKind::Postgres => Vec::new(),
-            SearchBackendKind::Tantivy => vec![tantivy::queue_info()],
+        self.backend.queues()
+    }
+
+    /// Works the engine's queues in the background of a server process
+    /// (so writes are indexed without a separate worker), until shutdown.
+    pub fn spawn_indexer(state: &AppState) {
+        let queues = state.search.queues();
+        if queues.is_empty() {
+            return;
         }
+        let limits = crate::queue::worker::RunLimits {
+            concurrency: queues.iter().map(|q| q.concurrency).sum(),
+            until: None,
+            until_empty: false,
+            grace: state.config.server.shutdown_grace(),
+        };
+        let worker_state = state.clone();
+        state
+            .tasks
+            .spawn("search indexer", move |cancel| async move {
+                crate::queue::worker::run(&worker_state, queues, limits, &cancel).await;
+            });
     }
 
     /// Adds the engine's probe to `/health` (none for PostgreSQL, which

@@ -162,7 +162,9 @@ pub(crate) async fn put_config(
     account.require(permission::ADMINISTER_SEARCH)?;
     let Json(change) = body?;
     let owner = account.user.as_ref().map(|u| u.id);
-    Ok(Json(config::update(&state, owner, &item_type, change).await?))
+    Ok(Json(
+        config::update(&state, owner, &item_type, change).await?,
+    ))
 }
 
 /// What `POST /api/search/reindex` takes.

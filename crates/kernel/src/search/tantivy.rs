@@ -190,6 +190,17 @@ impl SearchBackend for TantivySearch {
         "tantivy"
     }
 
+    /// The feed, if this process holds (or can take) the index writer: a
+    /// process that cannot write the index leaves its jobs to the one
+    /// that can.
+    fn queues(&self) -> Vec<QueueInfo> {
+        if self.engine.take_writer() {
+            vec![queue_info()]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn on_write<'a>(
         &'a self,
         state: &'a AppState,
@@ -519,6 +530,18 @@ impl Engine {
                 batch: Arc::default(),
             }),
         })
+    }
+
+    /// Whether this process holds the index writer, taking it if it is
+    /// free.
+    fn take_writer(&self) -> bool {
+        let mut slot = self.writer.write().unwrap_or_else(PoisonError::into_inner);
+        if slot.writer.is_none()
+            && let Ok(w) = open_writer(&self.index, self.budget)
+        {
+            slot.writer = Some(w);
+        }
+        slot.writer.is_some()
     }
 
     /// Applies `ops` (in order) and returns once they are committed.
@@ -1008,7 +1031,10 @@ impl Clone for Exclusion {
 }
 
 impl Query for Exclusion {
-    fn weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn tantivy::query::Weight>> {
+    fn weight(
+        &self,
+        scoring: EnableScoring<'_>,
+    ) -> tantivy::Result<Box<dyn tantivy::query::Weight>> {
         Ok(Box::new(ExclusionWeight(self.0.weight(scoring)?)))
     }
 

@@ -386,17 +386,6 @@ async fn cache_metrics_are_exported() {
     }
 }
 
-/// Logs `client` in as admin; returns the session's CSRF token.
-async fn sign_in(client: &reqwest::Client, base: &str) -> String {
-    let r = client
-        .post(format!("{base}/user/login"))
-        .json(&json!({"name": "admin", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login");
-    crate::harness::content::csrf_of(r).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_through_one_process_is_served_by_the_other_long_before_its_l1_expires() {
     // An hour of L1 lifetime: within the test's patience only the
@@ -417,7 +406,7 @@ async fn an_update_through_one_process_is_served_by_the_other_long_before_its_l1
     .expect("admin");
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let client = crate::harness::client();
-    let csrf = sign_in(&client, &a.url("")).await;
+    let csrf = crate::harness::content::sign_in_at(&client, &a.url("")).await;
     let r = client
         .post(a.url("/api/item-types"))
         .header("x-csrf-token", &csrf)

@@ -210,8 +210,12 @@ async fn title_ranks_first_and_snippets_are_escaped_with_marks(engine: SearchBac
     let site = Site::start(engine).await;
     site.configure(json!([{"field": "field_body", "weight": "C"}]), None)
         .await;
-    site.doc("Notes", "", "a <b>long</b> story about a marathon & its runners")
-        .await;
+    site.doc(
+        "Notes",
+        "",
+        "a <b>long</b> story about a marathon & its runners",
+    )
+    .await;
     site.doc("Marathon training", "", "plans").await;
     let v = site
         .expect_titles("marathon", &["Marathon training", "Notes"])
@@ -223,7 +227,10 @@ async fn title_ranks_first_and_snippets_are_escaped_with_marks(engine: SearchBac
     assert!(!snippet.contains("<b>"), "HTML is escaped: {snippet}");
     assert!(snippet.contains("&amp;"), "{snippet}");
     let without_marks = snippet.replace("<mark>", "").replace("</mark>", "");
-    assert!(!without_marks.contains('<'), "only <mark> is added: {snippet}");
+    assert!(
+        !without_marks.contains('<'),
+        "only <mark> is added: {snippet}"
+    );
     // The page shows the same, the snippet's marks intact.
     let html = site
         .app
@@ -253,7 +260,10 @@ async fn only_live_published_items_are_found(engine: SearchBackendKind) {
     assert_eq!(r.status(), StatusCode::CREATED);
     let r = site
         .app
-        .post_item(json!({"type": "doc", "title": "Okapi staged"}), Some("draft"))
+        .post_item(
+            json!({"type": "doc", "title": "Okapi staged"}),
+            Some("draft"),
+        )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     site.expect_titles("okapi", &["Okapi live"]).await;
@@ -290,7 +300,10 @@ async fn web_search_syntax_phrases_or_and_exclusion(engine: SearchBackendKind) {
     };
     site.expect_titles("\"red fox\"", &["Alpha"]).await;
     assert_eq!(sorted(&site.search("red fox").await), ["Alpha", "Beta"]);
-    assert_eq!(sorted(&site.search("whale or fox").await), ["Alpha", "Beta", "Gamma"]);
+    assert_eq!(
+        sorted(&site.search("whale or fox").await),
+        ["Alpha", "Beta", "Gamma"]
+    );
     assert_eq!(sorted(&site.search("fox -\"red fox\"").await), ["Beta"]);
     assert_eq!(sorted(&site.search("jumps -beta").await), ["Alpha"]);
     assert!(result_titles(&site.search("fox whale").await).is_empty());
@@ -479,17 +492,21 @@ async fn stored_vectors_equal_the_configuration_after_every_change() {
     .await;
     assert!(c.is_ok());
     let term = uuid::Uuid::now_v7();
-    sqlx::query("INSERT INTO category_tag (id, category_id, name) VALUES ($1, 'tags', 'Gardening')")
-        .bind(term)
-        .execute(&site.app.state.db)
-        .await
-        .expect("term");
+    sqlx::query(
+        "INSERT INTO category_tag (id, category_id, name) VALUES ($1, 'tags', 'Gardening')",
+    )
+    .bind(term)
+    .execute(&site.app.state.db)
+    .await
+    .expect("term");
     for i in 0..40 {
-        site.doc_with(json!({"type": "doc", "title": format!("Doc {i}"), "fields": {
-            "field_summary": {"value": format!("summary {i}")},
-            "field_body": {"value": "body words"},
-            "field_tags": [{"target_id": term.to_string()}],
-        }}))
+        site.doc_with(
+            json!({"type": "doc", "title": format!("Doc {i}"), "fields": {
+                "field_summary": {"value": format!("summary {i}")},
+                "field_body": {"value": "body words"},
+                "field_tags": [{"target_id": term.to_string()}],
+            }}),
+        )
         .await;
     }
     let mismatched = || async {
@@ -567,15 +584,30 @@ async fn bad_requests_are_refused_and_nothing_is_written() {
         (rows, langs, batches)
     };
     let before = snapshot().await;
-    error_body(app.get("/api/search").await, StatusCode::BAD_REQUEST, "query_required").await;
-    error_body(app.get("/api/search?q=%20%20").await, StatusCode::BAD_REQUEST, "query_required").await;
+    error_body(
+        app.get("/api/search").await,
+        StatusCode::BAD_REQUEST,
+        "query_required",
+    )
+    .await;
+    error_body(
+        app.get("/api/search?q=%20%20").await,
+        StatusCode::BAD_REQUEST,
+        "query_required",
+    )
+    .await;
     error_body(
         app.get("/api/search?q=x&type=nope").await,
         StatusCode::NOT_FOUND,
         "item_type_not_found",
     )
     .await;
-    error_body(app.get("/api/search?q=x&page=abc").await, StatusCode::BAD_REQUEST, "invalid_query").await;
+    error_body(
+        app.get("/api/search?q=x&page=abc").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await;
     let put = |body: Value, path: &'static str| async move {
         app.json_request(reqwest::Method::PUT, path)
             .json(&body)
@@ -584,15 +616,35 @@ async fn bad_requests_are_refused_and_nothing_is_written() {
             .expect("PUT")
     };
     let cases = [
-        (json!({"fields": [{"field": "field_nope", "weight": "A"}]}), StatusCode::UNPROCESSABLE_ENTITY, "unknown_field"),
-        (json!({"fields": [{"field": "field_flag", "weight": "A"}]}), StatusCode::UNPROCESSABLE_ENTITY, "unknown_field"),
-        (json!({"fields": [{"field": "field_body", "weight": "A"}, {"field": "field_body", "weight": "B"}]}), StatusCode::UNPROCESSABLE_ENTITY, "duplicate_field"),
-        (json!({"fields": [], "language": "klingon"}), StatusCode::UNPROCESSABLE_ENTITY, "unknown_language"),
+        (
+            json!({"fields": [{"field": "field_nope", "weight": "A"}]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_field",
+        ),
+        (
+            json!({"fields": [{"field": "field_flag", "weight": "A"}]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_field",
+        ),
+        (
+            json!({"fields": [{"field": "field_body", "weight": "A"}, {"field": "field_body", "weight": "B"}]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "duplicate_field",
+        ),
+        (
+            json!({"fields": [], "language": "klingon"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_language",
+        ),
     ];
     for (body, status, code) in cases {
         error_body(put(body, "/api/search/config/doc").await, status, code).await;
     }
-    let r = put(json!({"fields": [{"field": "field_body", "weight": "E"}]}), "/api/search/config/doc").await;
+    let r = put(
+        json!({"fields": [{"field": "field_body", "weight": "E"}]}),
+        "/api/search/config/doc",
+    )
+    .await;
     assert!(r.status().is_client_error(), "{}", r.status());
     error_body(
         put(json!({"fields": []}), "/api/search/config/nope").await,
@@ -621,7 +673,11 @@ async fn bad_requests_are_refused_and_nothing_is_written() {
     let r = app
         .client
         .post(app.url("/admin/search/doc"))
-        .form(&[("csrf_token", app.csrf_token()), ("language", "english".into()), ("w.field_body", "Z".into())])
+        .form(&[
+            ("csrf_token", app.csrf_token()),
+            ("language", "english".into()),
+            ("w.field_body", "Z".into()),
+        ])
         .send()
         .await
         .expect("POST form");
@@ -744,4 +800,79 @@ async fn the_tantivy_engine_reports_in_health() {
     assert!(!v.to_string().contains("\"search\""), "{v}");
     site.stop().await;
     pg.stop().await;
+}
+
+/// Two `trovato serve` processes on one machine sharing a tantivy index:
+/// the first holds the writer and indexes what either process writes (its
+/// own indexer task works the feed, no separate worker), the second reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_a_tantivy_index_one_writes() {
+    let data_dir = crate::harness::services::scratch_root()
+        .join(format!("data-{}", uuid::Uuid::now_v7().simple()));
+    let data_dir = data_dir.to_string_lossy().into_owned();
+    let cluster = crate::harness::Cluster::spawn_with_env(
+        2,
+        &[
+            ("TROVATO_SEARCH_BACKEND", "tantivy"),
+            ("TROVATO_DATA_DIR", data_dir.as_str()),
+        ],
+    )
+    .await;
+    let pool = sqlx::PgPool::connect(&cluster.db_url).await.expect("db");
+    trovato::user::create(
+        &pool,
+        trovato::user::NewUser {
+            name: "admin",
+            email: "admin@example.com",
+            password: PASSWORD,
+            admin: true,
+        },
+    )
+    .await
+    .expect("admin");
+    let (writer, reader) = (&cluster.nodes[0], &cluster.nodes[1]);
+    assert!(
+        reader.logs_contain("held by another process"),
+        "the second process only reads"
+    );
+    let client = crate::harness::client();
+    let csrf = crate::harness::content::sign_in_at(&client, &reader.url("")).await;
+    let r = client
+        .post(reader.url("/api/item-types"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"type": "note", "label": "Note", "description": "",
+                      "has_title": true, "title_label": "Title", "plugin": "kernel", "fields": []}))
+        .send()
+        .await
+        .expect("type");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = client
+        .post(reader.url("/api/items"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"type": "note", "title": "Wombat burrows"}))
+        .send()
+        .await
+        .expect("item");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let anon = crate::harness::client();
+    for node in [writer, reader] {
+        let found = eventually(PATIENCE, || async {
+            let v: Value = anon
+                .get(node.url("/api/search?q=wombat"))
+                .send()
+                .await
+                .expect("GET")
+                .json()
+                .await
+                .unwrap_or(Value::Null);
+            result_titles(&v) == ["Wombat burrows"]
+        })
+        .await;
+        assert!(found.is_some(), "{} finds the item", node.url(""));
+    }
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM queue_item WHERE queue = 'search'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(jobs, 0, "the feed is worked off");
 }

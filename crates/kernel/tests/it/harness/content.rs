@@ -192,3 +192,15 @@ pub async fn expect_json(r: Response, status: StatusCode) -> Value {
     assert_eq!(got, status, "{body}");
     body
 }
+
+/// Logs `client` in as admin at `base` (a kernel process); returns the
+/// session's CSRF token.
+pub async fn sign_in_at(client: &reqwest::Client, base: &str) -> String {
+    let r = client
+        .post(format!("{base}/user/login"))
+        .json(&serde_json::json!({"name": "admin", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    csrf_of(r).await
+}
