@@ -137,9 +137,7 @@ impl Kernel {
         });
         // A plugin's declarations that cannot be applied are logged, never
         // a boot error.
-        if let Err(e) = crate::search::config::sync_plugins(&state).await {
-            tracing::warn!(error = %e, "plugins' search fields not applied");
-        }
+        crate::search::config::apply_plugins(&state).await;
         Ok(state)
     }
 

@@ -224,10 +224,9 @@ pub(crate) async fn create_type(
         plugin: "kernel".to_owned(),
         fields: new.fields,
     };
-    Ok((
-        StatusCode::CREATED,
-        Json(super::create_type(&state.db, &t).await?),
-    ))
+    let created = super::create_type(&state.db, &t).await?;
+    crate::search::config::apply_plugins(&state).await;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// One item type.
@@ -281,7 +280,9 @@ pub(crate) async fn update_type(
         plugin: current.plugin,
         fields: input.fields,
     };
-    Ok(Json(super::update_type(&state.db, &t).await?))
+    let updated = super::update_type(&state.db, &t).await?;
+    crate::search::config::apply_plugins(&state).await;
+    Ok(Json(updated))
 }
 
 /// Delete an item type that has no items.

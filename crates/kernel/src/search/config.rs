@@ -409,6 +409,14 @@ pub struct DeclaredField {
     pub weight: Weight,
 }
 
+/// [`sync_plugins`] where its failure is not the caller's: logged. Run when
+/// a kernel starts and after an item type is created or changed.
+pub async fn apply_plugins(state: &AppState) {
+    if let Err(e) = sync_plugins(state).await {
+        tracing::warn!(error = %e, "plugins' search fields not applied");
+    }
+}
+
 /// Makes the plugin rows of `search_field_config` what the active plugins
 /// declare: new declarations are added (a plugin takes over a field an
 /// administrator had set), changed weights updated, and rows of plugins

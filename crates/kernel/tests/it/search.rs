@@ -876,3 +876,110 @@ async fn two_processes_share_a_tantivy_index_one_writes() {
         .expect("count");
     assert_eq!(jobs, 0, "the feed is worked off");
 }
+
+/// The example plugin `recipe_search` through `tap_item_update_index`: it
+/// declares `field_ingredients` of `recipe` at weight B (applied when the
+/// type is created; administrators cannot change it) and adds each
+/// ingredient's other name as text at weight C, stored with the item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_declares_fields_and_adds_text() {
+    let from =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/recipe_search");
+    assert!(
+        from.join("recipe_search.wasm").is_file(),
+        "plugins/recipe_search/recipe_search.wasm is missing: run scripts/build-plugins before the tests"
+    );
+    let dir = crate::harness::services::scratch_root()
+        .join(format!("plugins-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(dir.join("recipe_search")).expect("mkdir");
+    for f in ["recipe_search.info.toml", "recipe_search.wasm"] {
+        std::fs::copy(from.join(f), dir.join("recipe_search").join(f)).expect("copy");
+    }
+    let app = TestApp::spawn_with(move |c| c.plugin.dir = dir, axum::Router::new()).await;
+    app.sign_in_as_admin().await;
+    let r = app
+        .create_item_type(
+            "recipe",
+            json!([
+                {"name": "field_ingredients", "label": "Ingredients", "kind": "text", "max_length": 2000},
+                {"name": "field_method", "label": "Method", "kind": "text", "max_length": 2000},
+            ]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    let cfg = expect_json(app.get("/api/search/config").await, StatusCode::OK).await;
+    let recipe = cfg["types"]
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["type"] == "recipe"))
+        .expect("recipe")
+        .clone();
+    assert_eq!(
+        recipe["fields"],
+        json!([{"field": "field_ingredients", "weight": "B", "source": "recipe_search"}])
+    );
+    let r = app
+        .post_item(
+            json!({"type": "recipe", "title": "Moussaka",
+                "fields": {"field_ingredients": {"value": "aubergine, lamb, tomato"},
+                           "field_method": {"value": "bake slowly"}}}),
+            None,
+        )
+        .await;
+    let id = expect_json(r, StatusCode::CREATED).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let extra: Value = sqlx::query_scalar("SELECT search_extra FROM item WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("row");
+    assert_eq!(extra, json!([{"weight": "C", "text": "eggplant"}]));
+    let search = |q: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .client
+                .get(app.url("/api/search"))
+                .query(&[("q", q)])
+                .send()
+                .await
+                .expect("GET");
+            result_titles(&expect_json(r, StatusCode::OK).await)
+        }
+    };
+    assert_eq!(search("eggplant").await, ["Moussaka"], "the plugin's text");
+    assert_eq!(search("lamb").await, ["Moussaka"], "the declared field");
+    assert!(search("slowly").await.is_empty(), "an undeclared field");
+    // The declared field is the plugin's: an administrator's weight for it
+    // is refused and nothing changes.
+    let r = app
+        .json_request(reqwest::Method::PUT, "/api/search/config/recipe")
+        .json(&json!({"fields": [{"field": "field_ingredients", "weight": "D"}]}))
+        .send()
+        .await
+        .expect("PUT");
+    error_body(
+        r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "field_declared_by_plugin",
+    )
+    .await;
+    let source: Vec<(String, String)> =
+        sqlx::query_as("SELECT weight, source FROM search_field_config WHERE bundle = 'recipe'")
+            .fetch_all(&app.state.db)
+            .await
+            .expect("rows");
+    assert_eq!(source, [("B".to_owned(), "recipe_search".to_owned())]);
+    // A changed ingredient list changes the plugin's text.
+    let r = app
+        .update_item(
+            &id,
+            json!({"fields": {"field_ingredients": {"value": "courgette, lamb"}}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(search("eggplant").await.is_empty());
+    assert_eq!(search("zucchini").await, ["Moussaka"]);
+}
