@@ -1,12 +1,24 @@
 //! `tap_item_update_index`: returns the item with `word_count` (words in the
 //! title and in every string `value` of its fields) and `stamped_by`.
+//! Called with `null` (the kernel asking which fields plugins index), it
+//! declares none.
 
 use serde_json::{Map, Value};
 use trovato_plugin_sdk::taps;
 
-/// The item with its word count added. Anything but a JSON object is an
-/// error (the invocation traps and the kernel reports it).
-pub fn update_index(mut item: Map<String, Value>) -> Result<Map<String, Value>, String> {
+/// The item with its word count added; `[]` (no search fields) for
+/// `null`. Anything else is an error (the invocation traps and the kernel
+/// reports it).
+pub fn update_index(input: Value) -> Result<Value, String> {
+    match input {
+        Value::Null => Ok(Value::Array(Vec::new())),
+        Value::Object(item) => Ok(Value::Object(stamp(item))),
+        other => Err(format!("expected an item, got {other}")),
+    }
+}
+
+/// `item` with `word_count` and `stamped_by`.
+fn stamp(mut item: Map<String, Value>) -> Map<String, Value> {
     let mut words = item
         .get("title")
         .and_then(Value::as_str)
@@ -20,7 +32,7 @@ pub fn update_index(mut item: Map<String, Value>) -> Result<Map<String, Value>, 
     }
     item.insert("word_count".into(), Value::from(words));
     item.insert("stamped_by".into(), Value::from("word_count"));
-    Ok(item)
+    item
 }
 
 /// Words in `text`, exactly as `text.split_whitespace().count()` counts
@@ -99,11 +111,14 @@ mod tests {
             "title": "Hello big world",
             "fields": {"field_body": {"value": "two words"}, "field_n": {"value": 3}}
         });
-        let Value::Object(map) = item else {
-            unreachable!()
-        };
-        let out = update_index(map).expect("ok");
+        let out = update_index(item).expect("ok");
         assert_eq!(out["word_count"], 5);
+    }
+
+    #[test]
+    fn null_declares_no_search_fields_and_other_input_is_an_error() {
+        assert_eq!(update_index(Value::Null), Ok(Value::Array(Vec::new())));
+        assert!(update_index(Value::from(3)).is_err());
     }
 
     #[test]

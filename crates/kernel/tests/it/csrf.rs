@@ -471,6 +471,25 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
         ("POST", "/admin/files/{id}/delete") => {
             t(format!("/admin/files/{}/delete", new_file(app).await), None)
         }
+        ("PUT", "/api/search/config/{type}") => t(
+            format!("/api/search/config/{}", new_type(app).await),
+            Some(json!({"language": "simple", "fields": []})),
+        ),
+        ("POST", "/api/search/reindex") => t("/api/search/reindex".into(), Some(json!({}))),
+        ("POST", "/admin/search/{type}") => Target {
+            path: format!("/admin/search/{}", new_type(app).await),
+            json: None,
+            multipart: false,
+            form: Some(vec![("language", "simple".into())]),
+            session: None,
+        },
+        ("POST", "/admin/search/{type}/reindex") => Target {
+            path: format!("/admin/search/{}/reindex", new_type(app).await),
+            json: None,
+            multipart: false,
+            form: Some(Vec::new()),
+            session: None,
+        },
         (m, p) => panic!("no request for {m} {p}: add one to csrf.rs"),
     }
 }

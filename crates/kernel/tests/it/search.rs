@@ -16,6 +16,11 @@ use crate::harness::browser::Browser;
 use crate::harness::content::{PASSWORD, error_body, expect_json};
 use crate::harness::{PATIENCE, TestApp, eventually};
 
+/// How long a test waits for the tantivy engine to take writes: its feed
+/// commits the index (an fsync each), slow in an unoptimised build on a
+/// loaded machine.
+const INDEXING: Duration = Duration::from_secs(120);
+
 /// A kernel with the given engine, signed in as an administrator, with
 /// the `doc` type (a summary and a body, both text, and term tags) and
 /// workers for the batch queue and the engine's feed.
@@ -101,7 +106,7 @@ impl Site {
 
     async fn wait_batch(&self, id: &str) -> Value {
         let seen = std::sync::Mutex::new(Value::Null);
-        let done = eventually(PATIENCE, || {
+        let done = eventually(INDEXING, || {
             let path = format!("/batch/{id}/status");
             let app = &self.app;
             let seen = &seen;
@@ -117,6 +122,23 @@ impl Site {
         assert!(done.is_some(), "batch {id} never ended: {last}");
         assert_eq!(last["state"], "done", "{last}");
         last
+    }
+
+    /// Waits until the engine has taken every write so far: the tantivy
+    /// feed's queue is empty (a job is deleted once its item is indexed and
+    /// committed). The PostgreSQL engine indexes in the write itself.
+    async fn indexed(&self) {
+        let db = &self.app.state.db;
+        let done = eventually(INDEXING, || async {
+            let left: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM queue_item WHERE queue = 'search'")
+                    .fetch_one(db)
+                    .await
+                    .unwrap_or(-1);
+            left == 0
+        })
+        .await;
+        assert!(done.is_some(), "the search feed never emptied");
     }
 
     async fn doc(&self, title: &str, summary: &str, body: &str) -> String {
@@ -147,7 +169,7 @@ impl Site {
     /// tantivy engine indexes through its queue).
     async fn expect_titles(&self, query: &str, titles: &[&str]) -> Value {
         let seen = std::sync::Mutex::new(Value::Null);
-        let ok = eventually(PATIENCE, || {
+        let ok = eventually(INDEXING, || {
             let seen = &seen;
             async move {
                 let v = self.search(query).await;
@@ -266,6 +288,7 @@ async fn only_live_published_items_are_found(engine: SearchBackendKind) {
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
+    site.indexed().await;
     site.expect_titles("okapi", &["Okapi live"]).await;
     // A stage preview searches live, and says so.
     let html = site
@@ -293,6 +316,7 @@ async fn web_search_syntax_phrases_or_and_exclusion(engine: SearchBackendKind) {
     site.doc("Alpha", "", "red fox jumps").await;
     site.doc("Beta", "", "fox red jumps").await;
     site.doc("Gamma", "", "blue whale").await;
+    site.indexed().await;
     let sorted = |v: &Value| {
         let mut t = result_titles(v);
         t.sort();
@@ -381,11 +405,25 @@ async fn pages_are_bounded(engine: SearchBackendKind) {
     for i in 0..25 {
         site.doc(&format!("Gnu {i:02}"), "", "").await;
     }
-    let ok = eventually(PATIENCE, || async {
-        site.search("gnu").await["total"] == 25
+    let seen = std::sync::Mutex::new(Value::Null);
+    let ok = eventually(INDEXING, || async {
+        let v = site.search("gnu").await;
+        let all = v["total"] == 25;
+        *seen.lock().expect("lock") = v["total"].clone();
+        all
     })
     .await;
-    assert!(ok.is_some(), "25 items indexed");
+    let pending: Vec<(i32, String)> = sqlx::query_as(
+        "SELECT attempts, coalesce(last_error, '') FROM queue_item WHERE queue = 'search'",
+    )
+    .fetch_all(&site.app.state.db)
+    .await
+    .unwrap_or_default();
+    assert!(
+        ok.is_some(),
+        "25 items indexed; the last total was {}, feed jobs left: {pending:?}",
+        seen.into_inner().expect("lock")
+    );
     let page = |n: u32| {
         let app = &site.app;
         async move {
@@ -433,6 +471,7 @@ async fn a_save_invalidates_cached_results(engine: SearchBackendKind) {
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     site.expect_titles("zebra", &["Zebra stripes"]).await;
+    site.indexed().await;
     assert!(result_titles(&site.search("crossing").await).is_empty());
     let r = site
         .app
@@ -753,6 +792,16 @@ async fn the_settings_page_reweights_and_the_ranking_follows_in_a_browser() {
         .click()
         .await
         .expect("select");
+    // The reindex shown now (the first configuration's) is not the one
+    // to wait for.
+    let before = c
+        .find(Locator::Css("section#type-doc .reindex"))
+        .await
+        .expect("the last reindex")
+        .attr("data-id")
+        .await
+        .expect("attr")
+        .unwrap_or_default();
     c.find(Locator::Css("section#type-doc form button"))
         .await
         .expect("save")
@@ -762,16 +811,17 @@ async fn the_settings_page_reweights_and_the_ranking_follows_in_a_browser() {
     let done = c
         .wait()
         .at_most(Duration::from_secs(120))
-        .for_element(Locator::XPath(
-            "//section[@id='type-doc']//span[contains(@class,'state') and text()='done']",
-        ))
+        .for_element(Locator::XPath(&format!(
+            "//section[@id='type-doc']//div[contains(@class,'reindex') and @data-id!='{before}']\
+             //span[contains(@class,'state') and text()='done']"
+        )))
         .await;
     if done.is_err() {
         let shot = browser.screenshot("admin-search-not-done").await;
         panic!("the page never showed the reindex done: {}", shot.display());
     }
     let percent = c
-        .find(Locator::Css("section#type-doc .percent"))
+        .find(Locator::Css("section#type-doc .reindex .percent"))
         .await
         .expect("percent");
     assert_eq!(percent.text().await.expect("text"), "100");
@@ -856,7 +906,7 @@ async fn two_processes_share_a_tantivy_index_one_writes() {
     assert_eq!(r.status(), StatusCode::CREATED);
     let anon = crate::harness::client();
     for node in [writer, reader] {
-        let found = eventually(PATIENCE, || async {
+        let found = eventually(INDEXING, || async {
             let v: Value = anon
                 .get(node.url("/api/search?q=wombat"))
                 .send()
