@@ -433,7 +433,11 @@ pub async fn sync_plugins(state: &AppState) -> Result<Vec<BatchStatus>, SearchEr
         for d in fields {
             let ok = match crate::item::store::find_type(&state.db, &d.item_type).await {
                 Ok(Some(t)) => t.fields.iter().any(|f| f.name == d.field && indexable(f)),
-                Ok(None) => false,
+                Ok(None) => {
+                    // A plugin may index a type this site does not have.
+                    tracing::debug!(%plugin, item_type = %d.item_type, "tap_item_update_index declared a field of a missing type; skipped");
+                    continue;
+                }
                 Err(e) => return Err(item_error(e)),
             };
             if !ok {

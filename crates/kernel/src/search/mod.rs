@@ -175,7 +175,9 @@ impl Weight {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RawQuery {
-    /// Web-search syntax: words, `"quoted phrases"`, `or`, `-word`.
+    /// Web-search syntax: words, `"quoted phrases"`, `or`, `-word`
+    /// (required by `/api/search`; not blank, at most
+    /// `search.max_query_chars` characters).
     pub q: Option<String>,
     /// Only items of this type.
     #[serde(rename = "type")]
