@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use trovato::Config;
 use trovato::plugin::{Bounds, PluginError, Plugins};
 
@@ -39,8 +39,8 @@ fn payload() -> String {
 /// The plugin's tap natively: the same `word_count::update_index`, with
 /// the (de)serialization the SDK does around it in WebAssembly.
 fn native(input: &str) -> Result<Vec<u8>, serde_json::Error> {
-    let item: Value = serde_json::from_str(input)?;
-    let out = word_count::update_index(item).map_err(serde::de::Error::custom)?;
+    let item: Option<Map<String, Value>> = serde_json::from_str(input)?;
+    let out = word_count::update_index(item);
     serde_json::to_vec(&out)
 }
 

@@ -7,13 +7,12 @@ use serde_json::{Map, Value};
 use trovato_plugin_sdk::taps;
 
 /// The item with its word count added; `[]` (no search fields) for
-/// `null`. Anything else is an error (the invocation traps and the kernel
-/// reports it).
-pub fn update_index(input: Value) -> Result<Value, String> {
+/// `null`. Anything else cannot be read as the tap's input (the invocation
+/// traps and the kernel reports it).
+pub fn update_index(input: Option<Map<String, Value>>) -> Value {
     match input {
-        Value::Null => Ok(Value::Array(Vec::new())),
-        Value::Object(item) => Ok(Value::Object(stamp(item))),
-        other => Err(format!("expected an item, got {other}")),
+        None => Value::Array(Vec::new()),
+        Some(item) => Value::Object(stamp(item)),
     }
 }
 
@@ -111,14 +110,17 @@ mod tests {
             "title": "Hello big world",
             "fields": {"field_body": {"value": "two words"}, "field_n": {"value": 3}}
         });
-        let out = update_index(item).expect("ok");
+        let Value::Object(map) = item else {
+            unreachable!()
+        };
+        let out = update_index(Some(map));
         assert_eq!(out["word_count"], 5);
     }
 
     #[test]
-    fn null_declares_no_search_fields_and_other_input_is_an_error() {
-        assert_eq!(update_index(Value::Null), Ok(Value::Array(Vec::new())));
-        assert!(update_index(Value::from(3)).is_err());
+    fn null_declares_no_search_fields_and_a_non_object_is_not_an_input() {
+        assert_eq!(update_index(None), Value::Array(Vec::new()));
+        assert!(serde_json::from_str::<Option<Map<String, Value>>>("[1, 2]").is_err());
     }
 
     #[test]
