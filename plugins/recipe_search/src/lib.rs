@@ -104,7 +104,8 @@ mod tests {
 
     #[test]
     fn other_items_and_unknown_ingredients_add_nothing() {
-        let other = json!({"type": "page", "fields": {"field_ingredients": {"value": "aubergine"}}});
+        let other =
+            json!({"type": "page", "fields": {"field_ingredients": {"value": "aubergine"}}});
         assert_eq!(update_index(other), Value::Null);
         let plain = json!({"type": "recipe", "fields": {"field_ingredients": {"value": "lamb"}}});
         assert_eq!(update_index(plain), Value::Null);
