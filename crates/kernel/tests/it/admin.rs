@@ -35,19 +35,7 @@ async fn the_files_page_lists_files_and_their_uses_and_deletes_an_unused_one() {
     let base = site.app.url("");
     browser.log_in(&base, "admin", PASSWORD).await;
     let c = &browser.client;
-    c.goto(&format!("{base}/admin")).await.expect("admin");
-    c.find(Locator::LinkText("Files"))
-        .await
-        .expect("the navigation links the files page")
-        .click()
-        .await
-        .expect("click");
-    let table = c
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css("table tbody"))
-        .await
-        .expect("files table");
+    let table = browser.open_admin_page(&base, "Files", "table tbody").await;
     let text = table.text().await.expect("table text");
     assert!(
         text.contains("cover.png") && text.contains("stray-notes.txt"),
@@ -189,19 +177,7 @@ async fn the_cron_page_shows_the_last_passes_and_runs_one_on_request() {
     let base = site.app.url("");
     browser.log_in(&base, "admin", PASSWORD).await;
     let c = &browser.client;
-    c.goto(&format!("{base}/admin")).await.expect("admin");
-    c.find(Locator::LinkText("Cron"))
-        .await
-        .expect("the navigation links the cron page")
-        .click()
-        .await
-        .expect("click");
-    let table = c
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css("table tbody"))
-        .await
-        .expect("runs table");
+    let table = browser.open_admin_page(&base, "Cron", "table tbody").await;
     let text = table.text().await.expect("table text");
     assert!(text.contains("example.failing: failed"), "{text}");
     assert!(text.contains("the example step failed"), "{text}");

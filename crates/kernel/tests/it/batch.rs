@@ -599,18 +599,9 @@ async fn the_batch_pages_start_follow_and_cancel_in_a_browser() {
     let base = app.url("");
     browser.log_in(&base, "admin", PASSWORD).await;
     let c = &browser.client;
-    c.goto(&format!("{base}/admin")).await.expect("admin");
-    c.find(Locator::LinkText("Batches"))
-        .await
-        .expect("the navigation links the batches page")
-        .click()
-        .await
-        .expect("click");
-    c.wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css("form.start"))
-        .await
-        .expect("start form");
+    browser
+        .open_admin_page(&base, "Batches", "form.start")
+        .await;
     browser.screenshot("admin-batches").await;
     c.find(Locator::Css(
         "select#operation option[value='items.publish']",

@@ -392,18 +392,7 @@ async fn an_update_through_one_process_is_served_by_the_other_long_before_its_l1
     // invalidation bus can make B drop its copy. How fast it does is
     // `benches/cache.rs`'s cross-process figure.
     let cluster = Cluster::spawn_with_env(2, &[("TROVATO_CACHE_L1_TTL", "3600")]).await;
-    let pool = sqlx::PgPool::connect(&cluster.db_url).await.expect("db");
-    trovato::user::create(
-        &pool,
-        trovato::user::NewUser {
-            name: "admin",
-            email: "admin@example.com",
-            password: PASSWORD,
-            admin: true,
-        },
-    )
-    .await
-    .expect("admin");
+    let pool = cluster.with_admin().await;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let client = crate::harness::client();
     let csrf = crate::harness::content::sign_in_at(&client, &a.url("")).await;

@@ -14,7 +14,7 @@ use trovato::search::SearchBackendKind;
 
 use crate::harness::browser::Browser;
 use crate::harness::content::{PASSWORD, error_body, expect_json};
-use crate::harness::{PATIENCE, TestApp, eventually};
+use crate::harness::{TestApp, eventually};
 
 /// How long a test waits for the tantivy engine to take writes: its feed
 /// commits the index (an fsync each), slow in an unoptimised build on a
@@ -767,18 +767,9 @@ async fn the_settings_page_reweights_and_the_ranking_follows_in_a_browser() {
     let base = site.app.url("");
     browser.log_in(&base, "admin", PASSWORD).await;
     let c = &browser.client;
-    c.goto(&format!("{base}/admin")).await.expect("admin");
-    c.find(Locator::LinkText("Search"))
-        .await
-        .expect("the navigation links the search page")
-        .click()
-        .await
-        .expect("click");
-    c.wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css("section#type-doc form"))
-        .await
-        .expect("the doc form");
+    browser
+        .open_admin_page(&base, "Search", "section#type-doc form")
+        .await;
     browser.screenshot("admin-search").await;
     c.find(Locator::Css("select#w-doc-field_summary option[value='D']"))
         .await
@@ -868,18 +859,7 @@ async fn two_processes_share_a_tantivy_index_one_writes() {
         ],
     )
     .await;
-    let pool = sqlx::PgPool::connect(&cluster.db_url).await.expect("db");
-    trovato::user::create(
-        &pool,
-        trovato::user::NewUser {
-            name: "admin",
-            email: "admin@example.com",
-            password: PASSWORD,
-            admin: true,
-        },
-    )
-    .await
-    .expect("admin");
+    let pool = cluster.with_admin().await;
     let (writer, reader) = (&cluster.nodes[0], &cluster.nodes[1]);
     assert!(
         reader.logs_contain("held by another process"),

@@ -94,6 +94,29 @@ impl Browser {
         assert!(left.is_some(), "the login form did not log in");
     }
 
+    /// From the admin overview at `base`, follows the navigation link
+    /// `link` and waits for `ready` (a CSS selector) on the page it opens.
+    pub async fn open_admin_page(
+        &self,
+        base: &str,
+        link: &str,
+        ready: &str,
+    ) -> fantoccini::elements::Element {
+        let c = &self.client;
+        c.goto(&format!("{base}/admin")).await.expect("admin");
+        c.find(Locator::LinkText(link))
+            .await
+            .unwrap_or_else(|e| panic!("the navigation links the {link} page: {e}"))
+            .click()
+            .await
+            .expect("click");
+        c.wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css(ready))
+            .await
+            .unwrap_or_else(|e| panic!("`{ready}` on the {link} page: {e}"))
+    }
+
     /// Saves a screenshot of the page as `name`.png under the test output
     /// directory and returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {

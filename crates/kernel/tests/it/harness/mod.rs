@@ -336,6 +336,26 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// A pool on the cluster's database, with the administrator `admin`
+    /// (password [`content::PASSWORD`]) created in it.
+    pub async fn with_admin(&self) -> sqlx::PgPool {
+        let pool = sqlx::PgPool::connect(&self.db_url).await.expect("db");
+        trovato::user::create(
+            &pool,
+            trovato::user::NewUser {
+                name: "admin",
+                email: "admin@example.com",
+                password: content::PASSWORD,
+                admin: true,
+            },
+        )
+        .await
+        .expect("admin");
+        pool
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.nodes.clear();
