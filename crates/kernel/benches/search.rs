@@ -73,6 +73,19 @@ fn row(name: &str, ours: f64, limit: f64, unit: &str) {
     println!("| {name} | {ours:.2} {unit} | {limit:.2} {unit} | {ratio:.2} |");
 }
 
+/// The p50 and p99 rows of `ours` against `limit`; `measure` names the
+/// percentile where it says `{p}`.
+fn percentile_rows(measure: &str, ours: &[Duration], limit: &[Duration]) {
+    for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
+        row(
+            &measure.replace("{p}", name),
+            ms(percentile(ours, p)),
+            ms(percentile(limit, p)),
+            "ms",
+        );
+    }
+}
+
 /// Latencies of `one` over `queries`, sorted.
 async fn latencies<F, Fut>(queries: &[String], mut one: F) -> Vec<Duration>
 where
@@ -272,6 +285,20 @@ async fn main() {
 
     // 1. The endpoint against its SQL, on queries new to the cache.
     let http = reqwest::Client::new();
+    let api_get = |q| {
+        let http = http.clone();
+        let url = format!("{kernel}/api/search");
+        async move {
+            let r = http
+                .get(url)
+                .query(&[("q", q)])
+                .send()
+                .await
+                .expect("GET /api/search");
+            assert!(r.status().is_success(), "{}", r.status());
+            r.bytes().await.expect("body");
+        }
+    };
     for len in 1..=3 {
         let qs = queries(&words, len, per_length, 0xC0FFEE + len as u64);
         let raw_sql = |q: String| {
@@ -290,46 +317,13 @@ async fn main() {
         // Warm the buffers for these queries, then measure each side.
         latencies(&qs, raw_sql).await;
         let sql = latencies(&qs, raw_sql).await;
-        let api = latencies(&qs, |q| {
-            let http = http.clone();
-            let url = format!("{kernel}/api/search");
-            async move {
-                let r = http
-                    .get(url)
-                    .query(&[("q", q)])
-                    .send()
-                    .await
-                    .expect("GET /api/search");
-                assert!(r.status().is_success(), "{}", r.status());
-                r.bytes().await.expect("body");
-            }
-        })
-        .await;
-        let cached = latencies(&qs, |q| {
-            let http = http.clone();
-            let url = format!("{kernel}/api/search");
-            async move {
-                http.get(url)
-                    .query(&[("q", q)])
-                    .send()
-                    .await
-                    .expect("GET")
-                    .bytes()
-                    .await
-                    .expect("body");
-            }
-        })
-        .await;
-        for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
-            row(
-                &format!(
-                    "search: {len}-word query, {name}, /api/search (uncached) vs its SQL direct"
-                ),
-                ms(percentile(&api, p)),
-                ms(percentile(&sql, p)),
-                "ms",
-            );
-        }
+        let api = latencies(&qs, &api_get).await;
+        let cached = latencies(&qs, &api_get).await;
+        percentile_rows(
+            &format!("search: {len}-word query, {{p}}, /api/search (uncached) vs its SQL direct"),
+            &api,
+            &sql,
+        );
         row(
             &format!("search: {len}-word query, p50, /api/search cached vs its SQL direct"),
             ms(percentile(&cached, 0.5)),
@@ -377,7 +371,7 @@ async fn main() {
             let rum_sql = "SELECT id FROM item, search_query($1, NULL) AS q
                  WHERE stage_id = 'live' AND status = 1 AND search_vector @@ q
                  ORDER BY search_vector <=> q LIMIT 20";
-            latencies(&top20, |q| {
+            let rum_query = |q| {
                 let db = db.clone();
                 async move {
                     sqlx::query(rum_sql)
@@ -386,29 +380,14 @@ async fn main() {
                         .await
                         .expect("RUM");
                 }
-            })
-            .await;
-            let rum = latencies(&top20, |q| {
-                let db = db.clone();
-                async move {
-                    sqlx::query(rum_sql)
-                        .bind(q)
-                        .fetch_all(&db)
-                        .await
-                        .expect("RUM");
-                }
-            })
-            .await;
-            for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
-                row(
-                    &format!(
-                        "search: ranked top-20 of 2-word queries, {name}, RUM (<=>) vs GIN (ts_rank_cd)"
-                    ),
-                    ms(percentile(&rum, p)),
-                    ms(percentile(&gin, p)),
-                    "ms",
-                );
-            }
+            };
+            latencies(&top20, &rum_query).await;
+            let rum = latencies(&top20, &rum_query).await;
+            percentile_rows(
+                "search: ranked top-20 of 2-word queries, {p}, RUM (<=>) vs GIN (ts_rank_cd)",
+                &rum,
+                &gin,
+            );
             // The kernel's queries keep to GIN.
             sqlx::query("DROP INDEX IF EXISTS bench_item_search_rum")
                 .execute(&db)
@@ -483,14 +462,11 @@ async fn main() {
         run(tstate.clone()).await;
         let pg = run(state.clone()).await;
         let tv = run(tstate.clone()).await;
-        for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
-            row(
-                &format!("search: {len}-word query, {name}, tantivy engine vs PostgreSQL engine"),
-                ms(percentile(&tv, p)),
-                ms(percentile(&pg, p)),
-                "ms",
-            );
-        }
+        percentile_rows(
+            &format!("search: {len}-word query, {{p}}, tantivy engine vs PostgreSQL engine"),
+            &tv,
+            &pg,
+        );
     }
     let _ = std::fs::remove_dir_all(&tconfig.server.data_dir);
 
