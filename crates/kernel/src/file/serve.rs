@@ -64,7 +64,7 @@ pub async fn may_view(
                 can_view_as(account, item_status == 1, author)
             } else if rev_stage != crate::cache::LIVE {
                 StageId::parse(&rev_stage).is_ok_and(|stage| {
-                    crate::item::routes::require_stage_access(account, &stage).is_ok()
+                    crate::stage::may_work_in(account, &stage)
                         && can_view_as(account, rev_status == 1, author)
                 })
             } else {

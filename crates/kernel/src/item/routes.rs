@@ -123,23 +123,7 @@ fn parse_id(raw: &str) -> Result<Uuid, AppError> {
         .map_err(|_| AppError::NotFound(format!("item {raw}")))
 }
 
-/// Working in a stage other than live is for editors.
-pub fn require_stage_access(account: &Account, stage: &StageId) -> Result<(), AppError> {
-    if stage.is_live()
-        || account.has(permission::EDIT_ANY_CONTENT)
-        || account.has(permission::ADMINISTER_STAGES)
-    {
-        Ok(())
-    } else if !account.is_authenticated() {
-        Err(AppError::Unauthenticated)
-    } else {
-        Err(AppError::Forbidden(format!(
-            "working in stage `{stage}` requires `{}` or `{}`",
-            permission::EDIT_ANY_CONTENT,
-            permission::ADMINISTER_STAGES
-        )))
-    }
-}
+pub use crate::stage::require_access as require_stage_access;
 
 fn is_author(account: &Account, item: &Item) -> bool {
     account
@@ -570,7 +554,13 @@ pub(crate) async fn item_revisions(
         permission::EDIT_OWN_CONTENT,
         permission::EDIT_ANY_CONTENT,
     )?;
-    Ok(Json(super::revisions(&state.db, item.id).await?))
+    let mut revisions = super::revisions(&state.db, item.id).await?;
+    // A revision written in a stage is shown only to those who may work in
+    // it (its fields are that stage's unpublished content).
+    revisions.retain(|r| {
+        StageId::parse(&r.stage_id).is_ok_and(|s| crate::stage::may_work_in(&account, &s))
+    });
+    Ok(Json(revisions))
 }
 
 // ---------------------------------------------------------------- pages

@@ -23,6 +23,7 @@ use crate::db::{DbError, timed};
 use crate::error::AppError;
 use crate::item::{self, Effects, Failures, ItemError, Write};
 use crate::state::AppState;
+use crate::user::{Account, permission};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
@@ -34,6 +35,11 @@ pub enum StageError {
     Exists(String),
     #[error("the live stage cannot be published")]
     PublishLive,
+    /// The working stage is a setting of a browser session.
+    #[error(
+        "the working stage is a setting of a browser session; API clients pass `?stage=` or the `X-Trovato-Stage` header with each request"
+    )]
+    SessionOnly,
     /// An item no longer validates against its type; nothing was published.
     #[error("item {item} cannot be published: invalid values")]
     ItemInvalid { item: Uuid, failures: Failures },
@@ -51,6 +57,7 @@ impl crate::error::HttpError for StageError {
             StageError::NotFound(_) => (S::NOT_FOUND, "stage_not_found"),
             StageError::Exists(_) => (S::CONFLICT, "stage_exists"),
             StageError::PublishLive => (S::CONFLICT, "stage_is_live"),
+            StageError::SessionOnly => (S::BAD_REQUEST, "stage_session_only"),
             StageError::ItemInvalid { .. } => (S::UNPROCESSABLE_ENTITY, "stage_item_invalid"),
             StageError::Item(e) => e.status_code(),
             StageError::Db(e) => e.status_code(),
@@ -398,7 +405,13 @@ async fn session_stage(state: &AppState, token: &str) -> Option<String> {
 
 /// The stage a request reads and writes in: `?stage=`, else the
 /// `X-Trovato-Stage` header, else the stage selected for the browser
-/// session, else live. A named stage must exist.
+/// session, else live.
+///
+/// One rule for the query and the header: a malformed id is 422, a stage
+/// the account may not work in is 401/403 *before* its existence is looked
+/// up (so without stage access an existing and a missing stage get the same
+/// answer), and only then is a missing stage 404. A session's stage the
+/// account may no longer work in, or that no longer exists, is live.
 #[derive(Debug, Clone)]
 pub struct SelectedStage(pub StageId);
 
@@ -411,33 +424,81 @@ impl FromRequestParts<AppState> for SelectedStage {
         let from_query = parts.uri.query().and_then(|q| {
             url::form_urlencoded::parse(q.as_bytes())
                 .find(|(k, _)| k == "stage")
-                .map(|(_, v)| v.into_owned())
+                .map(|(_, v)| StageId::parse(v.trim()))
         });
-        let from_header = parts
-            .headers
-            .get(STAGE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let from_header = parts.headers.get(STAGE_HEADER).map(|v| match v.to_str() {
+            Ok(raw) => StageId::parse(raw.trim()),
+            Err(_) => Err(StageError::InvalidId(
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )),
+        });
         // A malformed header is refused even when the query names the stage.
-        if let Some(h) = &from_header {
-            StageId::parse(h.trim())?;
-        }
-        let from_session = match (&from_query, &from_header) {
-            (None, None) => {
-                match crate::user::access::cookie(&parts.headers, crate::user::session::COOKIE) {
-                    Some(token) => session_stage(state, &token).await,
-                    None => None,
-                }
+        let from_header = from_header.transpose()?;
+        let requested = from_query.transpose()?.or(from_header);
+        let id = match requested {
+            Some(id) if id.is_live() => return Ok(Self(id)),
+            Some(id) => id,
+            None => {
+                return match crate::user::access::cookie(
+                    &parts.headers,
+                    crate::user::session::COOKIE,
+                ) {
+                    Some(token) => Ok(Self(session_stage_or_live(parts, state, &token).await?)),
+                    // No stage named and no session: live, without resolving
+                    // the account (the anonymous page path).
+                    None => Ok(Self(StageId::live())),
+                };
             }
-            _ => None,
         };
-        let Some(raw) = from_query.or(from_header).or(from_session) else {
-            return Ok(Self(StageId::live()));
-        };
-        let id = StageId::parse(raw.trim())?;
-        if !id.is_live() && !exists(&state.db, &id).await? {
+        let account = Account::from_request_parts(parts, state).await?;
+        require_access(&account, &id)?;
+        if !exists(&state.db, &id).await? {
             return Err(StageError::NotFound(id.to_string()).into());
         }
         Ok(Self(id))
     }
+}
+
+/// The browser session's working stage, when its account may still work in
+/// it and it still exists; live otherwise.
+async fn session_stage_or_live(
+    parts: &mut Parts,
+    state: &AppState,
+    token: &str,
+) -> Result<StageId, AppError> {
+    let Some(id) = session_stage(state, token)
+        .await
+        .and_then(|raw| StageId::parse(&raw).ok())
+        .filter(|id| !id.is_live())
+    else {
+        return Ok(StageId::live());
+    };
+    let account = Account::from_request_parts(parts, state).await?;
+    if require_access(&account, &id).is_err() || !exists(&state.db, &id).await? {
+        return Ok(StageId::live());
+    }
+    Ok(id)
+}
+
+/// Working in a stage other than live is for editors: `edit any content`
+/// or `administer stages`.
+pub fn require_access(account: &Account, stage: &StageId) -> Result<(), AppError> {
+    if may_work_in(account, stage) {
+        Ok(())
+    } else if !account.is_authenticated() {
+        Err(AppError::Unauthenticated)
+    } else {
+        Err(AppError::Forbidden(format!(
+            "working in a stage requires `{}` or `{}`",
+            permission::EDIT_ANY_CONTENT,
+            permission::ADMINISTER_STAGES
+        )))
+    }
+}
+
+/// Whether `account` may read and write in `stage` (everyone may in live).
+pub fn may_work_in(account: &Account, stage: &StageId) -> bool {
+    stage.is_live()
+        || account.has(permission::EDIT_ANY_CONTENT)
+        || account.has(permission::ADMINISTER_STAGES)
 }

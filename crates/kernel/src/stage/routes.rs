@@ -12,7 +12,6 @@ use utoipa_axum::routes;
 
 use super::{PublishReport, SelectedStage, Stage, StageId};
 use crate::error::{AppError, ErrorBody};
-use crate::item::routes::require_stage_access;
 use crate::state::AppState;
 use crate::user::{Account, permission};
 
@@ -103,7 +102,8 @@ pub(crate) async fn current_stage(SelectedStage(stage): SelectedStage) -> Json<S
 #[utoipa::path(put, path = "/api/stage/current", tag = "stage", request_body = StageSelection,
     responses(
         (status = 200, description = "Selected", body = StageSelection),
-        (status = 401, description = "No browser session", body = ErrorBody),
+        (status = 400, description = "Not a browser session: API clients pass `?stage=` or `X-Trovato-Stage` instead", body = ErrorBody),
+        (status = 401, description = "Anonymous", body = ErrorBody),
         (status = 403, description = "May not work in stages", body = ErrorBody),
         (status = 404, description = "No such stage", body = ErrorBody),
         (status = 422, description = "Bad stage id", body = ErrorBody),
@@ -115,10 +115,13 @@ pub(crate) async fn select_stage(
     Json(sel): Json<StageSelection>,
 ) -> Result<Json<StageSelection>, AppError> {
     let Some((token, _)) = &account.session else {
+        if account.is_authenticated() {
+            return Err(super::StageError::SessionOnly.into());
+        }
         return Err(AppError::Unauthenticated);
     };
     let id = StageId::parse(&sel.stage)?;
-    require_stage_access(&account, &id)?;
+    super::require_access(&account, &id)?;
     if !id.is_live() && !super::exists(&state.db, &id).await? {
         return Err(super::StageError::NotFound(id.to_string()).into());
     }

@@ -629,3 +629,193 @@ async fn two_publishes_sharing_items_never_deadlock_and_the_last_one_wins() {
         );
     }
 }
+
+/// The status and error code of `GET path` sent by `client` with `headers`.
+async fn answer(
+    app: &TestApp,
+    client: &reqwest::Client,
+    path: &str,
+    headers: &[(&str, &[u8])],
+) -> (StatusCode, String) {
+    let mut req = client.get(app.url(path));
+    for (name, value) in headers {
+        req = req.header(
+            *name,
+            reqwest::header::HeaderValue::from_bytes(value).expect("header"),
+        );
+    }
+    let r = req.send().await.expect("GET");
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    (status, body["error"].as_str().unwrap_or("").to_owned())
+}
+
+#[tokio::test]
+async fn without_stage_access_an_existing_and_a_missing_stage_look_the_same() {
+    let app = app_with_stage().await;
+    let item = app.create_item("Live", None).await;
+    let id = item["id"].as_str().expect("id");
+    app.create_user("visitor", PASSWORD, false).await;
+    let visitor = crate::harness::client();
+    let login = visitor
+        .post(app.url("/user/login"))
+        .json(&json!({"name": "visitor", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), StatusCode::OK);
+    let anon = crate::harness::client();
+    let paths = [
+        "/api/stage/current?stage={s}".to_owned(),
+        "/api/items?stage={s}".to_owned(),
+        format!("/api/items/{id}?stage={{s}}"),
+        format!("/item/{id}?stage={{s}}"),
+    ];
+    for (client, expected) in [
+        (&anon, StatusCode::UNAUTHORIZED),
+        (&visitor, StatusCode::FORBIDDEN),
+    ] {
+        for path in &paths {
+            let existing = answer(&app, client, &path.replace("{s}", "draft"), &[]).await;
+            let missing = answer(&app, client, &path.replace("{s}", "nosuchstage"), &[]).await;
+            assert_eq!(existing.0, expected, "{path}");
+            assert_eq!(existing, missing, "{path}");
+            let bare = path.split('?').next().expect("path");
+            let existing = answer(&app, client, bare, &[("x-trovato-stage", b"draft")]).await;
+            let missing = answer(&app, client, bare, &[("x-trovato-stage", b"nosuchstage")]).await;
+            assert_eq!(existing.0, expected, "{bare} with the header");
+            assert_eq!(existing, missing, "{bare} with the header");
+        }
+    }
+    // An editor still learns that a stage is missing.
+    error_body(
+        app.get("/api/stage/current?stage=nosuchstage").await,
+        StatusCode::NOT_FOUND,
+        "stage_not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_malformed_stage_header_is_refused_like_a_malformed_query() {
+    let app = app_with_stage().await;
+    let anon = crate::harness::client();
+    for (path, headers) in [
+        ("/api/stage/current?stage=Bad%20Id", vec![]),
+        (
+            "/api/stage/current",
+            vec![("x-trovato-stage", &b"Bad Id"[..])],
+        ),
+        // Not visible ASCII at all: still a bad id, never silently live.
+        (
+            "/api/stage/current",
+            vec![("x-trovato-stage", &b"dr\xe4ft"[..])],
+        ),
+    ] {
+        for client in [&app.client, &anon] {
+            assert_eq!(
+                answer(&app, client, path, &headers).await,
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_stage_id".to_owned()
+                ),
+                "{path} {headers:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_api_client_is_told_the_working_stage_belongs_to_a_session() {
+    let app = app_with_stage().await;
+    let admin = trovato::user::find_by_name(&app.state.db, "admin")
+        .await
+        .expect("db")
+        .expect("admin");
+    let token = trovato::user::token::create(&app.state.db, admin.id, "test")
+        .await
+        .expect("token");
+    let r = crate::harness::client()
+        .put(app.url("/api/stage/current"))
+        .bearer_auth(&token)
+        .json(&json!({"stage": "draft"}))
+        .send()
+        .await
+        .expect("PUT");
+    let body = error_body(r, StatusCode::BAD_REQUEST, "stage_session_only").await;
+    let message = body["message"].as_str().expect("message");
+    assert!(
+        message.contains("?stage=") && message.contains("X-Trovato-Stage"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn revisions_written_in_a_stage_are_shown_only_to_those_who_may_work_in_it() {
+    let app = app_with_stage().await;
+    app.create_user("author", PASSWORD, false).await;
+    app.grant_authenticated("create content").await;
+    app.grant_authenticated("edit own content").await;
+    let author = crate::harness::client();
+    let csrf = crate::harness::content::csrf_of(
+        author
+            .post(app.url("/user/login"))
+            .json(&json!({"name": "author", "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login"),
+    )
+    .await;
+    let created = author
+        .post(app.url("/api/items"))
+        .header("x-csrf-token", &csrf)
+        .json(
+            &json!({"type": "article", "title": "Mine", "fields": {"field_body": {"value": "b"}}}),
+        )
+        .send()
+        .await
+        .expect("POST");
+    let item = crate::harness::content::expect_json(created, StatusCode::CREATED).await;
+    let id = item["id"].as_str().expect("id");
+    // An administrator edits the author's item inside the stage.
+    let r = app
+        .update_item(
+            id,
+            json!({"title": "Secret draft", "fields": {"field_body": {"value": "embargoed"}}}),
+            Some("draft"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let seen: Value = author
+        .get(app.url(&format!("/api/items/{id}/revisions")))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    let seen = seen.as_array().expect("revisions");
+    assert_eq!(seen.len(), 1, "only the live revision: {seen:?}");
+    assert_eq!(seen[0]["stage_id"], "live");
+    assert_eq!(seen[0]["title"], "Mine");
+    assert!(
+        !serde_json::to_string(seen)
+            .expect("json")
+            .contains("embargoed")
+    );
+
+    let all: Value = app
+        .get(&format!("/api/items/{id}/revisions"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let stages: Vec<&str> = all
+        .as_array()
+        .expect("revisions")
+        .iter()
+        .filter_map(|r| r["stage_id"].as_str())
+        .collect();
+    assert_eq!(stages, ["draft", "live"], "the administrator sees both");
+}
