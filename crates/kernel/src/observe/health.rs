@@ -24,9 +24,35 @@ pub struct Check {
     /// Why it failed: `timeout`, `refused`, `unavailable` or `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
-    /// The underlying error message.
+    /// What the reason means, in the kernel's own words.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub message: Option<&'static str>,
+    /// The underlying error (driver text): logged, and shown only to the
+    /// networks in `observe.metrics_allow`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The kernel's sentence for a failure reason.
+pub fn reason_message(reason: &str) -> &'static str {
+    match reason {
+        "timeout" => "did not answer within the probe timeout",
+        "refused" => "refused the connection",
+        "unavailable" => "the connection was lost",
+        _ => "answered with an error",
+    }
+}
+
+impl Check {
+    fn failed(latency_ms: f64, reason: &'static str, detail: String) -> Self {
+        Self {
+            status: "error",
+            latency_ms,
+            reason: Some(reason),
+            message: Some(reason_message(reason)),
+            detail: Some(detail),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -39,6 +65,15 @@ pub struct Health {
 impl Health {
     pub fn is_ok(&self) -> bool {
         self.status == "ok"
+    }
+
+    /// The answer for a client outside `metrics_allow`: reasons and the
+    /// kernel's sentences, without the driver's text.
+    pub fn without_details(mut self) -> Self {
+        for check in self.checks.values_mut() {
+            check.detail = None;
+        }
+        self
     }
 }
 
@@ -73,22 +108,17 @@ where
             latency_ms,
             reason: None,
             message: None,
+            detail: None,
         },
         Ok(Err(e)) => {
-            let message = e.to_string();
-            Check {
-                status: "error",
-                latency_ms,
-                reason: Some(reason_of(&message)),
-                message: Some(message),
-            }
+            let detail = e.to_string();
+            Check::failed(latency_ms, reason_of(&detail), detail)
         }
-        Err(_) => Check {
-            status: "error",
+        Err(_) => Check::failed(
             latency_ms,
-            reason: Some("timeout"),
-            message: Some(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),
-        },
+            "timeout",
+            format!("no answer within {} ms", PROBE_TIMEOUT.as_millis()),
+        ),
     }
 }
 

@@ -1,9 +1,9 @@
 //! `/health`, `/healthz`, `/metrics`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -21,8 +21,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics_text))
 }
 
-/// Readiness: 200 only when PostgreSQL and Redis both answer within 1 s;
-/// 503 with the same shape naming each failing dependency otherwise.
+/// Readiness: 200 only when every dependency answers within 1 s; 503 with
+/// the same shape naming each failing dependency and its reason otherwise.
+/// The underlying error text is logged, and shown only to the networks in
+/// `observe.metrics_allow`.
 #[utoipa::path(
     get, path = "/health", tag = "observe",
     responses(
@@ -31,7 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     ),
     security(())
 )]
-pub(crate) async fn health_check(State(state): State<AppState>) -> Response {
+pub(crate) async fn health_check(State(state): State<AppState>, req: Request) -> Response {
     let h = state.probes.check().await;
     let status = if h.is_ok() {
         StatusCode::OK
@@ -39,7 +41,30 @@ pub(crate) async fn health_check(State(state): State<AppState>) -> Response {
         tracing::warn!(health = ?h.checks, "health check failed");
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let h = if is_operator(&state, &req) {
+        h
+    } else {
+        h.without_details()
+    };
     (status, [(header::CACHE_CONTROL, "no-store")], Json(h)).into_response()
+}
+
+/// Whether the request comes from a network in `observe.metrics_allow`
+/// (the operators' networks). Without connection info, no.
+fn is_operator(state: &AppState, req: &Request) -> bool {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(peer)| allowed(state, peer.ip()))
+}
+
+fn allowed(state: &AppState, ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    state
+        .config
+        .observe
+        .metrics_allow
+        .iter()
+        .any(|net| net.contains(&ip))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -71,16 +96,10 @@ pub(crate) async fn metrics_text(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Result<Response, AppError> {
-    let ip = peer.ip().to_canonical();
-    if !state
-        .config
-        .observe
-        .metrics_allow
-        .iter()
-        .any(|net| net.contains(&ip))
-    {
+    if !allowed(&state, peer.ip()) {
         return Err(AppError::Forbidden(format!(
-            "metrics are not served to {ip}"
+            "metrics are not served to {}",
+            peer.ip().to_canonical()
         )));
     }
     // Queue lengths are read from the backend at each scrape, bounded so a

@@ -40,6 +40,43 @@ async fn healthz_answers_without_checking_dependencies() {
     assert_eq!(body["checks"]["redis"]["status"], "ok", "{body}");
 }
 
+/// A failing `/health` for a kernel whose operators' networks are `allow`.
+async fn failing_health(allow: &str) -> Value {
+    let app = TestApp::spawn_with(
+        |c| c.observe.metrics_allow = vec![allow.parse().expect("cidr")],
+        axum::Router::new(),
+    )
+    .await;
+    app.state.db.close().await;
+    let health = app.get("/health").await;
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    health.json().await.expect("json")
+}
+
+#[tokio::test]
+async fn health_shows_driver_text_only_to_the_operators_networks() {
+    let public = failing_health("10.0.0.0/8").await;
+    let check = &public["checks"]["postgres"];
+    assert_eq!(check["status"], "error", "{public}");
+    let reason = check["reason"].as_str().expect("reason");
+    assert_eq!(
+        check["message"].as_str(),
+        Some(trovato::observe::health::reason_message(reason)),
+        "the kernel's own sentence: {public}"
+    );
+    assert!(check.get("detail").is_none(), "{public}");
+    let text = public.to_string();
+    for driver_text in ["pool", "closed", "error communicating", "os error"] {
+        assert!(!text.contains(driver_text), "{driver_text} leaked: {text}");
+    }
+
+    let operator = failing_health("127.0.0.0/8").await;
+    let detail = operator["checks"]["postgres"]["detail"]
+        .as_str()
+        .expect("detail for operators");
+    assert!(detail.contains("closed"), "{detail}");
+}
+
 #[tokio::test]
 async fn metrics_report_requests_by_route_template() {
     let app = TestApp::spawn().await;
