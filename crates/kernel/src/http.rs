@@ -245,6 +245,11 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         .and_then(|b| String::from_utf8(b.to_vec()).ok())
         .filter(|t| !t.trim().is_empty() && !status.is_server_error())
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    if status.is_server_error() {
+        // Not an `AppError` (those log their cause and answer JSON): the
+        // framework's own 5xx, logged here so none goes unexplained.
+        tracing::error!(status = status.as_u16(), "request failed outside a handler");
+    }
     let mut out = error_response(status, code_for_status(status), &text, Value::Null);
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {

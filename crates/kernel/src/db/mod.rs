@@ -72,8 +72,9 @@ pub enum DbError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// Client text PostgreSQL cannot store (a NUL character, or bytes
-    /// invalid in the server encoding): the client's fault, not ours.
-    #[error("text the database cannot store: {0}")]
+    /// invalid in the server encoding): the client's fault, not ours. The
+    /// server's own message is logged, not sent.
+    #[error("text must not contain NUL (U+0000) characters")]
     InvalidText(String),
     #[error("database query failed: {0}")]
     Query(#[source] sqlx::Error),
@@ -92,6 +93,10 @@ impl From<sqlx::Error> for DbError {
             sqlx::Error::Database(ref db)
                 if matches!(db.code().as_deref(), Some("22021") | Some("22P05")) =>
             {
+                tracing::info!(
+                    detail = db.message(),
+                    "client text the database cannot store"
+                );
                 DbError::InvalidText(db.message().to_owned())
             }
             other => DbError::Query(other),

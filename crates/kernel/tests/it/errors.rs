@@ -123,3 +123,32 @@ async fn every_response_carries_a_request_id() {
         .expect("ascii");
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
 }
+
+#[tokio::test]
+async fn a_nul_character_gets_the_kernels_sentence_not_the_databases() {
+    let app = TestApp::spawn_with_articles().await;
+    let title = app
+        .post_item(
+            serde_json::json!({"type": "article", "title": "nul\u{0}byte",
+                "fields": {"field_body": {"value": "text"}}}),
+            None,
+        )
+        .await;
+    let login = crate::harness::client()
+        .post(app.url("/user/login"))
+        .json(&serde_json::json!({"name": "ad\u{0}min", "password": "x"}))
+        .send()
+        .await
+        .expect("POST");
+    for resp in [title, login] {
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body = json_error(resp).await;
+        assert_eq!(body["error"], "invalid_text", "{body}");
+        let message = body["message"].as_str().expect("message");
+        assert_eq!(message, "text must not contain NUL (U+0000) characters");
+        assert!(
+            !message.contains("UTF8") && !message.contains("0x00"),
+            "{message}"
+        );
+    }
+}
