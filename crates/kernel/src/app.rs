@@ -95,6 +95,10 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(from_fn(http::json_errors))
+        .layer(from_fn_with_state(
+            page::security::SecurityHeaders::new(&state.config),
+            page::security::add_security_headers,
+        ))
         .layer(from_fn(http::record_metrics))
         .layer(
             TraceLayer::new_for_http()

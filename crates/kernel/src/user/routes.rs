@@ -2,9 +2,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::{Form, Json};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -91,18 +92,42 @@ fn cookie_header(name: &str, value: &str, secure: bool, remove: bool) -> HeaderV
     HeaderValue::from_str(&c.build().to_string()).unwrap_or(HeaderValue::from_static(""))
 }
 
-/// A local path to go to after login; anything else becomes `/`.
-fn safe_destination(d: Option<&str>) -> &str {
-    match d {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p,
-        _ => "/",
+/// A local path to go to after login, or `None`. Accepted only when the
+/// value, and the value percent-decoded once more, both start with exactly
+/// one `/` and hold no backslash and no control character (a browser drops
+/// tabs and newlines, so `/\t/evil.example` would be `//evil.example`): no
+/// scheme, no authority, nothing a `Location` header cannot carry.
+fn safe_destination(d: Option<&str>) -> Option<&str> {
+    fn is_local_path(p: &str) -> bool {
+        let mut chars = p.chars();
+        chars.next() == Some('/')
+            && !matches!(chars.next(), Some('/'))
+            && !p.chars().any(|c| c == '\\' || c.is_control())
     }
+    let d = d?;
+    let decoded = percent_encoding::percent_decode_str(d).decode_utf8().ok()?;
+    (is_local_path(d) && is_local_path(&decoded)).then_some(d)
+}
+
+/// A 303 to `location` (a path [`safe_destination`] accepted, or `/`).
+fn see_other(location: &str) -> Response {
+    let value = HeaderValue::try_from(location).unwrap_or(HeaderValue::from_static("/"));
+    (StatusCode::SEE_OTHER, [(header::LOCATION, value)]).into_response()
+}
+
+/// `GET /user/login?destination=`: where the form goes after signing in.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LoginPageParams {
+    /// A local path (`/admin`); anything else is ignored.
+    destination: Option<String>,
 }
 
 /// The HTML login form (sets the `trovato_csrf` cookie its form posts
 /// back before a session exists).
 #[utoipa::path(
     get, path = "/user/login", tag = "user",
+    params(LoginPageParams),
     responses((status = 200, description = "The login page", body = String, content_type = "text/html")),
     security((), ("session" = []), ("bearer" = []))
 )]
@@ -110,8 +135,24 @@ async fn login_page(
     State(state): State<AppState>,
     account: Account,
     headers: HeaderMap,
+    params: Result<Query<LoginPageParams>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    render_login(&state, &account, &headers, StatusCode::OK, None).await
+    // A malformed query is no reason to refuse the login form.
+    let destination = params.ok().and_then(|Query(p)| p.destination);
+    let page = LoginPage {
+        status: StatusCode::OK,
+        error: None,
+        destination: safe_destination(destination.as_deref()),
+    };
+    render_login(&state, &account, &headers, page).await
+}
+
+/// What the login page shows besides the form.
+struct LoginPage<'a> {
+    status: StatusCode,
+    error: Option<&'a str>,
+    /// Carried in the form, already checked by [`safe_destination`].
+    destination: Option<&'a str>,
 }
 
 /// The login page. Signed in, its logout form carries the session's token;
@@ -121,8 +162,7 @@ async fn render_login(
     state: &AppState,
     account: &Account,
     headers: &HeaderMap,
-    status: StatusCode,
-    error: Option<&str>,
+    page: LoginPage<'_>,
 ) -> Result<Response, AppError> {
     let (csrf, new_cookie) = match &account.session {
         Some((_, s)) => (s.csrf_token.clone(), None),
@@ -140,10 +180,11 @@ async fn render_login(
         minijinja::context! {
             user => account.user.as_ref().map(|u| u.name.clone()),
             csrf_token => csrf,
-            error => error,
+            error => page.error,
+            destination => page.destination,
         },
     )?;
-    let mut resp = (status, Html(html)).into_response();
+    let mut resp = (page.status, Html(html)).into_response();
     if let Some(pre_session) = new_cookie {
         resp.headers_mut().append(
             header::SET_COOKIE,
@@ -210,10 +251,15 @@ pub(crate) async fn login(
                         .await?;
                 }
             }
+            let destination = safe_destination(body.destination.as_deref());
+            let page = |status, error| LoginPage {
+                status,
+                error,
+                destination,
+            };
             match authenticate(&state, &account, client, &body.name, &body.password).await {
                 Ok((token, _)) => {
-                    let mut resp =
-                        Redirect::to(safe_destination(body.destination.as_deref())).into_response();
+                    let mut resp = see_other(destination.unwrap_or("/"));
                     resp.headers_mut().append(
                         header::SET_COOKIE,
                         cookie_header(session::COOKIE, &token, secure(&state, &headers), false),
@@ -226,8 +272,10 @@ pub(crate) async fn login(
                             &state,
                             &account,
                             &headers,
-                            StatusCode::UNAUTHORIZED,
-                            Some("Invalid user name or password."),
+                            page(
+                                StatusCode::UNAUTHORIZED,
+                                Some("Invalid user name or password."),
+                            ),
                         )
                         .await
                     }
@@ -237,8 +285,7 @@ pub(crate) async fn login(
                             &state,
                             &account,
                             &headers,
-                            StatusCode::TOO_MANY_REQUESTS,
-                            Some(&message),
+                            page(StatusCode::TOO_MANY_REQUESTS, Some(&message)),
                         )
                         .await?;
                         if let Some(secs) = e.retry_after_secs() {
@@ -332,7 +379,7 @@ pub(crate) async fn logout(
     session::destroy(&state.kv, token).await?;
     let clear = cookie_header(session::COOKIE, "", secure(&state, &headers), true);
     let mut resp = if is_form {
-        Redirect::to("/").into_response()
+        see_other("/")
     } else {
         StatusCode::NO_CONTENT.into_response()
     };

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod access;
 mod admin;
 mod batch;
 mod cache;
