@@ -27,3 +27,4 @@ mod search;
 mod stage;
 mod storage;
 mod user;
+mod user_manage;
