@@ -29,6 +29,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(page::router())
         .merge(user::routes::router())
         .merge(user::roles::router())
+        .merge(user::manage::router())
         .merge(observe::routes::router())
         .merge(plugin::routes::router())
         .merge(openapi::router())

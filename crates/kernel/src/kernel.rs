@@ -16,7 +16,7 @@ use crate::plugin::Plugins;
 use crate::settings::Config;
 use crate::state::AppState;
 use crate::tasks::Tasks;
-use crate::user::permissions::PermissionCache;
+use crate::user::permissions::{PermissionCache, Registry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -36,6 +36,18 @@ pub enum BootError {
     Files(#[from] crate::file::StorageError),
     #[error("search: {0}")]
     Search(#[from] crate::search::SearchError),
+}
+
+/// What a kernel process is for, which decides the listeners it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A server or a long-running worker: it listens for other instances'
+    /// cache invalidations and plugin state changes.
+    Server,
+    /// A one-shot command (`migrate`, `user ...`, `plugin ...`): its
+    /// writes reach the other instances, but it listens to none of them,
+    /// so it exits without tearing listeners down.
+    Command,
 }
 
 /// The database the embedded PostgreSQL serves the kernel from.
@@ -72,10 +84,15 @@ impl Kernel {
 
     /// Validates `config`, starts embedded services where no URL is given,
     /// connects, migrates, and builds the state.
-    pub async fn boot(mut config: Config) -> Result<Self, BootError> {
+    pub async fn boot(config: Config) -> Result<Self, BootError> {
+        Self::boot_as(config, Role::Server).await
+    }
+
+    /// [`Kernel::boot`] for `role`.
+    pub async fn boot_as(mut config: Config, role: Role) -> Result<Self, BootError> {
         config.validate()?;
         let embedded = Self::resolve_services(&mut config).await?;
-        match Self::connect(config).await {
+        match Self::connect_as(config, role).await {
             Ok(state) => Ok(Self { state, embedded }),
             Err(e) => {
                 embedded.stop().await;
@@ -87,6 +104,11 @@ impl Kernel {
     /// Connects to the configured services and migrates (no embedded
     /// servers are started here).
     pub async fn connect(config: Config) -> Result<AppState, BootError> {
+        Self::connect_as(config, Role::Server).await
+    }
+
+    /// [`Kernel::connect`] for `role`.
+    pub async fn connect_as(config: Config, role: Role) -> Result<AppState, BootError> {
         let (Some(db_url), Some(redis_url)) = (&config.db.url, &config.redis.url) else {
             return Err(ConfigError::Invalid {
                 setting: "db.url / redis.url".into(),
@@ -104,13 +126,18 @@ impl Kernel {
         let plugins = Plugins::load(&config.plugin, &config.server.data_dir).await;
         plugins.sync_enabled(&db).await?;
         let tasks = Tasks::new();
-        plugins.spawn_status_refresh(
-            db.clone(),
-            db_url.clone(),
-            crate::plugin::STATUS_REFRESH,
-            &tasks,
-        );
-        let cache = Cache::start(kv.clone(), redis_url, config.cache, timeout, &tasks).await?;
+        let cache = match role {
+            Role::Server => {
+                plugins.spawn_status_refresh(
+                    db.clone(),
+                    db_url.clone(),
+                    crate::plugin::STATUS_REFRESH,
+                    &tasks,
+                );
+                Cache::start(kv.clone(), redis_url, config.cache, timeout, &tasks).await?
+            }
+            Role::Command => Cache::without_bus(kv.clone(), config.cache),
+        };
         let files = crate::file::Files::open(&config.files, &config.server.data_dir).await?;
         let search = crate::search::Search::open(&config.search, &config.server.data_dir)?;
         let mut kernel_queues = vec![crate::batch::queue_info()];
@@ -126,7 +153,7 @@ impl Kernel {
             kv,
             templates,
             metrics,
-            permissions: Arc::new(PermissionCache::new()),
+            permissions: Arc::new(PermissionCache::new(Registry::new(plugins.permissions()))),
             plugins,
             probes,
             cache,

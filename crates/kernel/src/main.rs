@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use trovato::kernel::Role;
 use trovato::{Config, Kernel};
 
 /// Request handling makes many small, short-lived allocations; mimalloc
@@ -21,7 +22,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     version,
     about = "The Trovato content management kernel",
     after_help = "Every setting is a flag, an environment variable and a key of the \
-                  --config file; precedence: flag, environment, file, default."
+                  --config file; precedence: flag, environment, file, default. \
+                  `trovato serve --help` lists them."
 )]
 struct Cli {
     /// TOML config file (unknown tables and keys are an error).
@@ -34,7 +36,7 @@ struct Cli {
 /// Parses the command line: the commands above, and every setting of
 /// [`Config`] as a global flag.
 fn parse() -> anyhow::Result<(Cli, Config)> {
-    let matches = Config::command(Cli::command()).get_matches();
+    let matches = command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let file = match &cli.config {
         Some(path) => Config::from_file(path)?,
@@ -42,6 +44,29 @@ fn parse() -> anyhow::Result<(Cli, Config)> {
     };
     let config = file.layer(&matches)?;
     Ok((cli, config))
+}
+
+/// What a command's help says of the settings it does not list.
+const SETTINGS_POINTER: &str = "Settings: every setting is a flag of every command, an environment \
+     variable and a --config key (precedence: flag, environment, file, default); \
+     `trovato serve --help` lists them.";
+
+/// The command line: [`Cli`] with every setting as a flag of every
+/// command. Only `trovato serve --help` lists the settings; every other
+/// command's help shows its own arguments and points there.
+fn command() -> clap::Command {
+    Config::command_listing(Cli::command(), |name| name == "serve").mut_subcommands(|sc| {
+        if sc.get_name() == "serve" {
+            sc
+        } else {
+            point_to_settings(sc)
+        }
+    })
+}
+
+fn point_to_settings(cmd: clap::Command) -> clap::Command {
+    cmd.after_help(SETTINGS_POINTER)
+        .mut_subcommands(point_to_settings)
 }
 
 #[derive(Subcommand)]
@@ -209,7 +234,7 @@ enum UserCommand {
     Create {
         /// User name (unique, case-insensitive).
         name: String,
-        /// Email address.
+        /// Email address (unique, case-insensitive).
         #[arg(long)]
         email: String,
         /// Grant the administrator role.
@@ -226,6 +251,72 @@ enum UserCommand {
         /// A label to recognise the token by.
         #[arg(long, default_value = "")]
         label: String,
+    },
+    /// List users by name, a page at a time.
+    List {
+        /// Only users whose name contains this (ignoring case).
+        #[arg(long)]
+        name: Option<String>,
+        /// Only active or only blocked users.
+        #[arg(long, value_enum)]
+        status: Option<trovato::user::manage::Status>,
+        /// Only holders of this role.
+        #[arg(long)]
+        role: Option<String>,
+        /// Page number, from 1.
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+        /// Users per page (at most 200).
+        #[arg(long, default_value_t = 50)]
+        per_page: u32,
+    },
+    /// Show a user: id, email, status, roles, API tokens.
+    Show {
+        /// User name.
+        name: String,
+    },
+    /// Block a user: their sessions end and their API tokens are revoked.
+    Block {
+        /// User name.
+        name: String,
+    },
+    /// Unblock a user (revoked API tokens stay revoked).
+    Unblock {
+        /// User name.
+        name: String,
+    },
+    /// Delete a user; their items and revisions go to --reassign-to, or
+    /// keep no author.
+    Delete {
+        /// User name.
+        name: String,
+        /// The user who becomes the author of their content.
+        #[arg(long, value_name = "NAME")]
+        reassign_to: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Set a user's password (generated and printed once, or read from
+    /// stdin); their sessions end.
+    Password {
+        /// User name.
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List a user's API tokens (id, label, created, last used).
+    Tokens {
+        /// User name.
+        name: String,
+    },
+    /// Revoke one of a user's API tokens.
+    RevokeToken {
+        /// User name.
+        name: String,
+        /// The token's id (see `trovato user tokens`).
+        id: String,
     },
 }
 
@@ -272,7 +363,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            let kernel = Kernel::boot(config).await?;
+            let kernel = Kernel::boot_as(config, Role::Command).await?;
             tracing::info!("migrations applied");
             kernel.shutdown().await;
             Ok(())
@@ -659,14 +750,60 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
-    let kernel = Kernel::boot(config).await?;
+    // Ask before booting anything: a refusal changes nothing.
+    if let UserCommand::Delete {
+        name,
+        reassign_to,
+        yes: false,
+    } = &cmd
+    {
+        let content = match reassign_to {
+            Some(heir) => format!("their content goes to {heir}"),
+            None => "their content keeps no author".to_owned(),
+        };
+        eprint!("Delete user {name} ({content})? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .context("reading the answer")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            anyhow::bail!("not deleted (confirm with y, or pass --yes)");
+        }
+    }
+    let kernel = Kernel::boot_as(config, Role::Command).await?;
     let result = user_command(&kernel, cmd).await;
     kernel.shutdown().await;
     result
 }
 
+/// The first line of standard input, for `--password-stdin`.
+fn password_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn find_user(db: &sqlx::PgPool, name: &str) -> anyhow::Result<trovato::user::User> {
+    trovato::user::find_by_name(db, name)
+        .await?
+        .with_context(|| format!("no user named `{name}`"))
+}
+
+fn status_name(status: i16) -> &'static str {
+    if status == 1 { "active" } else { "blocked" }
+}
+
+/// The command line acts as an administrator.
+const BY_ADMINISTRATOR: bool = true;
+
 async fn user_command(kernel: &Kernel, cmd: UserCommand) -> anyhow::Result<()> {
-    let db = &kernel.state.db;
+    use trovato::user::manage::{self, Status};
+    let state = &kernel.state;
+    let db = &state.db;
     match cmd {
         UserCommand::Create {
             name,
@@ -675,12 +812,7 @@ async fn user_command(kernel: &Kernel, cmd: UserCommand) -> anyhow::Result<()> {
             password_stdin,
         } => {
             let (password, generated) = if password_stdin {
-                let mut line = String::new();
-                std::io::stdin()
-                    .lock()
-                    .read_line(&mut line)
-                    .context("reading the password from stdin")?;
-                (line.trim_end_matches(['\r', '\n']).to_owned(), false)
+                (password_from_stdin()?, false)
             } else {
                 (trovato::user::password::generate(), true)
             };
@@ -701,11 +833,132 @@ async fn user_command(kernel: &Kernel, cmd: UserCommand) -> anyhow::Result<()> {
             Ok(())
         }
         UserCommand::Token { name, label } => {
-            let user = trovato::user::find_by_name(db, &name)
-                .await?
-                .with_context(|| format!("no user named `{name}`"))?;
+            let user = find_user(db, &name).await?;
             let token = trovato::user::token::create(db, user.id, &label).await?;
             println!("{token}");
+            Ok(())
+        }
+        UserCommand::List {
+            name,
+            status,
+            role,
+            page,
+            per_page,
+        } => {
+            let filter = manage::UserFilter {
+                name,
+                status,
+                role,
+                page: Some(page),
+                per_page: Some(per_page),
+            };
+            let found = manage::list(db, &filter).await?;
+            println!(
+                "{:<24} {:<32} {:<8} {:<24} ID",
+                "NAME", "EMAIL", "STATUS", "ROLES"
+            );
+            for u in &found.users {
+                println!(
+                    "{:<24} {:<32} {:<8} {:<24} {}",
+                    u.name,
+                    u.email,
+                    status_name(u.status),
+                    u.roles.join(","),
+                    u.id
+                );
+            }
+            let pages = (found.total.max(1) as u64).div_ceil(u64::from(found.per_page));
+            println!("page {} of {pages}; {} matching", found.page, found.total);
+            Ok(())
+        }
+        UserCommand::Show { name } => {
+            let user = find_user(db, &name).await?;
+            let u = manage::summary(db, user.id).await?;
+            let tokens = manage::tokens(state, u.id, BY_ADMINISTRATOR).await?;
+            println!("name:    {}", u.name);
+            println!("id:      {}", u.id);
+            println!("email:   {}", u.email);
+            println!("status:  {}", status_name(u.status));
+            println!("roles:   {}", u.roles.join(", "));
+            println!("created: {}", u.created.to_rfc3339());
+            println!("changed: {}", u.changed.to_rfc3339());
+            println!("tokens:  {}", tokens.len());
+            Ok(())
+        }
+        UserCommand::Block { name } => {
+            let user = find_user(db, &name).await?;
+            manage::set_status(state, user.id, Status::Blocked, BY_ADMINISTRATOR).await?;
+            println!(
+                "Blocked user {}: their sessions ended and their API tokens are revoked",
+                user.name
+            );
+            Ok(())
+        }
+        UserCommand::Unblock { name } => {
+            let user = find_user(db, &name).await?;
+            manage::set_status(state, user.id, Status::Active, BY_ADMINISTRATOR).await?;
+            println!("Unblocked user {}", user.name);
+            Ok(())
+        }
+        UserCommand::Delete {
+            name, reassign_to, ..
+        } => {
+            let user = find_user(db, &name).await?;
+            let deleted =
+                manage::delete(state, user.id, reassign_to.as_deref(), BY_ADMINISTRATOR).await?;
+            let to = deleted
+                .heir
+                .as_ref()
+                .map_or_else(|| "no one".to_owned(), |h| h.name.clone());
+            println!(
+                "Deleted user {}; the content of {} items went to {to}",
+                deleted.user.name, deleted.items
+            );
+            Ok(())
+        }
+        UserCommand::Password {
+            name,
+            password_stdin,
+        } => {
+            let user = find_user(db, &name).await?;
+            let given = if password_stdin {
+                Some(password_from_stdin()?)
+            } else {
+                None
+            };
+            let reset =
+                manage::reset_password(state, user.id, given.as_deref(), BY_ADMINISTRATOR).await?;
+            println!("Set the password of {}; their sessions ended", user.name);
+            if let Some(password) = reset.password {
+                println!("Password: {password}");
+            }
+            Ok(())
+        }
+        UserCommand::Tokens { name } => {
+            let user = find_user(db, &name).await?;
+            let tokens = manage::tokens(state, user.id, BY_ADMINISTRATOR).await?;
+            println!("{:<36} {:<25} {:<25} LABEL", "ID", "CREATED", "LAST-USED");
+            for t in tokens {
+                println!(
+                    "{:<36} {:<25} {:<25} {}",
+                    t.id,
+                    t.created.format("%Y-%m-%d %H:%M:%S"),
+                    t.last_used.map_or_else(
+                        || "never".to_owned(),
+                        |u| u.format("%Y-%m-%d %H:%M:%S").to_string()
+                    ),
+                    t.label
+                );
+            }
+            Ok(())
+        }
+        UserCommand::RevokeToken { name, id } => {
+            let user = find_user(db, &name).await?;
+            let token_id: uuid::Uuid = id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("`{id}` is not a token id"))?;
+            manage::revoke_token(state, user.id, token_id, BY_ADMINISTRATOR).await?;
+            println!("Revoked token {token_id} of {}", user.name);
             Ok(())
         }
     }
@@ -715,7 +968,7 @@ async fn plugin(config: Config, cmd: PluginCommand) -> anyhow::Result<()> {
     if let PluginCommand::Invoke { name, tap, input } = cmd {
         return plugin_invoke(&config, &name, &tap, input).await;
     }
-    let kernel = Kernel::boot(config).await?;
+    let kernel = Kernel::boot_as(config, Role::Command).await?;
     let result = plugin_command(&kernel, cmd).await;
     kernel.shutdown().await;
     result

@@ -105,25 +105,51 @@ impl Config {
         Self::from_toml(path, &text)
     }
 
-    /// Adds every setting to `cmd` as a global flag with its environment
-    /// variable. None has a clap default, so one that is neither given nor
-    /// set in the environment leaves the file's value in place
-    /// ([`Config::layer`]).
-    pub fn command(cmd: Command) -> Command {
+    /// Adds every setting to `cmd` and to each of its subcommands, at any
+    /// depth, as a flag, so a setting may follow any command. None has a
+    /// clap default, so one that is neither given nor set in the
+    /// environment leaves the file's value in place ([`Config::layer`]).
+    ///
+    /// The environment is read once, by the top level's copies; the
+    /// subcommands' copies carry none, so a flag given anywhere beats the
+    /// environment (`layer` lays each level over the one above it), and a
+    /// setting the environment gives is never a subcommand's argument (no
+    /// usage line of an error lists it). Help lists the settings only for
+    /// the top-level subcommands for which `listed(name)` holds.
+    pub fn command_listing(cmd: Command, listed: impl Fn(&str) -> bool) -> Command {
         let settings = <Config as clap::Args>::augment_args(Command::new("settings"));
-        settings.get_arguments().fold(cmd, |cmd, arg| {
-            cmd.arg(arg.clone().global(true).required(false))
+        let settings: Vec<clap::Arg> = settings
+            .get_arguments()
+            .map(|a| a.clone().required(false))
+            .collect();
+        let cmd = settings
+            .iter()
+            .fold(cmd, |cmd, arg| cmd.arg(arg.clone().hide(true)));
+        cmd.mut_subcommands(|sc| {
+            let shown = listed(sc.get_name());
+            with_settings(sc, &settings, shown)
         })
     }
 
+    /// [`Config::command_listing`] with the settings listed by every
+    /// top-level subcommand.
+    pub fn command(cmd: Command) -> Command {
+        Self::command_listing(cmd, |_| true)
+    }
+
     /// Lays the flags and environment variables in `matches` (from a
-    /// command built by [`Config::command`]) over `self`, then validates.
+    /// command built by [`Config::command_listing`]) over `self`, the top
+    /// level first and then each subcommand's, then validates.
     pub fn layer(mut self, matches: &ArgMatches) -> Result<Self, ConfigError> {
-        self.update_from_arg_matches(matches)
-            .map_err(|e| ConfigError::Invalid {
-                setting: "command line".into(),
-                message: e.to_string().trim_end().to_owned(),
-            })?;
+        let mut level = Some(matches);
+        while let Some(m) = level {
+            self.update_from_arg_matches(m)
+                .map_err(|e| ConfigError::Invalid {
+                    setting: "command line".into(),
+                    message: e.to_string().trim_end().to_owned(),
+                })?;
+            level = m.subcommand().map(|(_, sub)| sub);
+        }
         self.validate()?;
         Ok(self)
     }
@@ -146,6 +172,20 @@ impl Config {
         // Every section serializes: its fields are plain values.
         toml::to_string(&shown).unwrap_or_default()
     }
+}
+
+/// `cmd` and its subcommands with a copy of each setting that reads no
+/// environment variable (its help names the variable instead), listed in
+/// help when `shown`.
+fn with_settings(cmd: Command, settings: &[clap::Arg], shown: bool) -> Command {
+    let cmd = settings.iter().fold(cmd, |cmd, arg| {
+        let mut copy = arg.clone().hide(!shown);
+        if let (Some(env), Some(help)) = (arg.get_env(), arg.get_help()) {
+            copy = copy.help(format!("{help} [env: {}]", env.to_string_lossy()));
+        }
+        cmd.arg(copy.env(None::<&'static str>))
+    });
+    cmd.mut_subcommands(|sc| with_settings(sc, settings, shown))
 }
 
 /// The README's configuration table: one row per setting, from the

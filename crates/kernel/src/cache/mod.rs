@@ -295,6 +295,35 @@ impl Cache {
         let client = ::redis::Client::open(redis_url)
             .map_err(|e| KvError::Unavailable(redact_url(&e.to_string())))?;
         let channel = kv.key("cache:bus");
+        let (cache, stop_rx) = Self::build(kv, settings);
+        let ready = bus::spawn(
+            Arc::downgrade(&cache.inner),
+            client,
+            channel,
+            cache.inner.local.origin(),
+            stop_rx,
+            tasks,
+        );
+        // Not fatal: the bus keeps retrying, and until it is up L1 copies
+        // are bounded by their TTL.
+        if tokio::time::timeout(timeout, ready).await.is_err() {
+            tracing::warn!("cache invalidation bus not subscribed yet; retrying in background");
+        }
+        Ok(cache)
+    }
+
+    /// The cache of a short-lived command: its invalidations reach every
+    /// instance as usual, but it subscribes to none, so no task or
+    /// connection of its own outlives the command's work. Its L1 copies
+    /// may miss other instances' invalidations for at most the L1 TTL, as
+    /// during a Redis outage.
+    pub fn without_bus(kv: Kv, settings: CacheSettings) -> Self {
+        Self::build(kv, settings).0
+    }
+
+    /// The cache and the receiver its bus stops on (when the last clone
+    /// is dropped).
+    fn build(kv: Kv, settings: CacheSettings) -> (Self, watch::Receiver<()>) {
         let (stop_tx, stop_rx) = watch::channel(());
         let cache = Cache {
             inner: Arc::new(Inner {
@@ -310,20 +339,7 @@ impl Cache {
                 _stop: stop_tx,
             }),
         };
-        let ready = bus::spawn(
-            Arc::downgrade(&cache.inner),
-            client,
-            channel,
-            cache.inner.local.origin(),
-            stop_rx,
-            tasks,
-        );
-        // Not fatal: the bus keeps retrying, and until it is up L1 copies
-        // are bounded by their TTL.
-        if tokio::time::timeout(timeout, ready).await.is_err() {
-            tracing::warn!("cache invalidation bus not subscribed yet; retrying in background");
-        }
-        Ok(cache)
+        (cache, stop_rx)
     }
 
     /// Reads `key` through L1 and L2, calling `load` on a miss (once per

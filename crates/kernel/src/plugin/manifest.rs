@@ -1,5 +1,6 @@
 //! A plugin's manifest (`<name>.info.toml`) and the names it contains.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -63,6 +64,34 @@ struct RawManifest {
     dependencies: Vec<String>,
     #[serde(default)]
     weight: i32,
+    #[serde(default)]
+    permissions: BTreeMap<String, String>,
+}
+
+/// Checks a permission a manifest declares: 1 to 128 characters without
+/// control characters or surrounding space (what a role may store), not
+/// one of the kernel's, with a description.
+fn check_permission(name: &str, description: &str) -> Result<(), String> {
+    let len = name.chars().count();
+    if len == 0 || len > 128 || name.trim() != name || name.chars().any(char::is_control) {
+        return Err(format!(
+            "permission `{}` must be 1 to 128 characters without control characters or \
+             surrounding space",
+            name.escape_debug()
+        ));
+    }
+    if crate::user::permission::KERNEL
+        .iter()
+        .any(|(kernel, _)| *kernel == name)
+    {
+        return Err(format!(
+            "permission `{name}` is the kernel's; declare a permission of the plugin's own"
+        ));
+    }
+    if description.trim().is_empty() {
+        return Err(format!("permission `{name}` needs a description"));
+    }
+    Ok(())
 }
 
 /// A validated manifest.
@@ -75,6 +104,8 @@ pub struct Manifest {
     pub dependencies: Vec<PluginName>,
     /// Dispatch order: lower first, ties by name.
     pub weight: i32,
+    /// The permissions the plugin checks, `(name, description)` by name.
+    pub permissions: Vec<(String, String)>,
 }
 
 impl Manifest {
@@ -114,6 +145,9 @@ impl Manifest {
         }
         dependencies.sort();
         dependencies.dedup();
+        for (permission, description) in &raw.permissions {
+            check_permission(permission, description).map_err(invalid)?;
+        }
         Ok(Self {
             name,
             description: raw.description,
@@ -121,6 +155,7 @@ impl Manifest {
             taps,
             dependencies,
             weight: raw.weight,
+            permissions: raw.permissions.into_iter().collect(),
         })
     }
 }
@@ -137,14 +172,21 @@ pub struct Found {
 
 /// Lists the plugins under `plugin_dir`: every subdirectory holding
 /// `<dirname>.info.toml`. Other entries (build output, notes) are skipped.
-/// A missing plugin directory holds no plugins.
+/// A missing plugin directory holds no plugins (and is logged as a
+/// warning naming it: a mistyped `plugin.dir` must not pass unnoticed).
 pub fn discover(plugin_dir: &Path) -> Vec<Found> {
     let entries = match std::fs::read_dir(plugin_dir) {
         Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(
+                dir = %plugin_dir.display(),
+                "plugin directory {} does not exist (plugin.dir, TROVATO_PLUGIN_DIR); running without plugins",
+                plugin_dir.display()
+            );
+            return Vec::new();
+        }
         Err(e) => {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %plugin_dir.display(), error = %e, "cannot read the plugin directory");
-            }
+            tracing::warn!(dir = %plugin_dir.display(), error = %e, "cannot read the plugin directory");
             return Vec::new();
         }
     };
@@ -216,6 +258,31 @@ mod tests {
         assert!(PluginName::parse("9lives").is_err());
         assert!(PluginName::parse("../x").is_err());
         assert!(PluginName::parse("").is_err());
+    }
+
+    #[test]
+    fn declared_permissions_are_read_and_checked() {
+        let m = Manifest::parse(
+            "blog",
+            "name = \"blog\"\nversion = \"1\"\n[permissions]\n\"publish posts\" = \"Publish blog posts\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            m.permissions,
+            vec![("publish posts".to_owned(), "Publish blog posts".to_owned())]
+        );
+        for (table, needle) in [
+            ("\"access content\" = \"mine\"", "kernel"),
+            ("\" padded\" = \"x\"", "surrounding space"),
+            ("\"publish posts\" = \" \"", "description"),
+        ] {
+            let e = Manifest::parse(
+                "blog",
+                &format!("name = \"blog\"\nversion = \"1\"\n[permissions]\n{table}\n"),
+            )
+            .expect_err(table);
+            assert!(e.to_string().contains(needle), "{table}: {e}");
+        }
     }
 
     #[test]

@@ -631,6 +631,22 @@ impl Plugins {
             .collect()
     }
 
+    /// The permissions the plugins' manifests declare, `(plugin, name,
+    /// description)` in dispatch order; a disabled or failed plugin's too
+    /// (a role may hold them while the plugin is off).
+    pub fn permissions(&self) -> Vec<(String, String, String)> {
+        self.inner
+            .entries
+            .iter()
+            .filter_map(|e| Some((&e.dir_name, e.manifest.as_ref()?)))
+            .flat_map(|(plugin, m)| {
+                m.permissions
+                    .iter()
+                    .map(|(name, description)| (plugin.clone(), name.clone(), description.clone()))
+            })
+            .collect()
+    }
+
     /// The active plugins implementing `tap`, in dispatch order.
     pub fn implementors(&self, tap: impl AsRef<str>) -> Vec<&str> {
         let tap = tap.as_ref();

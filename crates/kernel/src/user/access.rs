@@ -98,7 +98,12 @@ impl Account {
     ) -> Result<Self, UserError> {
         let mut roles = vec![role::AUTHENTICATED.to_owned()];
         roles.extend(super::roles_of(&state.db, user.id).await?);
-        let permissions = state.permissions.of(&state.db, &roles).await?;
+        let mut permissions = state.permissions.of(&state.db, &roles).await?;
+        // Administrators hold every permission: shown as every declared one.
+        if roles.iter().any(|r| r == role::ADMINISTRATOR) {
+            let registry = state.permissions.registry();
+            permissions.extend(registry.all().map(|p| p.name.clone()));
+        }
         Ok(Self {
             user: Some(user),
             roles,

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod flood;
+pub mod manage;
 pub mod password;
 pub mod permissions;
 pub mod roles;
@@ -34,6 +35,9 @@ pub enum UserError {
     TooManyLoginAttempts { retry_after: std::time::Duration },
     #[error("a user with this name already exists")]
     NameTaken,
+    /// Email addresses are unique regardless of case.
+    #[error("another user already has this email address")]
+    EmailTaken,
     #[error("invalid user name: {0}")]
     InvalidName(String),
     #[error("invalid email: {0}")]
@@ -44,6 +48,14 @@ pub enum UserError {
     NotFound(String),
     #[error("role {0} not found")]
     RoleNotFound(String),
+    #[error("API token {0} not found")]
+    TokenNotFound(String),
+    /// A listing's page or page size out of range.
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// Where a deleted user's content should go names no other user.
+    #[error("cannot reassign the content: {0}")]
+    InvalidReassignment(String),
     #[error("a role named {0} already exists")]
     RoleExists(String),
     #[error("{0}")]
@@ -52,6 +64,12 @@ pub enum UserError {
     BuiltInRole(String),
     #[error("only administrators grant or revoke the administrator role")]
     AdministratorOnly,
+    /// Blocking, deleting or taking over an administrator's account.
+    #[error("only administrators change, block or delete an administrator's account")]
+    AdministratorAccount,
+    /// A permission neither the kernel nor a plugin declares.
+    #[error("no such permission: {} (GET /api/permissions lists them)", .0.join(", "))]
+    UnknownPermission(Vec<String>),
     #[error("the last active administrator keeps the administrator role")]
     LastAdministrator,
     /// An unsafe request of a browser session (or a login form) without
@@ -90,15 +108,21 @@ impl HttpError for UserError {
             UserError::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials"),
             UserError::TooManyLoginAttempts { .. } => (S::TOO_MANY_REQUESTS, "too_many_attempts"),
             UserError::NameTaken => (S::CONFLICT, "name_taken"),
+            UserError::EmailTaken => (S::CONFLICT, "email_taken"),
             UserError::InvalidName(_) => (S::UNPROCESSABLE_ENTITY, "invalid_name"),
             UserError::InvalidEmail(_) => (S::UNPROCESSABLE_ENTITY, "invalid_email"),
             UserError::WeakPassword(_) => (S::UNPROCESSABLE_ENTITY, "weak_password"),
             UserError::NotFound(_) => (S::NOT_FOUND, "not_found"),
             UserError::RoleNotFound(_) => (S::NOT_FOUND, "role_not_found"),
+            UserError::TokenNotFound(_) => (S::NOT_FOUND, "token_not_found"),
+            UserError::InvalidQuery(_) => (S::BAD_REQUEST, "invalid_query"),
+            UserError::InvalidReassignment(_) => (S::UNPROCESSABLE_ENTITY, "invalid_reassignment"),
             UserError::RoleExists(_) => (S::CONFLICT, "role_exists"),
             UserError::InvalidRole(_) => (S::UNPROCESSABLE_ENTITY, "invalid_role"),
             UserError::BuiltInRole(_) => (S::CONFLICT, "role_built_in"),
             UserError::AdministratorOnly => (S::FORBIDDEN, "forbidden"),
+            UserError::AdministratorAccount => (S::FORBIDDEN, "forbidden"),
+            UserError::UnknownPermission(_) => (S::UNPROCESSABLE_ENTITY, "unknown_permission"),
             UserError::LastAdministrator => (S::CONFLICT, "last_administrator"),
             UserError::CsrfTokenMissing => (S::FORBIDDEN, "csrf_token_missing"),
             UserError::CsrfTokenInvalid => (S::FORBIDDEN, "csrf_token_invalid"),
@@ -119,24 +143,47 @@ impl From<sqlx::Error> for UserError {
     }
 }
 
-/// Every permission the kernel knows. Administrators hold all of them.
+/// Every permission the kernel checks, each declared once with its
+/// description: the constants handlers check and [`permission::KERNEL`],
+/// the kernel's part of the registry ([`permissions::Registry`]; plugins
+/// declare theirs in their manifests). Administrators hold all of them.
 pub mod permission {
-    pub const ACCESS_CONTENT: &str = "access content";
-    pub const ADMINISTER_SITE: &str = "administer site";
-    pub const ADMINISTER_PLUGINS: &str = "administer plugins";
-    pub const ADMINISTER_PERMISSIONS: &str = "administer permissions";
-    pub const CREATE_CONTENT: &str = "create content";
-    pub const EDIT_OWN_CONTENT: &str = "edit own content";
-    pub const EDIT_ANY_CONTENT: &str = "edit any content";
-    pub const DELETE_OWN_CONTENT: &str = "delete own content";
-    pub const DELETE_ANY_CONTENT: &str = "delete any content";
-    pub const VIEW_UNPUBLISHED_CONTENT: &str = "view unpublished content";
-    pub const ADMINISTER_CONTENT_TYPES: &str = "administer content types";
-    pub const ADMINISTER_STAGES: &str = "administer stages";
-    pub const ADMINISTER_CATEGORIES: &str = "administer categories";
-    pub const UPLOAD_FILES: &str = "upload files";
-    pub const ADMINISTER_FILES: &str = "administer files";
-    pub const ADMINISTER_SEARCH: &str = "administer search";
+    macro_rules! kernel_permissions {
+        ($($(#[$doc:meta])* $id:ident = $name:literal, $description:literal;)*) => {
+            $($(#[$doc])* pub const $id: &str = $name;)*
+            /// The kernel's permissions: name and description.
+            pub const KERNEL: &[(&str, &str)] = &[$(($name, $description)),*];
+        };
+    }
+
+    kernel_permissions! {
+        ACCESS_CONTENT = "access content",
+            "See published items, item types, categories and terms, and search them";
+        VIEW_UNPUBLISHED_CONTENT = "view unpublished content",
+            "See unpublished items of any author";
+        CREATE_CONTENT = "create content", "Create items";
+        EDIT_OWN_CONTENT = "edit own content", "Edit the items one wrote, and read their revisions";
+        EDIT_ANY_CONTENT = "edit any content", "Edit every item, and read its revisions";
+        DELETE_OWN_CONTENT = "delete own content", "Delete the items one wrote";
+        DELETE_ANY_CONTENT = "delete any content", "Delete every item";
+        ADMINISTER_CONTENT_TYPES = "administer content types",
+            "Create, change and delete item types and their fields";
+        ADMINISTER_STAGES = "administer stages",
+            "List and create stages, publish them, and work in any stage";
+        ADMINISTER_CATEGORIES = "administer categories", "Create, change and delete categories and terms";
+        UPLOAD_FILES = "upload files", "Upload files (`POST /file/upload`)";
+        ADMINISTER_FILES = "administer files",
+            "See, and delete, every file, private ones included";
+        ADMINISTER_SEARCH = "administer search",
+            "Choose the indexed fields, weights and language of each item type, and reindex";
+        ADMINISTER_PLUGINS = "administer plugins", "See the plugins and their state";
+        ADMINISTER_PERMISSIONS = "administer permissions",
+            "Create, change and delete roles, give users roles, and list the permissions";
+        ADMINISTER_USERS = "administer users",
+            "List, create, change, block, unblock and delete users, reset their passwords and revoke their API tokens";
+        ADMINISTER_SITE = "administer site",
+            "Open the administration pages of cron, queues and batches, run cron, retry dead queue items, and see every batch";
+    }
 }
 
 /// The built-in role names.
@@ -189,7 +236,7 @@ impl UserName {
 
 /// A syntactically plausible email address (one `@`, non-empty parts, no
 /// spaces); deliverability is not our concern.
-fn check_email(raw: &str) -> Result<(), UserError> {
+pub(crate) fn check_email(raw: &str) -> Result<(), UserError> {
     let ok = raw.len() <= 254
         && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
         && matches!(raw.split_once('@'), Some((local, domain))
@@ -201,6 +248,16 @@ fn check_email(raw: &str) -> Result<(), UserError> {
         Err(UserError::InvalidEmail(format!(
             "`{raw}` is not an address"
         )))
+    }
+}
+
+/// A violated uniqueness of the users table as the error it means.
+fn unique_violation(e: sqlx::Error) -> UserError {
+    let e = DbError::from(e);
+    match e.constraint() {
+        Some("users_name_lower_key") => UserError::NameTaken,
+        Some("users_email_lower_key") => UserError::EmailTaken,
+        _ => UserError::Db(e),
     }
 }
 
@@ -233,14 +290,7 @@ pub async fn create(pool: &PgPool, new: NewUser<'_>) -> Result<User, UserError> 
         .fetch_one(&mut *tx),
     )
     .await
-    .map_err(|e| {
-        let e = DbError::from(e);
-        if e.constraint() == Some("users_name_lower_key") {
-            UserError::NameTaken
-        } else {
-            UserError::Db(e)
-        }
-    })?;
+    .map_err(unique_violation)?;
     if new.admin {
         timed(
             "user.grant_role",

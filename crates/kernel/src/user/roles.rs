@@ -1,5 +1,5 @@
 //! Roles and their permissions, and the roles a user holds: the data layer
-//! and `/api/roles`, `/api/users/{id}/roles`. Every change clears this
+//! and `/api/roles`, `/api/users/{id}/roles`, `/api/permissions`. Every change clears this
 //! process's permission cache; other processes see it within
 //! [`PermissionCache::TTL`](super::permissions::PermissionCache::TTL).
 
@@ -7,11 +7,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::permissions::{PermissionInfo, Registry};
 use super::{Account, UserError, permission, role};
 use crate::db::timed;
 use crate::error::{AppError, ErrorBody};
@@ -149,10 +150,20 @@ pub async fn create(db: impl PgExecutor<'_>, new: &NewRole) -> Result<Role, User
 }
 
 /// Sets a role's label and replaces its permissions, in one transaction.
-pub async fn update(db: &PgPool, name: &str, update: &RoleUpdate) -> Result<Role, UserError> {
+/// Every permission must be in `registry`.
+pub async fn update(
+    db: &PgPool,
+    registry: &Registry,
+    name: &str,
+    update: &RoleUpdate,
+) -> Result<Role, UserError> {
     check_text("label", &update.label)?;
     for p in &update.permissions {
         check_text("permission", p)?;
+    }
+    let unknown = registry.unknown(&update.permissions);
+    if !unknown.is_empty() {
+        return Err(UserError::UnknownPermission(unknown));
     }
     if name == role::ADMINISTRATOR {
         return Err(UserError::BuiltInRole(format!(
@@ -257,30 +268,9 @@ pub async fn set_user_roles(
         if !by_administrator {
             return Err(UserError::AdministratorOnly);
         }
-        // One change of the administrators at a time, so two of them
-        // cannot each remove the other.
-        timed(
-            "role.lock_administrators",
-            sqlx::query("SELECT name FROM role WHERE name = $1 FOR UPDATE")
-                .bind(role::ADMINISTRATOR)
-                .execute(&mut *tx),
-        )
-        .await?;
+        lock_administrators(&mut tx).await?;
         if had_admin {
-            let others: i64 = timed(
-                "role.other_administrators",
-                sqlx::query_scalar(
-                    "SELECT count(*) FROM user_role ur JOIN users u ON u.id = ur.user_id
-                     WHERE ur.role = $1 AND u.status = 1 AND u.id <> $2",
-                )
-                .bind(role::ADMINISTRATOR)
-                .bind(user_id)
-                .fetch_one(&mut *tx),
-            )
-            .await?;
-            if others == 0 {
-                return Err(UserError::LastAdministrator);
-            }
+            keeps_an_administrator(&mut tx, user_id).await?;
         }
     }
     let known: Vec<String> = timed(
@@ -320,11 +310,65 @@ pub async fn set_user_roles(
     Ok(roles)
 }
 
+/// Takes the lock every change of who is an active administrator holds
+/// (until the transaction ends): one such change at a time, so two
+/// administrators cannot each remove the other.
+pub(super) async fn lock_administrators(tx: &mut PgConnection) -> Result<(), UserError> {
+    timed(
+        "role.lock_administrators",
+        sqlx::query("SELECT name FROM role WHERE name = $1 FOR UPDATE")
+            .bind(role::ADMINISTRATOR)
+            .execute(&mut *tx),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `LastAdministrator` unless an active administrator other than
+/// `user_id` remains. Call under [`lock_administrators`].
+pub(super) async fn keeps_an_administrator(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<(), UserError> {
+    let others: i64 = timed(
+        "role.other_administrators",
+        sqlx::query_scalar(
+            "SELECT count(*) FROM user_role ur JOIN users u ON u.id = ur.user_id
+             WHERE ur.role = $1 AND u.status = 1 AND u.id <> $2",
+        )
+        .bind(role::ADMINISTRATOR)
+        .bind(user_id)
+        .fetch_one(&mut *tx),
+    )
+    .await?;
+    if others == 0 {
+        return Err(UserError::LastAdministrator);
+    }
+    Ok(())
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_roles, create_role))
         .routes(routes!(get_role, update_role, delete_role))
         .routes(routes!(set_roles))
+        .routes(routes!(list_permissions))
+}
+
+/// Every permission that may be granted: the kernel's and the plugins'.
+#[utoipa::path(get, path = "/api/permissions", tag = "user",
+    responses(
+        (status = 200, description = "Permissions by name, with their description and owner", body = [PermissionInfo]),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Lacks `administer permissions`", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
+pub(crate) async fn list_permissions(
+    State(state): State<AppState>,
+    account: Account,
+) -> Result<Json<Vec<PermissionInfo>>, AppError> {
+    account.require(permission::ADMINISTER_PERMISSIONS)?;
+    Ok(Json(state.permissions.registry().all().cloned().collect()))
 }
 
 /// Every role with its permissions.
@@ -391,7 +435,7 @@ pub(crate) async fn get_role(
         (status = 200, description = "Updated", body = Role),
         (status = 404, description = "No such role", body = ErrorBody),
         (status = 409, description = "The administrator role holds every permission", body = ErrorBody),
-        (status = 422, description = "Invalid label or permission", body = ErrorBody),
+        (status = 422, description = "Invalid label, or a permission nobody declares", body = ErrorBody),
     ),
     security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn update_role(
@@ -401,7 +445,7 @@ pub(crate) async fn update_role(
     Json(input): Json<RoleUpdate>,
 ) -> Result<Json<Role>, AppError> {
     account.require(permission::ADMINISTER_PERMISSIONS)?;
-    let updated = update(&state.db, &name, &input).await?;
+    let updated = update(&state.db, state.permissions.registry(), &name, &input).await?;
     state.permissions.invalidate_all();
     Ok(Json(updated))
 }

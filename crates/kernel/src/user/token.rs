@@ -49,3 +49,51 @@ pub async fn authenticate(db: impl PgExecutor<'_>, token: &str) -> Result<Option
     )
     .await?)
 }
+
+/// What is shown of a token: never the token, nor its hash.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct TokenInfo {
+    pub id: Uuid,
+    pub label: String,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub last_used: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `user_id`'s tokens, oldest first.
+pub async fn list(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<Vec<TokenInfo>, UserError> {
+    Ok(timed(
+        "token.list",
+        sqlx::query_as::<_, TokenInfo>(
+            "SELECT id, label, created, last_used FROM api_token WHERE user_id = $1
+             ORDER BY created, id",
+        )
+        .bind(user_id)
+        .fetch_all(db),
+    )
+    .await?)
+}
+
+/// Revokes token `id` of `user_id`; `false` if the user has no such token.
+pub async fn revoke(db: impl PgExecutor<'_>, user_id: Uuid, id: Uuid) -> Result<bool, UserError> {
+    let deleted = timed(
+        "token.revoke",
+        sqlx::query("DELETE FROM api_token WHERE user_id = $1 AND id = $2")
+            .bind(user_id)
+            .bind(id)
+            .execute(db),
+    )
+    .await?;
+    Ok(deleted.rows_affected() == 1)
+}
+
+/// Revokes every token of `user_id`; returns how many there were.
+pub async fn revoke_all(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<u64, UserError> {
+    let deleted = timed(
+        "token.revoke_all",
+        sqlx::query("DELETE FROM api_token WHERE user_id = $1")
+            .bind(user_id)
+            .execute(db),
+    )
+    .await?;
+    Ok(deleted.rows_affected())
+}

@@ -307,3 +307,287 @@ async fn serve_stops_cleanly_on_sigterm() {
         node.logs.lock().map(|l| l.clone())
     );
 }
+
+/// The lines of `trovato ARGS --help`.
+fn help_of(args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.push("--help");
+    let o = run(&all, &[]);
+    assert!(o.status.success(), "{all:?}: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_commands_help_shows_its_own_arguments_and_points_to_the_settings() {
+    let help = help_of(&["user", "create"]);
+    assert!(
+        help.lines().count() <= 30,
+        "{} lines:\n{help}",
+        help.lines().count()
+    );
+    for own in ["<NAME>", "--email", "--admin", "--password-stdin"] {
+        assert!(help.contains(own), "{own} missing:\n{help}");
+    }
+    assert!(help.contains("trovato serve --help"), "{help}");
+    for setting in ["--database-url", "--cache-l1-ttl", "TROVATO_LISTEN"] {
+        assert!(!help.contains(setting), "{setting} listed:\n{help}");
+    }
+    // The commands' own arguments come before the pointer.
+    let email = help.find("--email").expect("--email");
+    let pointer = help.find("trovato serve --help").expect("pointer");
+    assert!(email < pointer, "{help}");
+    for args in [
+        &["user"][..],
+        &["migrate"],
+        &["plugin", "list"],
+        &["user", "delete"],
+    ] {
+        let help = help_of(args);
+        assert!(!help.contains("--cache-l1-ttl"), "{args:?}:\n{help}");
+        assert!(help.contains("trovato serve --help"), "{args:?}:\n{help}");
+    }
+    // Where the pointer leads, every setting is listed, with its variable.
+    let serve = help_of(&["serve"]);
+    for setting in [
+        "--database-url",
+        "DATABASE_URL",
+        "--cache-l1-ttl",
+        "--listen",
+        "--plugin-dir",
+    ] {
+        assert!(serve.contains(setting), "serve lacks {setting}:\n{serve}");
+    }
+    let top = help_of(&[]);
+    assert!(top.lines().count() <= 40, "{top}");
+    assert!(top.contains("trovato serve --help"), "{top}");
+}
+
+#[test]
+fn with_the_environment_set_an_errors_usage_line_names_no_setting() {
+    let env = [
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/trovato"),
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("TROVATO_LISTEN", "127.0.0.1:1"),
+        ("TROVATO_CACHE_L1_TTL", "5"),
+    ];
+    for (args, own) in [
+        (&["user", "create"][..], "--email"),
+        (&["user", "create", "x", "--bogus"], "--email"),
+        (&["serve", "--bogus"], "serve"),
+    ] {
+        let o = run(args, &env);
+        assert!(!o.status.success(), "{args:?}");
+        let err = stderr(&o);
+        let usage = err
+            .lines()
+            .find(|l| l.starts_with("Usage:"))
+            .unwrap_or_else(|| panic!("{args:?}: no usage line in {err}"));
+        assert!(usage.contains(own), "{args:?}: {usage}");
+        for setting in [
+            "--database-url",
+            "--redis-url",
+            "--listen",
+            "--cache-l1-ttl",
+        ] {
+            assert!(!usage.contains(setting), "{args:?}: {usage}");
+        }
+    }
+}
+
+/// A kernel's environment for the CLI with `RUST_LOG=info`, so every
+/// warning shows.
+fn cli_env(app: &crate::harness::TestApp) -> Vec<(String, String)> {
+    let mut env = app.cli_env();
+    env.push(("RUST_LOG".into(), "info".into()));
+    env
+}
+
+#[tokio::test]
+async fn one_shot_commands_exit_without_a_cache_bus_warning_and_name_a_missing_plugin_directory() {
+    let app = crate::harness::TestApp::spawn().await;
+    let env = cli_env(&app);
+    let env = crate::harness::env_refs(&env);
+    for args in [
+        &["migrate"][..],
+        &["user", "create", "uma", "--email", "uma@example.com"],
+        &["user", "list"],
+        &["plugin", "list"],
+        &["cron", "status"],
+    ] {
+        let o = run_trovato(args, &env, None);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{args:?}: {err}");
+        assert!(!err.contains("cache bus"), "{args:?}: {err}");
+        assert!(
+            err.contains("WARN") && err.contains("/nonexistent-plugins does not exist"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn users_are_listed_blocked_given_a_password_and_deleted_from_the_command_line() {
+    let app = crate::harness::TestApp::spawn().await;
+    let env = app.cli_env();
+    let env = crate::harness::env_refs(&env);
+    let vic = app
+        .create_user("vic", "a long enough password", false)
+        .await;
+    let heir = app
+        .create_user("wes", "a long enough password", false)
+        .await;
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let o = run_trovato(args, &env, stdin);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr(&o),
+        )
+    };
+
+    let (ok, out, err) = cli(&["user", "list", "--name", "V"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("vic") && !out.contains("wes"), "{out}");
+    assert!(out.contains("page 1 of 1; 1 matching"), "{out}");
+
+    let token = trovato::user::token::create(&app.state.db, vic.id, "ci")
+        .await
+        .expect("token");
+    let (ok, out, err) = cli(&["user", "tokens", "vic"], None);
+    assert!(ok && out.contains("ci"), "{out}{err}");
+    let (ok, _, err) = cli(&["user", "block", "vic"], None);
+    assert!(ok, "{err}");
+    let status: i16 = sqlx::query_scalar("SELECT status FROM users WHERE id = $1")
+        .bind(vic.id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("status");
+    assert_eq!(status, 0);
+    assert_eq!(
+        trovato::user::token::authenticate(&app.state.db, &token)
+            .await
+            .expect("auth"),
+        None
+    );
+    let (ok, _, err) = cli(&["user", "unblock", "vic"], None);
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = cli(&["user", "password", "vic"], None);
+    assert!(ok, "{err}");
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Password: "))
+        .expect("the generated password, printed")
+        .to_owned();
+    let (_, hash) = trovato::user::find_credentials(&app.state.db, "vic")
+        .await
+        .expect("q")
+        .expect("vic");
+    assert!(
+        trovato::user::password::verify(password, Some(hash))
+            .await
+            .expect("verify")
+    );
+    let (ok, out, err) = cli(
+        &["user", "password", "vic", "--password-stdin"],
+        Some("typed in once\n"),
+    );
+    assert!(ok && !out.contains("Password:"), "{out}{err}");
+    let (_, hash) = trovato::user::find_credentials(&app.state.db, "vic")
+        .await
+        .expect("q")
+        .expect("vic");
+    assert!(
+        trovato::user::password::verify("typed in once".into(), Some(hash))
+            .await
+            .expect("verify")
+    );
+
+    // Not confirmed: nothing happens.
+    let (ok, _, err) = cli(&["user", "delete", "vic"], Some("n\n"));
+    assert!(!ok && err.contains("not deleted"), "{err}");
+    assert!(
+        trovato::user::find_by_name(&app.state.db, "vic")
+            .await
+            .expect("q")
+            .is_some()
+    );
+    let (ok, _, err) = cli(
+        &["user", "delete", "vic", "--reassign-to", "nobody", "--yes"],
+        None,
+    );
+    assert!(!ok && err.contains("no user named `nobody`"), "{err}");
+    assert!(
+        trovato::user::find_by_name(&app.state.db, "vic")
+            .await
+            .expect("q")
+            .is_some()
+    );
+
+    let (ok, out, err) = cli(
+        &["user", "delete", "vic", "--reassign-to", "wes", "--yes"],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("went to wes"), "{out}");
+    assert!(
+        trovato::user::find_by_name(&app.state.db, "vic")
+            .await
+            .expect("q")
+            .is_none()
+    );
+    assert!(
+        trovato::user::find_by_id(&app.state.db, heir.id)
+            .await
+            .expect("q")
+            .is_some()
+    );
+    let (ok, _, err) = cli(&["user", "show", "vic"], None);
+    assert!(!ok && err.contains("no user named `vic`"), "{err}");
+}
+
+#[tokio::test]
+async fn a_command_kernel_listens_for_no_cache_invalidations_and_a_server_does() {
+    let app = crate::harness::TestApp::spawn().await;
+    let config = (*app.state.config).clone();
+    let channel = app.state.kv.key("cache:bus");
+    let subscribers = || async {
+        let counts: Vec<(String, i64)> = app
+            .state
+            .kv
+            .query(redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel))
+            .await
+            .expect("NUMSUB");
+        counts.first().map_or(0, |(_, n)| *n)
+    };
+    // The test's own kernel (a server) is the one subscriber.
+    assert_eq!(subscribers().await, 1);
+    let command = trovato::Kernel::connect_as(config, trovato::kernel::Role::Command)
+        .await
+        .expect("kernel");
+    assert_eq!(subscribers().await, 1, "the command subscribed");
+    assert!(
+        !command.tasks.running().contains(&"cache bus"),
+        "{:?}",
+        command.tasks.running()
+    );
+    // Its invalidations still reach the server's cache.
+    let applied = app.state.cache.remote_invalidations();
+    let before = *applied.borrow();
+    command
+        .cache
+        .invalidate(&[trovato::cache::CacheTag::new("item_list:all").expect("tag")])
+        .await;
+    let reached = crate::harness::eventually(crate::harness::PATIENCE, || async {
+        *applied.borrow() > before
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "the server never heard of the command's invalidation"
+    );
+    command
+        .tasks
+        .shutdown(std::time::Duration::from_secs(5))
+        .await;
+}

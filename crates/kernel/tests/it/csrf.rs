@@ -228,6 +228,33 @@ async fn new_role(app: &TestApp) -> String {
     name
 }
 
+/// A fresh user (blocked if asked); returns its id.
+async fn new_user(app: &TestApp, blocked: bool) -> String {
+    let user = app.create_user(&unique("user_"), PASSWORD, false).await;
+    if blocked {
+        sqlx::query("UPDATE users SET status = 0 WHERE id = $1")
+            .bind(user.id)
+            .execute(&app.state.db)
+            .await
+            .expect("block");
+    }
+    user.id.to_string()
+}
+
+/// The path of a fresh user's fresh API token.
+async fn new_token(app: &TestApp) -> String {
+    let user = app.create_user(&unique("user_"), PASSWORD, false).await;
+    trovato::user::token::create(&app.state.db, user.id, "t")
+        .await
+        .expect("token");
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM api_token WHERE user_id = $1")
+        .bind(user.id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("token id");
+    format!("/api/users/{}/tokens/{id}", user.id)
+}
+
 async fn new_type(app: &TestApp) -> String {
     let name = unique("type_");
     let r = app.create_item_type(&name, json!([])).await;
@@ -375,6 +402,34 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
                 Some(json!({"roles": [role]})),
             )
         }
+        ("POST", "/api/users") => {
+            let name = unique("user_");
+            t(
+                "/api/users".into(),
+                Some(json!({"name": name, "email": format!("{name}@example.com"),
+                            "password": PASSWORD})),
+            )
+        }
+        ("PUT", "/api/users/{id}") => t(
+            format!("/api/users/{}", new_user(app, false).await),
+            Some(json!({"email": format!("{}@example.org", unique("changed_"))})),
+        ),
+        ("DELETE", "/api/users/{id}") => {
+            t(format!("/api/users/{}", new_user(app, false).await), None)
+        }
+        ("POST", "/api/users/{id}/block") => t(
+            format!("/api/users/{}/block", new_user(app, false).await),
+            None,
+        ),
+        ("POST", "/api/users/{id}/unblock") => t(
+            format!("/api/users/{}/unblock", new_user(app, true).await),
+            None,
+        ),
+        ("POST", "/api/users/{id}/password") => t(
+            format!("/api/users/{}/password", new_user(app, false).await),
+            Some(json!({})),
+        ),
+        ("DELETE", "/api/users/{id}/tokens/{token_id}") => t(new_token(app).await, None),
         ("POST", "/api/item-types") => {
             let name = unique("type_");
             t("/api/item-types".into(), Some(type_body(&name)))

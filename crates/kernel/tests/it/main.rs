@@ -28,3 +28,4 @@ mod search;
 mod stage;
 mod storage;
 mod user;
+mod user_manage;

@@ -409,3 +409,115 @@ async fn only_administrators_change_who_is_one_and_the_last_one_stays() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(roles_in_db(&app, admin.id).await, vec!["editor"]);
 }
+
+#[tokio::test]
+async fn a_permission_nobody_declares_is_refused_and_nothing_is_replaced() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    role_for(&app, "editor", &["edit any content"], None).await;
+    let r = send(
+        &app,
+        Method::PUT,
+        "/api/roles/editor",
+        json!({"label": "Renamed", "permissions": ["access content", "frobnicate"]}),
+    )
+    .await;
+    let v = error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "unknown_permission").await;
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("frobnicate"),
+        "{v}"
+    );
+    assert_eq!(
+        permissions_in_db(&app, "editor").await,
+        vec!["edit any content"]
+    );
+    let label: String = sqlx::query_scalar("SELECT label FROM role WHERE name = 'editor'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("query");
+    assert_eq!(label, "editor");
+}
+
+/// A plugin directory with one plugin, `perm_demo`, whose manifest
+/// declares a permission; removed by the caller.
+fn plugin_declaring_a_permission() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "trovato-perm-plugins-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let plugin = dir.join("perm_demo");
+    std::fs::create_dir_all(&plugin).expect("mkdir");
+    std::fs::write(
+        plugin.join("perm_demo.info.toml"),
+        "name = \"perm_demo\"\nversion = \"1.0.0\"\n\n[permissions]\n\
+         \"moderate demos\" = \"Approve or reject demo submissions\"\n",
+    )
+    .expect("manifest");
+    std::fs::write(
+        plugin.join("perm_demo.wat"),
+        "(module (memory (export \"memory\") 1)\n\
+         (func (export \"trovato_alloc\") (param i32) (result i32) (i32.const 0)))\n",
+    )
+    .expect("module");
+    dir
+}
+
+#[tokio::test]
+async fn the_permission_list_names_the_kernels_and_the_plugins_permissions() {
+    let dir = plugin_declaring_a_permission();
+    let plugins = dir.clone();
+    let app = TestApp::spawn_with(move |c| c.plugin.dir = plugins, axum::Router::new()).await;
+    app.sign_in_as_admin().await;
+    let r = app.get("/api/permissions").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let list: Vec<Value> = r.json().await.expect("json");
+    let find = |name: &str| list.iter().find(|p| p["name"] == name).cloned();
+    assert_eq!(
+        find("administer users"),
+        Some(json!({"name": "administer users", "owner": "kernel",
+                    "description": trovato::user::permission::KERNEL.iter()
+                        .find(|(n, _)| *n == "administer users").map(|(_, d)| *d)}))
+    );
+    assert_eq!(
+        find("moderate demos"),
+        Some(json!({"name": "moderate demos", "owner": "perm_demo",
+                    "description": "Approve or reject demo submissions"}))
+    );
+    assert_eq!(list.len(), trovato::user::permission::KERNEL.len() + 1);
+
+    // The plugin's permission can be granted; the administrator holds it.
+    role_for(&app, "moderator", &["moderate demos"], None).await;
+    assert_eq!(
+        permissions_in_db(&app, "moderator").await,
+        vec!["moderate demos"]
+    );
+    let me: Value = app.get("/user/me").await.json().await.expect("json");
+    assert!(
+        me["permissions"]
+            .as_array()
+            .expect("permissions")
+            .iter()
+            .any(|p| p == "moderate demos"),
+        "{me}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn only_holders_of_administer_permissions_list_the_permissions() {
+    let app = TestApp::spawn().await;
+    let r = crate::harness::client()
+        .get(app.url("/api/permissions"))
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    app.create_user("erin", PASSWORD, false).await;
+    let erin = signed_in(&app, "erin").await;
+    let r = erin
+        .get(app.url("/api/permissions"))
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+}

@@ -447,9 +447,16 @@ async fn session_keys_live_under_the_configured_prefix() {
         .query(redis::cmd("KEYS").arg(format!("{prefix}*")))
         .await
         .expect("keys");
-    assert_eq!(keys.len(), 1, "{keys:?}");
+    // The session, and the index of the user's sessions.
+    assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(
-        keys[0].starts_with(&format!("{prefix}session:")),
+        keys.iter()
+            .any(|k| k.starts_with(&format!("{prefix}session:"))),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with(&format!("{prefix}user-sessions:"))),
         "{keys:?}"
     );
 }
@@ -569,4 +576,116 @@ async fn login_with_an_unsupported_content_type_is_415() {
     assert_no_session_started(&app, &resp).await;
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["error"], "unsupported_media_type");
+}
+
+#[tokio::test]
+async fn email_addresses_are_unique_regardless_of_case() {
+    let app = TestApp::spawn().await;
+    app.create_user("olive", PASSWORD, false).await;
+    let err = trovato::user::create(
+        &app.state.db,
+        trovato::user::NewUser {
+            name: "oscar",
+            email: "OLIVE@Example.com",
+            password: PASSWORD,
+            admin: false,
+        },
+    )
+    .await
+    .expect_err("the address is taken");
+    assert!(
+        matches!(err, trovato::user::UserError::EmailTaken),
+        "{err:?}"
+    );
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM users ORDER BY name")
+        .fetch_all(&app.state.db)
+        .await
+        .expect("names");
+    assert_eq!(names, vec!["olive"]);
+}
+
+/// The email migration's own text.
+const EMAIL_MIGRATION: &str = include_str!("../../migrations/0009_users_email_unique.sql");
+
+#[tokio::test]
+async fn the_email_migration_names_the_shared_addresses_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let db = &app.state.db;
+    // The database as it was before the migration, with users sharing
+    // an address in two spellings.
+    sqlx::query("DROP INDEX users_email_lower_key")
+        .execute(db)
+        .await
+        .expect("drop the index");
+    for (name, email) in [
+        ("pat", "shared@example.com"),
+        ("Pia", "Shared@Example.com"),
+        ("quentin", "own@example.com"),
+    ] {
+        sqlx::query("INSERT INTO users (id, name, email, pass) VALUES ($1, $2, $3, 'x')")
+            .bind(uuid::Uuid::now_v7())
+            .bind(name)
+            .bind(email)
+            .execute(db)
+            .await
+            .expect("insert");
+    }
+    let err = sqlx::raw_sql(EMAIL_MIGRATION)
+        .execute(db)
+        .await
+        .expect_err("shared addresses stop the migration")
+        .to_string();
+    assert!(
+        err.contains("shared@example.com (Pia, pat)") && !err.contains("own@example.com"),
+        "{err}"
+    );
+    let index: Option<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE indexname = 'users_email_lower_key'",
+    )
+    .fetch_optional(db)
+    .await
+    .expect("query");
+    assert_eq!(index, None, "a failed migration left its index");
+
+    // Once the addresses differ it applies.
+    sqlx::query("UPDATE users SET email = 'pia@example.com' WHERE name = 'Pia'")
+        .execute(db)
+        .await
+        .expect("update");
+    sqlx::raw_sql(EMAIL_MIGRATION)
+        .execute(db)
+        .await
+        .expect("the migration applies");
+    let dup = sqlx::query("UPDATE users SET email = 'SHARED@example.com' WHERE name = 'Pia'")
+        .execute(db)
+        .await
+        .expect_err("the index holds");
+    assert!(dup.to_string().contains("users_email_lower_key"), "{dup}");
+}
+
+#[tokio::test]
+async fn an_administrator_is_shown_every_declared_permission() {
+    let app = TestApp::spawn().await;
+    app.create_user("rose", PASSWORD, true).await;
+    app.login("rose", PASSWORD).await;
+    let me: Value = app.get("/user/me").await.json().await.expect("json");
+    let shown: Vec<&str> = me["permissions"]
+        .as_array()
+        .expect("permissions")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut declared: Vec<&str> = trovato::user::permission::KERNEL
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    declared.sort_unstable();
+    assert_eq!(shown, declared);
+
+    // Anyone else is shown what their roles grant.
+    let app = TestApp::spawn().await;
+    app.create_user("sam", PASSWORD, false).await;
+    app.login("sam", PASSWORD).await;
+    let me: Value = app.get("/user/me").await.json().await.expect("json");
+    assert_eq!(me["permissions"], serde_json::json!(["access content"]));
 }
