@@ -3,6 +3,11 @@
 //!
 //! Term reads are cached (`term:{id}`, `term_list:{category}`); every term
 //! write invalidates both tags after its transaction committed.
+//!
+//! A term that current item values reference (live rows, unpublished stage
+//! revisions; see `item::references`) is not deleted, nor a category holding
+//! one: the delete is refused with 409 and the list of uses, so no item is
+//! left unsaveable and no stage unpublishable.
 
 pub mod routes;
 
@@ -14,7 +19,9 @@ use uuid::Uuid;
 
 use crate::cache::{CacheKey, CacheTag, Loaded};
 use crate::db::{DbError, timed};
-use crate::item::Failures;
+use crate::item::field::RefTarget;
+use crate::item::references::{self, ItemReference};
+use crate::item::{Failures, ItemError};
 use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +36,13 @@ pub enum CategoryError {
     TermExists,
     #[error("term {0} has child terms; delete or move them first")]
     HasChildren(Uuid),
+    #[error("term {id} is referenced by {}; remove those references first", references::items_phrase(.uses))]
+    TermInUse { id: Uuid, uses: Vec<ItemReference> },
+    #[error("terms of category `{id}` are referenced by {}; remove those references first", references::items_phrase(.uses))]
+    InUse {
+        id: String,
+        uses: Vec<ItemReference>,
+    },
     #[error("invalid values")]
     Invalid(Failures),
     #[error(transparent)]
@@ -46,6 +60,8 @@ impl crate::error::HttpError for CategoryError {
             CategoryError::Exists(_) => (S::CONFLICT, "category_exists"),
             CategoryError::TermExists => (S::CONFLICT, "term_exists"),
             CategoryError::HasChildren(_) => (S::CONFLICT, "term_has_children"),
+            CategoryError::TermInUse { .. } => (S::CONFLICT, "term_in_use"),
+            CategoryError::InUse { .. } => (S::CONFLICT, "category_in_use"),
             CategoryError::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "validation_failed"),
             CategoryError::Db(e) => e.status_code(),
             CategoryError::Decode(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
@@ -55,6 +71,9 @@ impl crate::error::HttpError for CategoryError {
     fn error_details(&self) -> serde_json::Value {
         match self {
             CategoryError::Invalid(f) => crate::item::field::failures_json(f),
+            CategoryError::TermInUse { uses, .. } | CategoryError::InUse { uses, .. } => {
+                references::uses_json(uses)
+            }
             _ => serde_json::Value::Null,
         }
     }
@@ -63,6 +82,14 @@ impl crate::error::HttpError for CategoryError {
 impl From<sqlx::Error> for CategoryError {
     fn from(e: sqlx::Error) -> Self {
         CategoryError::Db(e.into())
+    }
+}
+
+/// Looking up term uses failed: only the database can fail there.
+fn item_error(e: ItemError) -> CategoryError {
+    match e {
+        ItemError::Db(d) => CategoryError::Db(d),
+        other => CategoryError::Db(DbError::Unavailable(other.to_string())),
     }
 }
 
@@ -187,9 +214,41 @@ pub async fn update(db: impl PgExecutor<'_>, c: &Category) -> Result<Category, C
     Ok(c.clone())
 }
 
-/// Deletes a category and all its terms.
+/// Deletes a category and all its terms; refused while items reference
+/// any of them.
 pub async fn delete(state: &AppState, id: &str) -> Result<(), CategoryError> {
     let mut tx = state.db.begin().await?;
+    // The category row first (no term can be added until this ends), then
+    // its terms: saves referencing one have committed, later ones wait and
+    // then find it gone.
+    let found: Option<String> = timed(
+        "category.lock",
+        sqlx::query_scalar("SELECT id FROM category WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx),
+    )
+    .await?;
+    if found.is_none() {
+        return Err(CategoryError::NotFound(id.to_owned()));
+    }
+    let locked: Vec<Uuid> = timed(
+        "category.lock_terms",
+        sqlx::query_scalar(
+            "SELECT id FROM category_tag WHERE category_id = $1 ORDER BY id FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx),
+    )
+    .await?;
+    let uses = references::uses_of(&mut tx, RefTarget::Term, &locked, None)
+        .await
+        .map_err(item_error)?;
+    if !uses.is_empty() {
+        return Err(CategoryError::InUse {
+            id: id.to_owned(),
+            uses,
+        });
+    }
     // Children first is not needed: the whole category goes, and the
     // parent constraint is checked at the end of the statement.
     let terms: Vec<Uuid> = timed(
@@ -351,14 +410,34 @@ pub async fn update_term(
     Ok(term)
 }
 
+/// Deletes a term without children that no item references.
 pub async fn delete_term(state: &AppState, id: Uuid) -> Result<(), CategoryError> {
+    let mut tx = state.db.begin().await?;
+    // Locked first: saves that referenced the term have committed (they
+    // hold it FOR KEY SHARE), later ones wait and then find it gone.
+    let found: Option<Uuid> = timed(
+        "term.lock",
+        sqlx::query_scalar("SELECT id FROM category_tag WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx),
+    )
+    .await?;
+    if found.is_none() {
+        return Err(CategoryError::TermNotFound(id));
+    }
+    let uses = references::uses_of(&mut tx, RefTarget::Term, &[id], None)
+        .await
+        .map_err(item_error)?;
+    if !uses.is_empty() {
+        return Err(CategoryError::TermInUse { id, uses });
+    }
     let r = timed(
         "term.delete",
         sqlx::query_scalar::<_, String>(
             "DELETE FROM category_tag WHERE id = $1 RETURNING category_id",
         )
         .bind(id)
-        .fetch_optional(&state.db),
+        .fetch_optional(&mut *tx),
     )
     .await
     .map_err(|e| {
@@ -370,6 +449,7 @@ pub async fn delete_term(state: &AppState, id: Uuid) -> Result<(), CategoryError
         }
     })?;
     let category = r.ok_or(CategoryError::TermNotFound(id))?;
+    tx.commit().await?;
     state.cache.invalidate(&term_tags(id, &category)).await;
     Ok(())
 }

@@ -155,7 +155,7 @@ pub(crate) async fn update_category(
     Ok(Json(super::update(&state.db, &c).await?))
 }
 
-/// Delete a category and its terms.
+/// Delete a category and its terms, unless items reference one of them.
 #[utoipa::path(delete, path = "/api/categories/{id}", tag = "category",
     params(CategoryPath),
     responses(
@@ -163,6 +163,7 @@ pub(crate) async fn update_category(
         (status = 401, description = "Anonymous", body = ErrorBody),
         (status = 403, description = "Lacks `administer categories`, or a session request without its CSRF token", body = ErrorBody),
         (status = 404, description = "No such category", body = ErrorBody),
+        (status = 409, description = "`category_in_use`: items (live, or unpublished in a stage) reference its terms (details: `uses`, the first 50, and `total`)", body = ErrorBody),
     ),
     security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn delete_category(
@@ -262,7 +263,7 @@ pub(crate) async fn update_term(
     ))
 }
 
-/// Delete a term without children.
+/// Delete a term without children that no item references.
 #[utoipa::path(delete, path = "/api/terms/{id}", tag = "category",
     params(TermPath),
     responses(
@@ -270,7 +271,7 @@ pub(crate) async fn update_term(
         (status = 401, description = "Anonymous", body = ErrorBody),
         (status = 403, description = "Lacks `administer categories`, or a session request without its CSRF token", body = ErrorBody),
         (status = 404, description = "No such term", body = ErrorBody),
-        (status = 409, description = "The term has children", body = ErrorBody),
+        (status = 409, description = "`term_has_children`: the term has children; `term_in_use`: items (live, or unpublished in a stage) reference it (details: `uses`, the first 50, and `total`)", body = ErrorBody),
     ),
     security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn delete_term(

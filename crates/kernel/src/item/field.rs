@@ -1,13 +1,22 @@
 //! Field definitions of an item type and the validation of field values.
 //!
 //! Values follow `{"field_x": {"value": ...}}`; a reference holds
-//! `{"target_id": "<uuid>"}`, a file `{"file_id": "<uuid>", ...}`; a
-//! multi-value field (cardinality other than 1) holds an array of those.
-//! Validation collects every failure, so one 422 lists them all.
+//! `{"target_id": "<uuid>"}`, a file `{"file_id": "<uuid>"}`; a
+//! multi-value field (cardinality other than 1) holds an array of those. A
+//! value a client sends has exactly its one member: any other is refused
+//! ([`FieldValues::refusals`]), so nothing the kernel does not understand
+//! is stored. Validation collects every failure, so one 422 lists them all.
+//!
+//! A field is known by its `name`, which is the key of its values in every
+//! item: `label` is only what editors read. There is no renaming a field:
+//! definitions without an earlier field's name remove that field (and its
+//! values), and a new name is a new field (see `item::schema`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -38,7 +47,9 @@ pub enum FieldKind {
     Date,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RefTarget {
     Item,
@@ -76,7 +87,7 @@ pub fn failures_json(f: &Failures) -> Value {
 /// Checks a type's field definitions themselves.
 pub fn check_defs(defs: &[FieldDef]) -> Failures {
     let mut out = Failures::new();
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = BTreeSet::new();
     for d in defs {
         let mut errs = Vec::new();
         let name_ok = d.name.len() <= 64
@@ -107,6 +118,198 @@ pub fn check_defs(defs: &[FieldDef]) -> Failures {
         }
     }
     out
+}
+
+/// The `fields` member of an item body (creating, updating: wherever a
+/// client sends field values), read strictly: a key given twice, at any
+/// depth, is not silently resolved to the last one (as `serde_json::Map`
+/// would) but recorded, and [`FieldValues::refusals`] reports it as a
+/// failure of its field, with every value member the field does not hold.
+/// Both rules hold for what a client sends, not for values stored before
+/// them: an item saves as long as what is sent now is clean.
+#[derive(Debug, Clone, Default)]
+pub struct FieldValues {
+    values: Map<String, Value>,
+    /// (field, message) for each key given more than once.
+    duplicates: Vec<(String, String)>,
+}
+
+impl FieldValues {
+    pub fn values(&self) -> &Map<String, Value> {
+        &self.values
+    }
+
+    pub fn into_values(self) -> Map<String, Value> {
+        self.values
+    }
+
+    /// What the body itself is refused for, by field: keys given twice and
+    /// members of values their field (in `defs`) does not hold. The values'
+    /// other checks are [`validate`]'s.
+    pub fn refusals(&self, defs: &[FieldDef]) -> Failures {
+        let mut out = Failures::new();
+        for (name, message) in &self.duplicates {
+            out.entry(name.clone()).or_default().push(message.clone());
+        }
+        for def in defs {
+            let values: Vec<(String, &Value)> = match self.values.get(&def.name) {
+                Some(Value::Array(a)) if def.cardinality != 1 => a
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("[{i}] "), v))
+                    .collect(),
+                Some(v) => vec![(String::new(), v)],
+                None => continue,
+            };
+            let prop = value_member(&def.kind);
+            for (at, v) in values {
+                let Some(obj) = v.as_object() else { continue };
+                for member in obj.keys().filter(|k| *k != prop) {
+                    out.entry(def.name.clone()).or_default().push(format!(
+                        "{at}has an unknown member `{member}`: a value holds only `{prop}`"
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The one member a value of `kind` holds.
+fn value_member(kind: &FieldKind) -> &'static str {
+    match kind {
+        FieldKind::Reference { .. } => "target_id",
+        FieldKind::File => "file_id",
+        _ => "value",
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldValues {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = FieldValues;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of field values")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FieldValues, A::Error> {
+        let mut out = FieldValues::default();
+        while let Some(name) = map.next_key::<String>()? {
+            let mut nested = Vec::new();
+            let value = map.next_value_seed(Strict {
+                path: String::new(),
+                duplicates: &mut nested,
+            })?;
+            out.duplicates.extend(
+                nested
+                    .into_iter()
+                    .map(|path| (name.clone(), format!("{path} is given more than once"))),
+            );
+            if out.values.insert(name.clone(), value).is_some() {
+                out.duplicates
+                    .push((name, "is given more than once".to_owned()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Reads any JSON value like `serde_json::Value` does, recording the path
+/// of each object key seen twice (the last value is kept, and the caller
+/// refuses the body).
+struct Strict<'a> {
+    path: String,
+    duplicates: &'a mut Vec<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for Strict<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // JSON text cannot hold NaN or infinities, so this is never null.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Strict {
+            path: format!("{}[{}]", self.path, out.len()),
+            duplicates: &mut *self.duplicates,
+        })? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = if self.path.is_empty() {
+                format!("`{key}`")
+            } else {
+                format!("{}.`{key}`", self.path)
+            };
+            let v = map.next_value_seed(Strict {
+                path: path.clone(),
+                duplicates: &mut *self.duplicates,
+            })?;
+            if out.insert(key, v).is_some() {
+                self.duplicates.push(path);
+            }
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// References found while validating, to be checked against the database.
@@ -171,12 +374,8 @@ fn check_value(
         errs.push(format!("{at}must be an object"));
         return;
     };
-    let (prop, inner) = match &def.kind {
-        FieldKind::Reference { .. } => ("target_id", obj.get("target_id")),
-        FieldKind::File => ("file_id", obj.get("file_id")),
-        _ => ("value", obj.get("value")),
-    };
-    let Some(inner) = inner else {
+    let prop = value_member(&def.kind);
+    let Some(inner) = obj.get(prop) else {
         errs.push(format!("{at}must have `{prop}`"));
         return;
     };
@@ -282,5 +481,59 @@ mod tests {
         let fields = json!({"field_body": {"value": "ééééé"}});
         let (f, _) = validate(&defs(), fields.as_object().expect("object"));
         assert!(f.is_empty(), "{f:?}");
+    }
+
+    fn strict(body: &str) -> FieldValues {
+        serde_json::from_str(body).expect("an object")
+    }
+
+    #[test]
+    fn a_field_given_twice_is_a_failure_of_that_field() {
+        let fields = strict(
+            r#"{"field_body": {"value": "a"}, "field_n": {"value": 2}, "field_body": {"value": "b"}}"#,
+        );
+        let f = fields.refusals(&defs());
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f["field_body"], ["is given more than once"]);
+    }
+
+    #[test]
+    fn a_member_given_twice_inside_a_value_is_named_by_its_path() {
+        let id = Uuid::now_v7();
+        let fields = strict(&format!(
+            r#"{{"field_body": {{"value": "a", "value": "b"}},
+                "field_tags": [{{"target_id": "{id}"}}, {{"target_id": "{id}", "target_id": "{id}"}}]}}"#
+        ));
+        let f = fields.refusals(&defs());
+        assert_eq!(f["field_body"], ["`value` is given more than once"]);
+        assert_eq!(f["field_tags"], ["[1].`target_id` is given more than once"]);
+    }
+
+    #[test]
+    fn strict_reading_keeps_every_json_value_as_serde_json_does() {
+        let body = r#"{"field_x": {"value": [1, -2, 3.5, 18446744073709551615, "s", true, null, {"a": {}}]}}"#;
+        let fields = strict(body);
+        let plain: Map<String, Value> = serde_json::from_str(body).expect("object");
+        assert_eq!(fields.values(), &plain);
+        assert!(fields.duplicates.is_empty());
+        assert!(serde_json::from_str::<FieldValues>("[]").is_err());
+    }
+
+    #[test]
+    fn unknown_members_of_a_value_are_refused_by_name() {
+        let fields = strict(&format!(
+            r#"{{"field_body": {{"value": "x", "extra": "<script>"}},
+                "field_tags": [{{"target_id": "{}", "value": 1}}]}}"#,
+            Uuid::now_v7()
+        ));
+        let f = fields.refusals(&defs());
+        assert_eq!(
+            f["field_body"],
+            ["has an unknown member `extra`: a value holds only `value`"]
+        );
+        assert_eq!(
+            f["field_tags"],
+            ["[0] has an unknown member `value`: a value holds only `target_id`"]
+        );
     }
 }

@@ -10,7 +10,9 @@
 //! go through the cache with stage-scoped keys.
 
 pub mod field;
+pub mod references;
 pub mod routes;
+pub mod schema;
 pub mod store;
 pub mod taps;
 pub mod write;
@@ -28,7 +30,9 @@ use crate::stage::StageId;
 use crate::state::AppState;
 use crate::tasks::TaskError;
 
-pub use field::{Failures, FieldDef, FieldKind};
+pub use field::{Failures, FieldDef, FieldKind, FieldValues};
+pub use references::{ItemReference, references_to_user};
+pub use schema::TypeConflicts;
 pub use write::{Change, ChangeKind, Effects, Write, WriteHook};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,12 @@ pub enum ItemError {
     /// The type still has items.
     #[error("item type `{0}` still has items")]
     TypeInUse(String),
+    /// New field definitions refuse values existing items hold.
+    #[error("{}", .0.message())]
+    TypeConflict(TypeConflicts),
+    /// Current values of other items reference the item.
+    #[error("item {id} is referenced by {}; remove those references first", references::items_phrase(.uses))]
+    InUse { id: Uuid, uses: Vec<ItemReference> },
     /// Invalid item or type values; the details list every failing field.
     #[error("invalid values")]
     Invalid(Failures),
@@ -65,6 +75,8 @@ impl crate::error::HttpError for ItemError {
             ItemError::TypeNotFound(_) => (S::NOT_FOUND, "item_type_not_found"),
             ItemError::TypeExists(_) => (S::CONFLICT, "item_type_exists"),
             ItemError::TypeInUse(_) => (S::CONFLICT, "item_type_in_use"),
+            ItemError::TypeConflict(_) => (S::CONFLICT, "item_type_conflict"),
+            ItemError::InUse { .. } => (S::CONFLICT, "item_in_use"),
             ItemError::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "validation_failed"),
             ItemError::StageConflict(_) => (S::CONFLICT, "stage_conflict"),
             ItemError::Db(e) => e.status_code(),
@@ -79,6 +91,8 @@ impl crate::error::HttpError for ItemError {
     fn error_details(&self) -> serde_json::Value {
         match self {
             ItemError::Invalid(f) => field::failures_json(f),
+            ItemError::TypeConflict(c) => c.details(),
+            ItemError::InUse { uses, .. } => references::uses_json(uses),
             _ => serde_json::Value::Null,
         }
     }
@@ -268,13 +282,15 @@ pub struct NewItem {
     pub promote: bool,
     #[serde(default)]
     pub sticky: bool,
+    /// Field values; a key given twice (at any depth) is refused.
     #[serde(default)]
     #[schema(value_type = Object)]
-    pub fields: Map<String, Value>,
+    pub fields: FieldValues,
 }
 
 /// Changes to an item; absent members keep their value. `fields` members
-/// replace the named fields (null removes one).
+/// replace the named fields (null removes one); a key given twice (at any
+/// depth) is refused.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemPatch {
@@ -283,7 +299,7 @@ pub struct ItemPatch {
     pub promote: Option<bool>,
     pub sticky: Option<bool>,
     #[schema(value_type = Option<Object>)]
-    pub fields: Option<Map<String, Value>>,
+    pub fields: Option<FieldValues>,
     /// Revision log message.
     pub log: Option<String>,
 }
@@ -331,12 +347,12 @@ pub async fn create_type(db: &PgPool, t: &ItemType) -> Result<ItemType, ItemErro
     Ok(t.clone())
 }
 
-pub async fn update_type(db: &PgPool, t: &ItemType) -> Result<ItemType, ItemError> {
+/// Replaces a type's definition. Existing items follow in the same
+/// transaction: values of removed fields are removed, and a change that
+/// existing values cannot satisfy is refused (see [`schema`]).
+pub async fn update_type(state: &AppState, t: &ItemType) -> Result<ItemType, ItemError> {
     check_type(t)?;
-    if !store::update_type(db, t).await? {
-        return Err(ItemError::TypeNotFound(t.type_name.clone()));
-    }
-    Ok(t.clone())
+    schema::update_type(state, t).await
 }
 
 pub async fn delete_type(db: &PgPool, name: &str) -> Result<(), ItemError> {
@@ -378,15 +394,47 @@ fn check_type(t: &ItemType) -> Result<(), ItemError> {
 
 // ---------------------------------------------------------------- items
 
-/// Validates title and fields against the type, including that referenced
-/// items, users and terms exist.
+/// Validates an edit's title and fields against the type, including that
+/// referenced items, users and terms exist; those found stay locked
+/// `FOR KEY SHARE` until the transaction ends, so none can be deleted
+/// before the edit commits (see [`references`]). `refused` are the
+/// failures of the body itself ([`FieldValues::refusals`]), reported with
+/// the others.
 pub async fn validate_values(
     db: &mut sqlx::PgConnection,
     t: &ItemType,
     title: &str,
     fields: &Map<String, Value>,
+    refused: Failures,
 ) -> Result<(), ItemError> {
     let (mut failures, refs) = field::validate(&t.fields, fields);
+    for (name, messages) in refused {
+        failures.entry(name).or_default().extend(messages);
+    }
+    finish_validation(db, t, title, failures, refs, true).await
+}
+
+/// [`validate_values`] for stored values a publish moves to live. Their
+/// targets are not locked: the values were committed when they were
+/// written, so a delete of a target already sees them as uses.
+pub async fn validate_stored(
+    db: &mut sqlx::PgConnection,
+    t: &ItemType,
+    title: &str,
+    fields: &Map<String, Value>,
+) -> Result<(), ItemError> {
+    let (failures, refs) = field::validate(&t.fields, fields);
+    finish_validation(db, t, title, failures, refs, false).await
+}
+
+async fn finish_validation(
+    db: &mut sqlx::PgConnection,
+    t: &ItemType,
+    title: &str,
+    mut failures: Failures,
+    refs: field::References,
+    lock_targets: bool,
+) -> Result<(), ItemError> {
     if t.has_title {
         if title.trim().is_empty() {
             failures
@@ -400,7 +448,7 @@ pub async fn validate_values(
                 .push("at most 255 characters".into());
         }
     }
-    for (name, target, id) in store::missing_references(db, &refs).await? {
+    for (name, target, id) in store::missing_references(db, &refs, lock_targets).await? {
         failures
             .entry(name)
             .or_default()
@@ -453,7 +501,8 @@ pub async fn update(
 }
 
 /// Deletes an item (and its revisions). Inside a stage only items created
-/// in that stage can be deleted.
+/// in that stage can be deleted; an item other items' current values
+/// reference is not deleted ([`ItemError::InUse`]).
 pub async fn delete(state: &AppState, stage: &StageId, id: Uuid) -> Result<Item, ItemError> {
     write::write_one(
         state,

@@ -232,8 +232,12 @@ pub(crate) async fn get_type(
     Ok(Json(super::get_type(&state.db, &name).await?))
 }
 
-/// Replace an item type's label, description, title settings and fields
-/// (existing items are checked against them when next saved or published).
+/// Replace an item type's label, description, title settings and fields.
+/// Existing items follow at once: a field no longer defined is removed
+/// with its values (item rows and unpublished stage revisions); a new or
+/// changed field (or a title now required) that an existing value would
+/// fail is refused with 409, and nothing changes. Fields are known by
+/// `name`: a new name is a new field, a new label only a new label.
 #[utoipa::path(put, path = "/api/item-types/{type}", tag = "item", request_body = ItemTypeUpdate,
     params(TypePath),
     responses(
@@ -241,6 +245,7 @@ pub(crate) async fn get_type(
         (status = 401, description = "Anonymous", body = ErrorBody),
         (status = 403, description = "Lacks `administer content types`", body = ErrorBody),
         (status = 404, description = "No such type", body = ErrorBody),
+        (status = 409, description = "`item_type_conflict`: existing items hold values the new definitions refuse (details: per field a message and the number of items)", body = ErrorBody),
         (status = 422, description = "Invalid definitions, or `type` differs from the path", body = ErrorBody),
     ),
     security(("bearer" = []), ("session" = [])))]
@@ -264,7 +269,7 @@ pub(crate) async fn update_type(
         plugin: current.plugin,
         fields: input.fields,
     };
-    let updated = super::update_type(&state.db, &t).await?;
+    let updated = super::update_type(&state, &t).await?;
     crate::search::config::apply_plugins(&state).await;
     Ok(Json(updated))
 }
@@ -397,7 +402,7 @@ pub(crate) async fn list_items(
         (status = 401, description = "Anonymous", body = ErrorBody),
         (status = 403, description = "Lacks `create content`, or the permission to work in the stage", body = ErrorBody),
         (status = 404, description = "No such stage", body = ErrorBody),
-        (status = 422, description = "Unknown type, invalid title or fields (details list each), or a bad stage id", body = ErrorBody),
+        (status = 422, description = "Unknown type, invalid title or fields (details list each: a key given twice, an unknown member of a value, a missing target, ...), or a bad stage id", body = ErrorBody),
     ),
     security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn create_item(
@@ -466,7 +471,7 @@ pub(crate) async fn get_item(
         (status = 401, description = "Anonymous", body = ErrorBody),
         (status = 403, description = "Lacks the edit permission", body = ErrorBody),
         (status = 404, description = "No such item or stage", body = ErrorBody),
-        (status = 422, description = "Invalid title or fields, or a bad stage id", body = ErrorBody),
+        (status = 422, description = "Invalid title or fields (details list each: a key given twice, an unknown member of a value, a missing target, ...), or a bad stage id", body = ErrorBody),
     ),
     security(("bearer" = []), ("session" = [])))]
 pub(crate) async fn update_item(
@@ -493,7 +498,9 @@ pub(crate) async fn update_item(
     ))
 }
 
-/// Delete an item (inside a stage: only items created in it).
+/// Delete an item (inside a stage: only items created in it). Refused while
+/// current values of other items (live rows, unpublished stage revisions)
+/// reference it.
 #[utoipa::path(delete, path = "/api/items/{id}", tag = "item",
     params(ItemIdPath, StageParams),
     responses(
@@ -501,7 +508,7 @@ pub(crate) async fn update_item(
         (status = 401, description = "Anonymous", body = ErrorBody),
         (status = 403, description = "Lacks the delete permission, or a session request without its CSRF token", body = ErrorBody),
         (status = 404, description = "No such item or stage", body = ErrorBody),
-        (status = 409, description = "A live item cannot be deleted inside a stage", body = ErrorBody),
+        (status = 409, description = "`stage_conflict`: a live item cannot be deleted inside a stage; `item_in_use`: other items reference it (details: `uses`, the first 50, and `total`)", body = ErrorBody),
         (status = 422, description = "Bad stage id", body = ErrorBody),
     ),
     security(("bearer" = []), ("session" = [])))]

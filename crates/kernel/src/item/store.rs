@@ -112,6 +112,25 @@ pub async fn find_type(db: impl PgExecutor<'_>, name: &str) -> Result<Option<Ite
     Ok(row.map(Into::into))
 }
 
+/// Like [`find_type`], holding the type row `FOR SHARE` until the
+/// transaction ends: an item created under this definition commits before
+/// a change of the type checks existing items (`item::schema`).
+pub async fn find_type_for_share(
+    db: impl PgExecutor<'_>,
+    name: &str,
+) -> Result<Option<ItemType>, ItemError> {
+    let row = timed(
+        "item_type.find_for_share",
+        sqlx::query_as::<_, TypeRow>(&format!(
+            "SELECT {TYPE_COLUMNS} FROM item_type WHERE type = $1 FOR SHARE"
+        ))
+        .bind(name)
+        .fetch_optional(db),
+    )
+    .await?;
+    Ok(row.map(Into::into))
+}
+
 pub async fn list_types(db: impl PgExecutor<'_>) -> Result<Vec<ItemType>, ItemError> {
     let rows = timed(
         "item_type.list",
@@ -226,7 +245,9 @@ pub async fn hold_stage(db: impl PgExecutor<'_>, stage: &str) -> Result<(), DbEr
     Ok(())
 }
 
-/// Like [`find`], locking the item row for the rest of the transaction.
+/// Like [`find`], locking the item row for the rest of the transaction
+/// against other writes of it. `FOR NO KEY UPDATE`: saves of other items
+/// that reference this one (and lock it `FOR KEY SHARE`) go on.
 pub async fn find_for_update(
     db: impl PgExecutor<'_>,
     stage: &str,
@@ -234,6 +255,28 @@ pub async fn find_for_update(
 ) -> Result<Option<Item>, ItemError> {
     let row = timed(
         "item.find_for_update",
+        sqlx::query_as::<_, ItemRow>(&format!(
+            "{STAGED_SELECT} AND i.id = $2 FOR NO KEY UPDATE OF i"
+        ))
+        .bind(stage)
+        .bind(id)
+        .fetch_optional(db),
+    )
+    .await?;
+    Ok(row.map(Into::into))
+}
+
+/// Like [`find_for_update`], but `FOR UPDATE`: the item is about to be
+/// deleted, so a save about to reference it waits for the delete (and then
+/// finds it gone), and a save that referenced it first is committed before
+/// the delete looks for uses.
+pub async fn find_for_delete(
+    db: impl PgExecutor<'_>,
+    stage: &str,
+    id: Uuid,
+) -> Result<Option<Item>, ItemError> {
+    let row = timed(
+        "item.find_for_delete",
         sqlx::query_as::<_, ItemRow>(&format!("{STAGED_SELECT} AND i.id = $2 FOR UPDATE OF i"))
             .bind(stage)
             .bind(id)
@@ -491,10 +534,14 @@ pub async fn revisions(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<Revision
         .collect())
 }
 
-/// The references among `refs` whose target does not exist.
+/// The references among `refs` whose target does not exist. With `lock`,
+/// the targets found stay locked `FOR KEY SHARE` until the transaction
+/// ends, so a delete of one waits for it and then sees the reference (see
+/// `item::references`).
 pub async fn missing_references(
     db: &mut sqlx::PgConnection,
     refs: &References,
+    lock: bool,
 ) -> Result<Vec<(String, RefTarget, Uuid)>, ItemError> {
     if refs.refs.is_empty() {
         return Ok(vec![]);
@@ -514,10 +561,11 @@ pub async fn missing_references(
         if ids.is_empty() {
             continue;
         }
-        // `table` is one of the three constants above.
+        let lock = if lock { "FOR KEY SHARE" } else { "" };
+        // `table` is one of the three constants above, `lock` one of two.
         let found: Vec<Uuid> = timed(
             query,
-            sqlx::query_scalar(&format!("SELECT id FROM {table} WHERE id = ANY($1)"))
+            sqlx::query_scalar(&format!("SELECT id FROM {table} WHERE id = ANY($1) {lock}"))
                 .bind(&ids)
                 .fetch_all(&mut *db),
         )

@@ -26,7 +26,10 @@ use serde_json::{Map, Value};
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{Item, ItemError, ItemPatch, ItemStatus, ItemType, NewItem, change_tags, store, taps};
+use super::field::RefTarget;
+use super::{
+    Item, ItemError, ItemPatch, ItemStatus, ItemType, NewItem, change_tags, references, store, taps,
+};
 use crate::cache::CacheTag;
 use crate::plugin::Tap;
 use crate::stage::StageId;
@@ -54,7 +57,8 @@ pub enum Write {
         patch: ItemPatch,
     },
     /// Deletes the item and its revisions; inside a stage only an item
-    /// created in that stage.
+    /// created in that stage. Refused ([`ItemError::InUse`]) while current
+    /// values of other items reference it (see [`references`]).
     Delete { stage: StageId, id: Uuid },
     /// Publishing `stage`: live item `id` takes the stage's `revision`.
     /// The caller holds the stage row `FOR UPDATE`.
@@ -268,11 +272,11 @@ async fn item_type(tx: &mut PgConnection, name: &str) -> Result<ItemType, ItemEr
         .ok_or_else(|| ItemError::TypeNotFound(name.to_owned()))
 }
 
-/// Validates `item`'s title and fields against its type.
+/// Validates the stored values a publish moves to live against the type.
 async fn check(tx: &mut PgConnection, item: &Item) -> Result<(), ItemError> {
     let t = item_type(tx, &item.item_type).await?;
     let fields = item.fields.as_object().cloned().unwrap_or_default();
-    super::validate_values(tx, &t, &item.title, &fields).await
+    super::validate_stored(tx, &t, &item.title, &fields).await
 }
 
 async fn create(
@@ -282,7 +286,7 @@ async fn create(
     new: NewItem,
 ) -> Result<Change, ItemError> {
     store::hold_stage(&mut *tx, stage.as_str()).await?;
-    let t = store::find_type(&mut *tx, &new.item_type)
+    let t = store::find_type_for_share(&mut *tx, &new.item_type)
         .await?
         .ok_or_else(|| ItemError::invalid("type", format!("unknown type `{}`", new.item_type)))?;
     let title = if t.has_title {
@@ -290,7 +294,9 @@ async fn create(
     } else {
         String::new()
     };
-    super::validate_values(tx, &t, &title, &new.fields).await?;
+    let refused = new.fields.refusals(&t.fields);
+    let fields = new.fields.into_values();
+    super::validate_values(tx, &t, &title, &fields, refused).await?;
     let now = Utc::now();
     let item = Item {
         id: Uuid::now_v7(),
@@ -302,7 +308,7 @@ async fn create(
         changed: now,
         promote: new.promote,
         sticky: new.sticky,
-        fields: Value::Object(new.fields),
+        fields: Value::Object(fields),
         stage_id: stage.as_str().to_owned(),
         revision_id: Some(Uuid::now_v7()),
     };
@@ -346,14 +352,18 @@ async fn update(
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    for (k, v) in patch.fields.unwrap_or_default() {
+    // Only what the body sends is held to the body's rules; stored values
+    // are validated as values.
+    let body = patch.fields.unwrap_or_default();
+    let refused = body.refusals(&t.fields);
+    for (k, v) in body.into_values() {
         if v.is_null() {
             fields.remove(&k);
         } else {
             fields.insert(k, v);
         }
     }
-    super::validate_values(tx, &t, &item.title, &fields).await?;
+    super::validate_values(tx, &t, &item.title, &fields, refused).await?;
     item.fields = Value::Object(fields);
     item.changed = Utc::now();
     let rev = Uuid::now_v7();
@@ -376,13 +386,19 @@ async fn update(
 
 async fn delete(tx: &mut PgConnection, stage: StageId, id: Uuid) -> Result<Change, ItemError> {
     store::hold_stage(&mut *tx, stage.as_str()).await?;
-    let item = store::find_for_update(&mut *tx, stage.as_str(), id)
+    let item = store::find_for_delete(&mut *tx, stage.as_str(), id)
         .await?
         .ok_or(ItemError::NotFound(id))?;
     if item.stage_id != stage.as_str() {
         return Err(ItemError::StageConflict(format!(
             "item {id} is live; delete it in live, not in stage `{stage}`"
         )));
+    }
+    // The row is locked FOR UPDATE: every save that referenced the item has
+    // committed, and none can reference it until this one ends.
+    let uses = references::uses_of(tx, RefTarget::Item, &[id], Some(id)).await?;
+    if !uses.is_empty() {
+        return Err(ItemError::InUse { id, uses });
     }
     store::delete_item(&mut *tx, id).await?;
     Ok(Change {

@@ -651,3 +651,613 @@ async fn an_update_whose_client_disconnects_during_the_commit_is_still_invalidat
     assert!(served.is_some(), "the committed title must be served");
     assert!(page(&app).await.contains("New title"));
 }
+
+// ------------------------------------------------------------ integrity
+
+/// A `page` type whose items reference other items and a user.
+async fn create_page_type(app: &TestApp) {
+    let r = app
+        .create_item_type(
+            "page",
+            json!([
+                {"name": "field_related", "label": "Related", "kind": "reference", "target": "item", "cardinality": 0},
+                {"name": "field_reviewer", "label": "Reviewer", "kind": "reference", "target": "user"},
+            ]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+}
+
+async fn create_page(app: &TestApp, fields: Value, stage: Option<&str>) -> String {
+    let r = app
+        .post_item(
+            json!({"type": "page", "title": "Page", "fields": fields}),
+            stage,
+        )
+        .await;
+    let v = crate::harness::content::expect_json(r, StatusCode::CREATED).await;
+    v["id"].as_str().expect("id").to_owned()
+}
+
+async fn delete_item(app: &TestApp, id: &str, stage: Option<&str>) -> reqwest::Response {
+    app.json_request(
+        reqwest::Method::DELETE,
+        &crate::harness::content::staged(&format!("/api/items/{id}"), stage),
+    )
+    .send()
+    .await
+    .expect("DELETE item")
+}
+
+async fn item_exists(app: &TestApp, id: &str) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM item WHERE id = $1::uuid)")
+        .bind(id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("item row")
+}
+
+#[tokio::test]
+async fn an_item_other_items_reference_is_not_deleted_until_they_let_go() {
+    let app = TestApp::spawn_with_articles().await;
+    create_page_type(&app).await;
+    assert_eq!(
+        app.create_stage("draft").await.status(),
+        StatusCode::CREATED
+    );
+    let target = app.create_item("Target", None).await;
+    let target = target["id"].as_str().expect("id").to_owned();
+    let live_page = create_page(
+        &app,
+        json!({"field_related": [{"target_id": target}]}),
+        None,
+    )
+    .await;
+    // Another page references it only in its draft revision.
+    let staged_page = create_page(&app, json!({}), None).await;
+    let r = app
+        .update_item(
+            &staged_page,
+            json!({"fields": {"field_related": [{"target_id": target}]}}),
+            Some("draft"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let body = error_body(
+        delete_item(&app, &target, None).await,
+        StatusCode::CONFLICT,
+        "item_in_use",
+    )
+    .await;
+    assert_eq!(body["details"]["total"], 2, "{body}");
+    let mut uses: Vec<(String, String)> = body["details"]["uses"]
+        .as_array()
+        .expect("uses")
+        .iter()
+        .map(|u| {
+            (
+                u["item"].as_str().unwrap_or("").to_owned(),
+                u["stage"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    uses.sort();
+    let mut want = vec![
+        (live_page.clone(), "live".to_owned()),
+        (staged_page.clone(), "draft".to_owned()),
+    ];
+    want.sort();
+    assert_eq!(uses, want, "{body}");
+    assert!(item_exists(&app, &target).await);
+    assert_eq!(
+        app.item_title(&target, None).await.as_deref(),
+        Some("Target")
+    );
+
+    // The live page lets go; the draft revision still holds it.
+    let r = app
+        .update_item(&live_page, json!({"fields": {"field_related": null}}), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = error_body(
+        delete_item(&app, &target, None).await,
+        StatusCode::CONFLICT,
+        "item_in_use",
+    )
+    .await;
+    assert_eq!(body["details"]["uses"][0]["stage"], "draft", "{body}");
+    let r = app
+        .update_item(
+            &staged_page,
+            json!({"fields": {"field_related": []}}),
+            Some("draft"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        delete_item(&app, &target, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert!(!item_exists(&app, &target).await);
+    assert_eq!(app.publish_stage("draft").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_item_referencing_only_itself_is_deleted() {
+    let app = TestApp::spawn_with_articles().await;
+    create_page_type(&app).await;
+    let id = create_page(&app, json!({}), None).await;
+    let r = app
+        .update_item(
+            &id,
+            json!({"fields": {"field_related": [{"target_id": id.to_uppercase()}]}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        delete_item(&app, &id, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert!(!item_exists(&app, &id).await);
+}
+
+#[tokio::test]
+async fn references_to_a_user_are_found_live_and_in_unpublished_stage_revisions_but_not_authorship()
+{
+    let app = TestApp::spawn_with_articles().await;
+    let admin: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE name = 'admin'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("admin");
+    let reviewer = app.create_user("reviewer", PASSWORD, false).await;
+    create_page_type(&app).await;
+    assert_eq!(
+        app.create_stage("draft").await.status(),
+        StatusCode::CREATED
+    );
+    // A client may write the id in any form a UUID parser accepts.
+    let braced = format!("{{{}}}", reviewer.id.to_string().to_uppercase());
+    let live = create_page(&app, json!({"field_reviewer": {"target_id": braced}}), None).await;
+    let staged = create_page(&app, json!({}), None).await;
+    let r = app
+        .update_item(
+            &staged,
+            json!({"fields": {"field_reviewer": {"target_id": reviewer.id}}}),
+            Some("draft"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let unrelated = create_page(&app, json!({}), None).await;
+
+    let mut conn = app.state.db.acquire().await.expect("conn");
+    let uses = trovato::item::references_to_user(&mut conn, reviewer.id)
+        .await
+        .expect("uses");
+    let mut found: Vec<(String, String, String)> = uses
+        .iter()
+        .map(|u| {
+            assert_eq!(u.target, reviewer.id);
+            (u.item.to_string(), u.stage.clone(), u.field.clone())
+        })
+        .collect();
+    found.sort();
+    let mut want = vec![
+        (live.clone(), "live".to_owned(), "field_reviewer".to_owned()),
+        (
+            staged.clone(),
+            "draft".to_owned(),
+            "field_reviewer".to_owned(),
+        ),
+    ];
+    want.sort();
+    assert_eq!(found, want);
+    assert!(!found.iter().any(|(i, _, _)| *i == unrelated));
+    // The administrator wrote every page but no field references them.
+    let authored = trovato::item::references_to_user(&mut conn, admin)
+        .await
+        .expect("uses");
+    assert!(authored.is_empty(), "{authored:?}");
+
+    // Publishing moves the stage's reference to live; clearing both leaves none.
+    assert_eq!(app.publish_stage("draft").await.status(), StatusCode::OK);
+    for id in [&live, &staged] {
+        let r = app
+            .update_item(id, json!({"fields": {"field_reviewer": null}}), None)
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let left = trovato::item::references_to_user(&mut conn, reviewer.id)
+        .await
+        .expect("uses");
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn a_field_given_twice_in_an_item_body_is_422_naming_it_and_nothing_is_written() {
+    let app = TestApp::spawn_with_articles().await;
+    let r = app
+        .json_request(reqwest::Method::POST, "/api/items")
+        .body(
+            r#"{"type": "article", "title": "Twice", "fields": {
+                 "field_body": {"value": "first"}, "field_body": {"value": "second"}}}"#,
+        )
+        .send()
+        .await
+        .expect("POST");
+    let body = error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(
+        body["details"]["fields"]["field_body"],
+        json!(["is given more than once"]),
+        "{body}"
+    );
+    assert_eq!(item_count(&app).await, 0);
+
+    let item = app.create_item("Once", None).await;
+    let id = item["id"].as_str().expect("id");
+    let r = app
+        .json_request(reqwest::Method::PUT, &format!("/api/items/{id}"))
+        .body(r#"{"fields": {"field_rating": {"value": 1, "value": 2}}}"#)
+        .send()
+        .await
+        .expect("PUT");
+    let body = error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(
+        body["details"]["fields"]["field_rating"],
+        json!(["`value` is given more than once"]),
+        "{body}"
+    );
+    let stored: Value = sqlx::query_scalar("SELECT fields FROM item WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("row");
+    assert_eq!(stored, item["fields"]);
+}
+
+#[tokio::test]
+async fn an_unknown_member_inside_a_field_value_is_422_naming_it_and_nothing_is_written() {
+    let app = TestApp::spawn_with_articles().await;
+    let r = app
+        .post_item(
+            json!({"type": "article", "title": "Extra", "fields": {
+                "field_body": {"value": "x", "extra": "<script>"}}}),
+            None,
+        )
+        .await;
+    let body = error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(
+        body["details"]["fields"]["field_body"],
+        json!(["has an unknown member `extra`: a value holds only `value`"]),
+        "{body}"
+    );
+    assert_eq!(item_count(&app).await, 0);
+
+    let item = app.create_item("Clean", None).await;
+    let id = item["id"].as_str().expect("id");
+    let r = app
+        .update_item(
+            id,
+            json!({"fields": {"field_tags": [{"target_id": uuid::Uuid::now_v7(), "label": "x"}]}}),
+            None,
+        )
+        .await;
+    let body = error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let messages = body["details"]["fields"]["field_tags"].to_string();
+    assert!(messages.contains("unknown member `label`"), "{body}");
+    let stored: Value = sqlx::query_scalar("SELECT fields FROM item WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("row");
+    assert_eq!(stored, item["fields"]);
+}
+
+#[tokio::test]
+async fn a_value_stored_with_an_extra_member_before_the_rule_does_not_stop_other_edits() {
+    let app = TestApp::spawn_with_articles().await;
+    let item = app.create_item("Old", None).await;
+    let id = item["id"].as_str().expect("id");
+    // As an earlier kernel stored it.
+    sqlx::query(
+        "UPDATE item SET fields = jsonb_set(fields, '{field_body,extra}', '\"kept\"') WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .execute(&app.state.db)
+    .await
+    .expect("legacy value");
+    app.rename_item(id, "Retitled", None).await;
+    // Sending it again as it is stored is refused; sending it clean is not.
+    let r = app
+        .update_item(
+            id,
+            json!({"fields": {"field_body": {"value": "text", "extra": "kept"}}}),
+            None,
+        )
+        .await;
+    error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let r = app
+        .update_item(
+            id,
+            json!({"fields": {"field_body": {"value": "clean"}}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let stored: Value = sqlx::query_scalar("SELECT fields FROM item WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("row");
+    assert_eq!(stored["field_body"], json!({"value": "clean"}));
+}
+
+async fn put_article_type(app: &TestApp, fields: Value) -> reqwest::Response {
+    app.json_request(reqwest::Method::PUT, "/api/item-types/article")
+        .json(&json!({"label": "Article", "fields": fields}))
+        .send()
+        .await
+        .expect("PUT type")
+}
+
+/// The article fields without `name`.
+fn article_fields_without(name: &str) -> Value {
+    let mut fields = crate::harness::content::article_fields();
+    fields
+        .as_array_mut()
+        .expect("array")
+        .retain(|f| f["name"] != name);
+    fields
+}
+
+async fn stored_fields(app: &TestApp, id: &str) -> Value {
+    sqlx::query_scalar("SELECT fields FROM item WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("row")
+}
+
+async fn stored_type_fields(app: &TestApp) -> Value {
+    sqlx::query_scalar("SELECT fields FROM item_type WHERE type = 'article'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("type row")
+}
+
+#[tokio::test]
+async fn removing_a_field_removes_its_values_from_items_and_unpublished_stage_revisions() {
+    let app = TestApp::spawn_with_articles().await;
+    assert_eq!(
+        app.create_stage("draft").await.status(),
+        StatusCode::CREATED
+    );
+    let rated = json!({"field_body": {"value": "x"}, "field_rating": {"value": 3}});
+    let live = app
+        .post_item(
+            json!({"type": "article", "title": "Live", "fields": rated}),
+            None,
+        )
+        .await;
+    let live = crate::harness::content::expect_json(live, StatusCode::CREATED).await;
+    let live = live["id"].as_str().expect("id").to_owned();
+    let edited = app.create_item("Edited in the stage", None).await;
+    let edited = edited["id"].as_str().expect("id").to_owned();
+    let r = app
+        .update_item(
+            &edited,
+            json!({"fields": {"field_rating": {"value": 4}}}),
+            Some("draft"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let born = app
+        .post_item(
+            json!({"type": "article", "title": "Born in the stage", "fields": rated}),
+            Some("draft"),
+        )
+        .await;
+    let born = crate::harness::content::expect_json(born, StatusCode::CREATED).await;
+    let born = born["id"].as_str().expect("id").to_owned();
+    // Cached views before the change.
+    let before: Value = app.read_item(&live, None).await.json().await.expect("json");
+    assert_eq!(before["fields"]["field_rating"]["value"], 3);
+
+    let r = put_article_type(&app, article_fields_without("field_rating")).await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+
+    for id in [&live, &edited, &born] {
+        let fields = stored_fields(&app, id).await;
+        assert!(fields.get("field_rating").is_none(), "{fields}");
+        assert!(fields["field_body"]["value"].is_string(), "{fields}");
+    }
+    let pending: Vec<Value> = sqlx::query_scalar(
+        "SELECT r.fields FROM stage_association a JOIN item_revision r ON r.id = a.revision_id",
+    )
+    .fetch_all(&app.state.db)
+    .await
+    .expect("pending revisions");
+    assert_eq!(pending.len(), 1);
+    assert!(pending[0].get("field_rating").is_none(), "{}", pending[0]);
+    // History keeps what the items held.
+    let first: Value = sqlx::query_scalar(
+        "SELECT fields FROM item_revision WHERE item_id = $1::uuid ORDER BY id LIMIT 1",
+    )
+    .bind(&live)
+    .fetch_one(&app.state.db)
+    .await
+    .expect("first revision");
+    assert_eq!(first["field_rating"]["value"], 3);
+    // Readers see the change at once, and every item saves and publishes.
+    let after: Value = app.read_item(&live, None).await.json().await.expect("json");
+    assert!(after["fields"].get("field_rating").is_none(), "{after}");
+    let staged: Value = app
+        .read_item(&edited, Some("draft"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(staged["fields"].get("field_rating").is_none(), "{staged}");
+    app.rename_item(&live, "Live, retitled", None).await;
+    app.rename_item(&born, "Born, retitled", Some("draft"))
+        .await;
+    let r = app.publish_stage("draft").await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    assert_eq!(
+        app.listed_titles(None).await,
+        ["Born, retitled", "Edited in the stage", "Live, retitled"]
+    );
+}
+
+#[tokio::test]
+async fn a_field_change_existing_values_cannot_satisfy_is_refused_with_the_number_of_failing_items()
+{
+    let app = TestApp::spawn_with_articles().await;
+    assert_eq!(
+        app.create_stage("draft").await.status(),
+        StatusCode::CREATED
+    );
+    // Two items whose body has 4 characters ("text"), one rated 2 live.
+    let a = app.create_item("A", None).await;
+    let a = a["id"].as_str().expect("id").to_owned();
+    app.create_item("B", None).await;
+    let r = app
+        .update_item(&a, json!({"fields": {"field_rating": {"value": 2}}}), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let stored = stored_type_fields(&app).await;
+
+    let mut shorter = crate::harness::content::article_fields();
+    shorter[0]["max_length"] = json!(3);
+    let body = error_body(
+        put_article_type(&app, shorter).await,
+        StatusCode::CONFLICT,
+        "item_type_conflict",
+    )
+    .await;
+    assert_eq!(body["details"]["items"], json!({"field_body": 2}), "{body}");
+    let message = body["details"]["fields"]["field_body"][0]
+        .as_str()
+        .expect("message");
+    assert!(
+        message.starts_with("2 items would fail; e.g. item ")
+            && message.contains("at most 3 allowed"),
+        "{message}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("field_body (2 items)"),
+        "{body}"
+    );
+
+    // Another kind for values that exist.
+    let mut as_text = crate::harness::content::article_fields();
+    as_text[1] = json!({"name": "field_rating", "label": "Rating", "kind": "text"});
+    let body = error_body(
+        put_article_type(&app, as_text).await,
+        StatusCode::CONFLICT,
+        "item_type_conflict",
+    )
+    .await;
+    assert_eq!(
+        body["details"]["items"],
+        json!({"field_rating": 1}),
+        "{body}"
+    );
+
+    // A new required field no item has; a "renamed" required field is one.
+    let mut renamed = article_fields_without("field_body");
+    renamed
+        .as_array_mut()
+        .expect("array")
+        .push(json!({"name": "field_text", "label": "Body", "kind": "text", "required": true}));
+    let body = error_body(
+        put_article_type(&app, renamed).await,
+        StatusCode::CONFLICT,
+        "item_type_conflict",
+    )
+    .await;
+    assert_eq!(body["details"]["items"], json!({"field_text": 2}), "{body}");
+
+    // A range the stage's revision alone breaks.
+    let r = app
+        .update_item(
+            &a,
+            json!({"fields": {"field_rating": {"value": 5}}}),
+            Some("draft"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut lower = crate::harness::content::article_fields();
+    lower[1]["max"] = json!(4);
+    let body = error_body(
+        put_article_type(&app, lower).await,
+        StatusCode::CONFLICT,
+        "item_type_conflict",
+    )
+    .await;
+    assert_eq!(
+        body["details"]["items"],
+        json!({"field_rating": 1}),
+        "{body}"
+    );
+
+    // Nothing of any refused change was stored, and nothing was removed.
+    assert_eq!(stored_type_fields(&app).await, stored);
+    assert_eq!(stored_fields(&app, &a).await["field_rating"]["value"], 2);
+
+    // Changes the values satisfy pass: a new label, a wider limit.
+    let mut fine = crate::harness::content::article_fields();
+    fine[0]["label"] = json!("Text");
+    fine[0]["max_length"] = json!(4);
+    let r = put_article_type(&app, fine).await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    assert_eq!(stored_type_fields(&app).await[0]["label"], "Text");
+}
+
+#[tokio::test]
+async fn a_single_value_field_cannot_become_one_its_arrays_break() {
+    let app = TestApp::spawn_with_articles().await;
+    app.update_item(
+        app.create_item("Tagged", None).await["id"]
+            .as_str()
+            .expect("id"),
+        json!({"fields": {"field_tags": []}}),
+        None,
+    )
+    .await;
+    let mut single = crate::harness::content::article_fields();
+    single[3]["cardinality"] = json!(1);
+    let body = error_body(
+        put_article_type(&app, single).await,
+        StatusCode::CONFLICT,
+        "item_type_conflict",
+    )
+    .await;
+    assert_eq!(body["details"]["items"], json!({"field_tags": 1}), "{body}");
+    // Turning the title on for a type whose items have none is refused too.
+    let r = app.create_item_type("note", json!([])).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app
+        .json_request(reqwest::Method::PUT, "/api/item-types/note")
+        .json(&json!({"label": "Note", "has_title": false}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .post_item(json!({"type": "note", "title": "ignored"}), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app
+        .json_request(reqwest::Method::PUT, "/api/item-types/note")
+        .json(&json!({"label": "Note", "has_title": true}))
+        .send()
+        .await
+        .expect("PUT");
+    let body = error_body(r, StatusCode::CONFLICT, "item_type_conflict").await;
+    assert_eq!(body["details"]["items"], json!({"title": 1}), "{body}");
+}
