@@ -1,10 +1,10 @@
 //! Item HTTP surface: the JSON API under `/api/item-types` and
 //! `/api/items`, and the HTML pages `/item/{id}` and `/items/{type}`.
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -122,8 +122,6 @@ fn parse_id(raw: &str) -> Result<Uuid, AppError> {
     raw.parse()
         .map_err(|_| AppError::NotFound(format!("item {raw}")))
 }
-
-pub use crate::stage::require_access as require_stage_access;
 
 fn is_author(account: &Account, item: &Item) -> bool {
     account
@@ -385,7 +383,6 @@ pub(crate) async fn list_items(
 ) -> Result<Json<ItemPage>, AppError> {
     let Query(params) = params?;
     account.require(permission::ACCESS_CONTENT)?;
-    require_stage_access(&account, &stage)?;
     let spec = list_spec(params)?;
     if let Some(t) = &spec.item_type {
         super::get_type(&state.db, t).await?;
@@ -412,7 +409,6 @@ pub(crate) async fn create_item(
     Json(new): Json<NewItem>,
 ) -> Result<Response, AppError> {
     account.require(permission::CREATE_CONTENT)?;
-    require_stage_access(&account, &stage)?;
     let author = account.user.as_ref().map(|u| u.id);
     let item = super::create(&state, &stage, author, new).await?;
     let location = format!("/api/items/{}", item.id);
@@ -424,6 +420,8 @@ pub(crate) async fn create_item(
         .into_response())
 }
 
+/// The item as `stage` shows it to `account` (whose access to the stage
+/// [`SelectedStage`] checked).
 async fn visible_item(
     state: &AppState,
     account: &Account,
@@ -431,7 +429,6 @@ async fn visible_item(
     raw_id: &str,
 ) -> Result<Item, AppError> {
     let id = parse_id(raw_id)?;
-    require_stage_access(account, stage)?;
     let item = super::load(state, stage, id)
         .await?
         .ok_or(ItemError::NotFound(id))?;
@@ -644,6 +641,7 @@ pub(crate) async fn item_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     SelectedStage(stage): SelectedStage,
+    resolved: Option<Extension<Account>>,
     Path(raw_id): Path<String>,
 ) -> Result<Response, AppError> {
     let id = parse_id(&raw_id)?;
@@ -658,7 +656,11 @@ pub(crate) async fn item_page(
             None => Err(ItemError::NotFound(id).into()),
         };
     }
-    let account = Account::resolve(&state, &headers).await?;
+    // Resolved already when the request named a stage.
+    let account = match resolved {
+        Some(Extension(account)) => account,
+        None => Account::resolve(&state, &headers).await?,
+    };
     let item = visible_item(&state, &account, &stage, &raw_id).await?;
     let name = account.user.as_ref().map(|u| u.name.as_str());
     Ok(Html(render_item(&state, &item, name)?).into_response())
@@ -685,7 +687,6 @@ pub(crate) async fn items_page(
 ) -> Result<Response, AppError> {
     let Query(mut params) = params?;
     account.require(permission::ACCESS_CONTENT)?;
-    require_stage_access(&account, &stage)?;
     let t = super::get_type(&state.db, &type_name).await?;
     params.item_type = Some(t.type_name.clone());
     let spec = list_spec(params)?;

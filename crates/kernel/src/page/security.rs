@@ -53,11 +53,8 @@ impl SecurityHeaders {
 
 /// `scheme://host[:port]` of an absolute URL; `None` for a path.
 fn origin_of(url: &str) -> Option<String> {
-    let parsed = url::Url::parse(url).ok()?;
-    match parsed.origin() {
-        url::Origin::Tuple(..) => Some(parsed.origin().ascii_serialization()),
-        url::Origin::Opaque(_) => None,
-    }
+    let origin = url::Url::parse(url).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 fn has_credentials(headers: &HeaderMap) -> bool {

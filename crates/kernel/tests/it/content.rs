@@ -299,16 +299,7 @@ async fn unpublished_items_are_visible_to_their_author_and_administrators_only()
     app.create_user("author", PASSWORD, false).await;
     app.create_user("other", PASSWORD, false).await;
 
-    let author = crate::harness::client();
-    let author_csrf = crate::harness::content::csrf_of(
-        author
-            .post(app.url("/user/login"))
-            .json(&json!({"name": "author", "password": PASSWORD}))
-            .send()
-            .await
-            .expect("login"),
-    )
-    .await;
+    let (author, author_csrf) = app.browser_for("author").await;
     let r = author
         .post(app.url("/api/items"))
         .header("x-csrf-token", &author_csrf)
@@ -339,16 +330,7 @@ async fn unpublished_items_are_visible_to_their_author_and_administrators_only()
         .await
         .expect("GET");
     error_body(anon_page, StatusCode::NOT_FOUND, "item_not_found").await;
-    let other = crate::harness::client();
-    let other_csrf = crate::harness::content::csrf_of(
-        other
-            .post(app.url("/user/login"))
-            .json(&json!({"name": "other", "password": PASSWORD}))
-            .send()
-            .await
-            .expect("login"),
-    )
-    .await;
+    let (other, other_csrf) = app.browser_for("other").await;
     let r = other.get(app.url(&path)).send().await.expect("GET");
     error_body(r, StatusCode::NOT_FOUND, "item_not_found").await;
 

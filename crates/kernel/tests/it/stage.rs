@@ -240,16 +240,7 @@ async fn stage_errors_are_specific() {
 async fn stages_are_for_editors_only() {
     let app = app_with_stage().await;
     app.create_user("visitor", PASSWORD, false).await;
-    let visitor = crate::harness::client();
-    let visitor_csrf = crate::harness::content::csrf_of(
-        visitor
-            .post(app.url("/user/login"))
-            .json(&json!({"name": "visitor", "password": PASSWORD}))
-            .send()
-            .await
-            .expect("login"),
-    )
-    .await;
+    let (visitor, visitor_csrf) = app.browser_for("visitor").await;
     let r = visitor
         .get(app.url("/api/items?stage=draft"))
         .send()
@@ -652,14 +643,7 @@ async fn without_stage_access_an_existing_and_a_missing_stage_look_the_same() {
     let item = app.create_item("Live", None).await;
     let id = item["id"].as_str().expect("id");
     app.create_user("visitor", PASSWORD, false).await;
-    let visitor = crate::harness::client();
-    let login = visitor
-        .post(app.url("/user/login"))
-        .json(&json!({"name": "visitor", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(login.status(), StatusCode::OK);
+    let (visitor, _) = app.browser_for("visitor").await;
     let anon = crate::harness::client();
     let paths = [
         "/api/stage/current?stage={s}".to_owned(),
@@ -752,16 +736,7 @@ async fn revisions_written_in_a_stage_are_shown_only_to_those_who_may_work_in_it
     app.create_user("author", PASSWORD, false).await;
     app.grant_authenticated("create content").await;
     app.grant_authenticated("edit own content").await;
-    let author = crate::harness::client();
-    let csrf = crate::harness::content::csrf_of(
-        author
-            .post(app.url("/user/login"))
-            .json(&json!({"name": "author", "password": PASSWORD}))
-            .send()
-            .await
-            .expect("login"),
-    )
-    .await;
+    let (author, csrf) = app.browser_for("author").await;
     let created = author
         .post(app.url("/api/items"))
         .header("x-csrf-token", &csrf)

@@ -196,11 +196,26 @@ pub async fn expect_json(r: Response, status: StatusCode) -> Value {
 /// Logs `client` in as admin at `base` (a kernel process); returns the
 /// session's CSRF token.
 pub async fn sign_in_at(client: &reqwest::Client, base: &str) -> String {
+    sign_in_as(client, base, "admin").await
+}
+
+/// Logs `client` in as `name` (password [`PASSWORD`]) at `base`; returns
+/// the session's CSRF token.
+pub async fn sign_in_as(client: &reqwest::Client, base: &str, name: &str) -> String {
     let r = client
         .post(format!("{base}/user/login"))
-        .json(&serde_json::json!({"name": "admin", "password": PASSWORD}))
+        .json(&serde_json::json!({"name": name, "password": PASSWORD}))
         .send()
         .await
         .expect("login");
     csrf_of(r).await
+}
+
+impl TestApp {
+    /// A fresh browser signed in as `name`, and its session's CSRF token.
+    pub async fn browser_for(&self, name: &str) -> (reqwest::Client, String) {
+        let client = super::client();
+        let csrf = sign_in_as(&client, &self.url(""), name).await;
+        (client, csrf)
+    }
 }
