@@ -34,7 +34,10 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(plugin::routes::router())
         .merge(openapi::router())
         .merge(item::routes::router())
+        .merge(item::admin::router())
+        .merge(item::structure::router())
         .merge(stage::routes::router())
+        .merge(stage::admin::router())
         .merge(category::routes::router())
         .merge(file::routes::router())
         .merge(cron::routes::router())
@@ -90,12 +93,16 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(from_fn_with_state(
             http::BodyLimit {
                 max: body_limit,
-                own: file::routes::OWN_BODY_LIMIT,
+                own: [file::routes::OWN_BODY_LIMIT, item::admin::OWN_BODY_LIMIT].concat(),
             },
             http::limit_body,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(from_fn(http::json_errors))
+        .layer(from_fn_with_state(
+            state.templates.clone(),
+            page::errors::html_errors,
+        ))
         .layer(from_fn_with_state(
             page::security::SecurityHeaders::new(&state.config),
             page::security::add_security_headers,

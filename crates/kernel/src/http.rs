@@ -265,7 +265,7 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
 #[derive(Debug, Clone)]
 pub struct BodyLimit {
     pub max: usize,
-    pub own: &'static [&'static str],
+    pub own: Vec<&'static str>,
 }
 
 /// Applies [`BodyLimit`]: a declared length over the limit is refused at

@@ -121,7 +121,7 @@ impl Kernel {
         let db = db::connect(db_url, config.db.max_connections, timeout).await?;
         db::migrate(&db).await?;
         let kv = Kv::connect(redis_url, &config.redis.prefix, timeout).await?;
-        let templates = Arc::new(Templates::new()?);
+        let templates = Arc::new(Templates::new(&config.site.name)?);
         // A broken plugin is recorded in the registry, never a boot error.
         let plugins = Plugins::load(&config.plugin, &config.server.data_dir).await;
         plugins.sync_enabled(&db).await?;

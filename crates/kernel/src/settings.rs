@@ -24,6 +24,7 @@ use crate::file::FileSettings;
 use crate::http::ServerSettings;
 use crate::kv::RedisSettings;
 use crate::observe::ObserveSettings;
+use crate::page::SiteSettings;
 use crate::plugin::PluginSettings;
 use crate::queue::QueueSettings;
 use crate::search::SearchSettings;
@@ -58,6 +59,8 @@ pub struct Config {
     pub queue: QueueSettings,
     #[command(flatten)]
     pub search: SearchSettings,
+    #[command(flatten)]
+    pub site: SiteSettings,
 }
 
 impl Config {
@@ -74,7 +77,8 @@ impl Config {
         self.files.validate()?;
         self.cron.validate()?;
         self.queue.validate()?;
-        self.search.validate()
+        self.search.validate()?;
+        self.site.validate()
     }
 
     /// Parses a TOML file over the defaults.

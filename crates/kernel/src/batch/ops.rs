@@ -82,10 +82,13 @@ fn bad(operation: &str, message: impl Into<String>) -> BatchError {
     }
 }
 
-/// `items.publish` / `items.unpublish`: set live items' status, through
-/// the one item write path (revision, taps, cache tags).
+/// `items.publish` / `items.unpublish`: set live items' status;
+/// `items.delete`: delete live items (one that other items reference is
+/// refused and reported). Each through the one item write path (revision,
+/// taps, cache tags).
 struct SetStatus {
-    status: ItemStatus,
+    /// The status to set; `None` deletes.
+    status: Option<ItemStatus>,
 }
 
 #[derive(Deserialize)]
@@ -101,22 +104,24 @@ struct ItemTargets {
 impl SetStatus {
     fn op_name(&self) -> &'static str {
         match self.status {
-            ItemStatus::Published => "items.publish",
-            ItemStatus::Unpublished => "items.unpublish",
+            Some(ItemStatus::Published) => "items.publish",
+            Some(ItemStatus::Unpublished) => "items.unpublish",
+            None => "items.delete",
         }
     }
 }
 
 impl Operation for SetStatus {
     fn info(&self) -> OperationInfo {
-        let verb = match self.status {
-            ItemStatus::Published => "Publish",
-            ItemStatus::Unpublished => "Unpublish",
+        let (verb, perm) = match self.status {
+            Some(ItemStatus::Published) => ("Publish", permission::EDIT_ANY_CONTENT),
+            Some(ItemStatus::Unpublished) => ("Unpublish", permission::EDIT_ANY_CONTENT),
+            None => ("Delete", permission::DELETE_ANY_CONTENT),
         };
         OperationInfo {
             name: self.op_name().into(),
             description: format!("{verb} live items: every item of a type, or the listed ones"),
-            permission: permission::EDIT_ANY_CONTENT.into(),
+            permission: perm.into(),
             chunk_size: 100,
             aborts_on_failure: false,
             params: r#"{"type": "<item type>"} or {"ids": ["<item id>", ...]}"#.into(),
@@ -179,14 +184,20 @@ impl Operation for SetStatus {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| e.to_string())?;
-                let write = crate::item::write::Write::Update {
-                    stage: StageId::live(),
-                    id,
-                    editor: owner,
-                    patch: ItemPatch {
-                        status: Some(self.status),
-                        log: Some(format!("batch {}", self.op_name())),
-                        ..ItemPatch::default()
+                let write = match self.status {
+                    Some(status) => crate::item::write::Write::Update {
+                        stage: StageId::live(),
+                        id,
+                        editor: owner,
+                        patch: ItemPatch {
+                            status: Some(status),
+                            log: Some(format!("batch {}", self.op_name())),
+                            ..ItemPatch::default()
+                        },
+                    },
+                    None => crate::item::write::Write::Delete {
+                        stage: StageId::live(),
+                        id,
                     },
                 };
                 match crate::item::write::apply(state, tx, write, effects).await {
@@ -517,11 +528,12 @@ impl Operation for PluginOperation {
 fn kernel_ops() -> Vec<Arc<dyn Operation>> {
     vec![
         Arc::new(SetStatus {
-            status: ItemStatus::Published,
+            status: Some(ItemStatus::Published),
         }),
         Arc::new(SetStatus {
-            status: ItemStatus::Unpublished,
+            status: Some(ItemStatus::Unpublished),
         }),
+        Arc::new(SetStatus { status: None }),
         Arc::new(FilesRecount),
         Arc::new(RebuildListings),
         Arc::new(Noop),

@@ -262,7 +262,8 @@ pub(crate) async fn batches_page(
             operations => ops,
             notice => q.notice.map(Notice::text),
         },
-    )?;
+    )
+    .await?;
     Ok(html.into_response())
 }
 
@@ -347,7 +348,8 @@ pub(crate) async fn batch_page(
             batch => shown(s),
             notice => q.notice.map(Notice::text),
         },
-    )?;
+    )
+    .await?;
     Ok(html.into_response())
 }
 
@@ -429,7 +431,8 @@ pub(crate) async fn queues_page(
             queues => rows,
             notice => q.notice.map(Notice::text),
         },
-    )?;
+    )
+    .await?;
     Ok(html.into_response())
 }
 

@@ -239,7 +239,8 @@ pub(crate) async fn cron_page(
             failures => failures,
             notice => notice,
         },
-    )?;
+    )
+    .await?;
     Ok(html.into_response())
 }
 

@@ -212,7 +212,8 @@ pub(crate) async fn files_page(
             next_page => more.then_some(page + 1),
             notice => q.notice.map(Notice::text),
         },
-    )?;
+    )
+    .await?;
     Ok(html.into_response())
 }
 

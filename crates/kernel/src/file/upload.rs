@@ -171,7 +171,7 @@ pub(crate) async fn upload(
                 })?;
             }
             Some("file") => {
-                let info = store(&state, field, &mut multipart, scheme, owner, limit).await?;
+                let info = store(&state, field, Some(&mut multipart), scheme, owner, limit).await?;
                 let location = format!("/api/files/{}", info.id);
                 metrics::counter!("trovato_file_uploads_total", "outcome" => "stored").increment(1);
                 return Ok((
@@ -192,12 +192,27 @@ pub(crate) async fn upload(
     }
 }
 
+/// Stores one file part of a page's form (the item form's file fields) as
+/// `POST /file/upload` stores its file: sniffed, checked, streamed and
+/// recorded as temporary, in the default scheme, owned by `owner`. The
+/// form's other parts may follow it. The caller bounds the whole body.
+pub async fn store_form_part(
+    state: &AppState,
+    field: multer::Field<'static>,
+    owner: Option<Uuid>,
+) -> Result<FileInfo, FileError> {
+    let settings = state.files.settings();
+    let scheme = Scheme::parse(&settings.default_scheme).unwrap_or(Scheme::Public);
+    store(state, field, None, scheme, owner, settings.max_upload_bytes).await
+}
+
 /// Reads the file part's first bytes, checks them, streams the part into
-/// storage, makes sure nothing follows it, and records the row.
+/// storage, makes sure nothing follows it (with `sole`, the upload's
+/// multipart body), and records the row.
 async fn store(
     state: &AppState,
     mut field: multer::Field<'static>,
-    multipart: &mut Multipart<'static>,
+    sole: Option<&mut Multipart<'static>>,
     scheme: Scheme,
     owner: Option<Uuid>,
     limit: u64,
@@ -258,7 +273,7 @@ async fn store(
             m.scanner.as_ref().and_then(MarkupScanner::found),
         )
     };
-    let checked = finish_checks(multipart, &sniffed, marker, limit).await;
+    let checked = finish_checks(sole, &sniffed, marker, limit).await;
     let recorded = match checked {
         Ok(()) => {
             insert(
@@ -290,10 +305,10 @@ fn metered(head: Bytes, field: multer::Field<'static>, meter: Arc<Mutex<Meter>>)
         .boxed()
 }
 
-/// After the file: nothing but the end of the body, and no markup in an
-/// inline type.
+/// After the file: no markup in an inline type, and (for the sole file of
+/// an upload) nothing but the end of the body.
 async fn finish_checks(
-    multipart: &mut Multipart<'static>,
+    sole: Option<&mut Multipart<'static>>,
     sniffed: &Sniffed,
     marker: Option<&'static str>,
     limit: u64,
@@ -304,6 +319,9 @@ async fn finish_checks(
             marker,
         });
     }
+    let Some(multipart) = sole else {
+        return Ok(());
+    };
     match multipart.next_field().await {
         Ok(None) => Ok(()),
         Ok(Some(_)) => Err(FileError::BadUpload(

@@ -9,11 +9,14 @@
 //! changes only a stage sees, then the item taps. Reads ([`load`], [`list`])
 //! go through the cache with stage-scoped keys.
 
+pub mod admin;
+pub mod display;
 pub mod field;
 pub mod references;
 pub mod routes;
 pub mod schema;
 pub mod store;
+pub mod structure;
 pub mod taps;
 pub mod write;
 
@@ -229,6 +232,9 @@ pub struct ListSpec {
     pub order: SortOrder,
     pub page: u32,
     pub per_page: u32,
+    /// Promoted items first (sticky ones first among them), then the rest,
+    /// each group in `sort` order: the front page.
+    pub promoted_first: bool,
 }
 
 impl ListSpec {
@@ -244,7 +250,8 @@ impl ListSpec {
             None => "any".to_owned(),
         };
         let key = format!(
-            "item_list:{}:{}:{}:{}:{}",
+            "item_list:{}{}:{}:{}:{}:{}",
+            if self.promoted_first { "front:" } else { "" },
             scope,
             sort_name(self.sort),
             if self.order == SortOrder::Asc {

@@ -361,6 +361,7 @@ fn list_spec(p: ListParams) -> Result<ListSpec, AppError> {
         order: p.order.unwrap_or(SortOrder::Desc),
         page,
         per_page,
+        promoted_first: false,
     })
 }
 
@@ -583,14 +584,43 @@ async fn anonymous_may_access(state: &AppState) -> Result<bool, AppError> {
     Ok(perms.contains(permission::ACCESS_CONTENT))
 }
 
-fn render_item(state: &AppState, item: &Item, user: Option<&str>) -> Result<String, AppError> {
-    Ok(state.templates.render(
+/// Renders the item page: field labels and values formatted by kind, the
+/// author's name and the dates. Returns the page and the cache tags of what
+/// it shows besides the item (referenced items and terms).
+async fn render_item(
+    state: &AppState,
+    item: &Item,
+    account: Option<&Account>,
+) -> Result<(String, Vec<crate::cache::CacheTag>), AppError> {
+    let t = super::get_type(&state.db, &item.item_type).await?;
+    let names = super::display::names(state, &t.fields, &[&item.fields]).await?;
+    let fields = super::display::show(&t, &item.fields, &names);
+    let author = match item.author {
+        Some(id) => crate::user::find_by_id(&state.db, id)
+            .await?
+            .map(|u| u.name),
+        None => None,
+    };
+    let may_edit = account.is_some_and(|a| {
+        a.has(permission::EDIT_ANY_CONTENT)
+            || (a.has(permission::EDIT_OWN_CONTENT) && is_author(a, item))
+    });
+    let html = state.templates.render(
         "item.html",
         minijinja::context! {
             item => minijinja::Value::from_serialize(item),
-            user => user,
+            type_label => t.label,
+            fields => fields,
+            author => author,
+            created => super::display::readable_time(item.created),
+            changed => super::display::readable_time(item.changed),
+            created_iso => item.created.to_rfc3339(),
+            edited => item.changed > item.created,
+            user => account.and_then(|a| a.user.as_ref().map(|u| u.name.clone())),
+            may_edit => may_edit,
         },
-    )?)
+    )?;
+    Ok((html, names.tags()))
 }
 
 /// The anonymous rendering of a published live item, cached as a page
@@ -607,10 +637,11 @@ async fn cached_item_page(state: &AppState, id: Uuid) -> Result<Option<Bytes>, A
             if !item.is_published() {
                 return Ok(None);
             }
-            let html = render_item(&st, &item, None)?;
+            let (html, mut tags) = render_item(&st, &item, None).await?;
+            tags.push(super::item_tag(id));
             Ok(Some(Loaded {
                 bytes: Bytes::from(html),
-                tags: vec![super::item_tag(id)],
+                tags,
             }))
         })
         .await?;
@@ -662,8 +693,8 @@ pub(crate) async fn item_page(
         None => Account::resolve(&state, &headers).await?,
     };
     let item = visible_item(&state, &account, &stage, &raw_id).await?;
-    let name = account.user.as_ref().map(|u| u.name.as_str());
-    Ok(Html(render_item(&state, &item, name)?).into_response())
+    let (html, _) = render_item(&state, &item, Some(&account)).await?;
+    Ok(Html(html).into_response())
 }
 
 /// The HTML listing of published items of a type.

@@ -296,6 +296,11 @@ pub async fn list(db: &sqlx::PgPool, stage: &str, spec: &ListSpec) -> Result<Ite
         SortOrder::Asc => "ASC",
         SortOrder::Desc => "DESC",
     };
+    let first = if spec.promoted_first {
+        "promote DESC, sticky DESC, "
+    } else {
+        ""
+    };
     // Column and direction come from the enums above, never from input.
     let base = format!(
         "WITH v AS ({STAGED_SELECT}) SELECT * FROM v WHERE status = 1 AND ($2::text IS NULL OR type = $2)"
@@ -304,7 +309,7 @@ pub async fn list(db: &sqlx::PgPool, stage: &str, spec: &ListSpec) -> Result<Ite
     let rows = timed(
         "item.list",
         sqlx::query_as::<_, ItemRow>(&format!(
-            "{base} ORDER BY {column} {dir}, id {dir} LIMIT $3 OFFSET $4"
+            "{base} ORDER BY {first}{column} {dir}, id {dir} LIMIT $3 OFFSET $4"
         ))
         .bind(stage)
         .bind(spec.item_type.as_deref())
@@ -578,4 +583,112 @@ pub async fn missing_references(
         );
     }
     Ok(missing)
+}
+
+/// The filters of the content administration listing.
+#[derive(Debug, Clone)]
+pub struct AdminFilter {
+    pub item_type: Option<String>,
+    pub status: Option<ItemStatus>,
+    pub author: Option<Uuid>,
+    /// Case-insensitive part of the title.
+    pub title: Option<String>,
+    /// Only items the stage changes (created in it or edited in it).
+    pub changed_only: bool,
+    pub sort: SortKey,
+    pub order: SortOrder,
+    pub page: u32,
+    pub per_page: u32,
+}
+
+/// One row of the content administration listing.
+#[derive(Debug, Clone)]
+pub struct AdminRow {
+    pub item: Item,
+    /// The stage changes the item (created or edited in it).
+    pub staged: bool,
+}
+
+/// Every item as `stage` sees it, published or not, filtered, sorted and
+/// paged (never cached: editors see their changes at once); and the total.
+pub async fn admin_list(
+    db: impl PgExecutor<'_> + Copy,
+    stage: &str,
+    f: &AdminFilter,
+) -> Result<(Vec<AdminRow>, i64), ItemError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        item: ItemRow,
+        staged: bool,
+    }
+    let column = match f.sort {
+        SortKey::Created => "created",
+        SortKey::Changed => "changed",
+        SortKey::Title => "lower(title)",
+    };
+    let dir = match f.order {
+        SortOrder::Asc => "ASC",
+        SortOrder::Desc => "DESC",
+    };
+    let pattern = f.title.as_ref().map(|t| {
+        let escaped = t
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        format!("%{escaped}%")
+    });
+    // Column and direction come from the enums above, never from input.
+    let base = format!(
+        "WITH v AS (
+             SELECT s.*, (s.stage_id <> 'live' OR EXISTS (
+                 SELECT 1 FROM stage_association a WHERE a.item_id = s.id AND a.stage_id = $1
+             )) AS staged
+             FROM ({STAGED_SELECT}) s
+         )
+         SELECT * FROM v
+         WHERE ($2::text IS NULL OR type = $2)
+           AND ($3::int2 IS NULL OR status = $3)
+           AND ($4::uuid IS NULL OR author = $4)
+           AND ($5::text IS NULL OR title ILIKE $5 ESCAPE '\\')
+           AND (NOT $6 OR staged)"
+    );
+    let offset = i64::from(f.page.saturating_sub(1)) * i64::from(f.per_page);
+    let rows: Vec<Row> = timed(
+        "item.admin_list",
+        sqlx::query_as(&format!(
+            "{base} ORDER BY {column} {dir}, id {dir} LIMIT $7 OFFSET $8"
+        ))
+        .bind(stage)
+        .bind(f.item_type.as_deref())
+        .bind(f.status.map(ItemStatus::to_db))
+        .bind(f.author)
+        .bind(pattern.as_deref())
+        .bind(f.changed_only)
+        .bind(i64::from(f.per_page))
+        .bind(offset)
+        .fetch_all(db),
+    )
+    .await?;
+    let total: i64 = timed(
+        "item.admin_count",
+        sqlx::query_scalar(&format!("SELECT count(*) FROM ({base}) c"))
+            .bind(stage)
+            .bind(f.item_type.as_deref())
+            .bind(f.status.map(ItemStatus::to_db))
+            .bind(f.author)
+            .bind(pattern.as_deref())
+            .bind(f.changed_only)
+            .fetch_one(db),
+    )
+    .await?;
+    Ok((
+        rows.into_iter()
+            .map(|r| AdminRow {
+                item: r.item.into(),
+                staged: r.staged,
+            })
+            .collect(),
+        total,
+    ))
 }

@@ -1,7 +1,9 @@
 //! The administration shell: `/admin`, and the layout and navigation every
-//! admin page renders inside ([`render`]). A subsystem with an admin page
-//! adds its [`Section`] to [`SECTIONS`]; the navigation shows each account
-//! the sections its permissions open.
+//! admin page renders inside ([`render`]): the sections, the account, the
+//! stage switcher (for those who may work in stages) and the notice of the
+//! last action. A subsystem with an admin page adds its [`Section`] to
+//! [`SECTIONS`]; the navigation shows each account the sections its
+//! permissions open.
 
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -19,41 +21,63 @@ pub struct Section {
     pub path: &'static str,
     pub label: &'static str,
     pub description: &'static str,
-    /// Who sees it.
-    pub permission: &'static str,
+    /// Who sees it: an account holding any of these.
+    pub any_of: &'static [&'static str],
 }
 
 /// Every admin section, in navigation order.
 pub const SECTIONS: &[Section] = &[
     Section {
+        path: "/admin/content",
+        label: "Content",
+        description: "every item, filtered and sorted; create, edit, publish, unpublish and delete",
+        any_of: &[
+            permission::CREATE_CONTENT,
+            permission::EDIT_OWN_CONTENT,
+            permission::EDIT_ANY_CONTENT,
+        ],
+    },
+    Section {
+        path: "/admin/stages",
+        label: "Stages",
+        description: "the stages, what each changes against live, and publishing one",
+        any_of: &[permission::ADMINISTER_STAGES],
+    },
+    Section {
+        path: "/admin/structure/types",
+        label: "Types",
+        description: "item types and their fields: add, change, remove and reorder fields",
+        any_of: &[permission::ADMINISTER_CONTENT_TYPES],
+    },
+    Section {
         path: "/admin/files",
         label: "Files",
         description: "uploaded files, their status and where they are used; delete unused ones",
-        permission: permission::ADMINISTER_FILES,
+        any_of: &[permission::ADMINISTER_FILES],
     },
     Section {
         path: "/admin/cron",
         label: "Cron",
         description: "the last cron passes, each step's outcome and failures; run cron now",
-        permission: permission::ADMINISTER_SITE,
+        any_of: &[permission::ADMINISTER_SITE],
     },
     Section {
         path: "/admin/queues",
         label: "Queues",
         description: "each queue's ready, in-flight and dead items; retry dead ones",
-        permission: permission::ADMINISTER_SITE,
+        any_of: &[permission::ADMINISTER_SITE],
     },
     Section {
         path: "/admin/batch",
         label: "Batches",
         description: "start a batch operation and follow its progress",
-        permission: permission::ADMINISTER_SITE,
+        any_of: &[permission::ADMINISTER_SITE],
     },
     Section {
         path: "/admin/search",
         label: "Search",
         description: "what is indexed of each item type, at which weight and in which language; reindex",
-        permission: permission::ADMINISTER_SEARCH,
+        any_of: &[permission::ADMINISTER_SEARCH],
     },
 ];
 
@@ -65,7 +89,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub fn sections_for(account: &Account) -> Vec<Section> {
     SECTIONS
         .iter()
-        .filter(|s| account.has(s.permission))
+        .filter(|s| s.any_of.iter().any(|p| account.has(p)))
         .copied()
         .collect()
 }
@@ -80,10 +104,52 @@ pub fn refusal(account: &Account, perm: Option<&str>) -> Option<Response> {
         .map(IntoResponse::into_response)
 }
 
+/// [`refusal`] for a page any of `perms` opens.
+pub fn refusal_any(account: &Account, perms: &[&str]) -> Option<Response> {
+    if !account.is_authenticated() {
+        return Some(Redirect::to("/user/login").into_response());
+    }
+    if perms.iter().any(|p| account.has(p)) {
+        return None;
+    }
+    let first = perms
+        .first()
+        .copied()
+        .unwrap_or(permission::ADMINISTER_SITE);
+    account
+        .require(first)
+        .err()
+        .map(IntoResponse::into_response)
+}
+
+/// What the stage switcher shows: the working stage and those to choose.
+#[derive(Debug, Serialize)]
+struct Switcher {
+    current: String,
+    stages: Vec<(String, String)>,
+}
+
+async fn switcher(state: &AppState, account: &Account) -> Result<Option<Switcher>, AppError> {
+    if !account.has(permission::EDIT_ANY_CONTENT) && !account.has(permission::ADMINISTER_STAGES) {
+        return Ok(None);
+    }
+    let current = crate::stage::working_stage(state, account).await;
+    let stages = crate::stage::list(&state.db)
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s.label))
+        .collect();
+    Ok(Some(Switcher {
+        current: current.to_string(),
+        stages,
+    }))
+}
+
 /// Renders `template` (which extends `admin/layout.html`) with `ctx`, plus
 /// what the layout needs: the title, the navigation with `current`
-/// highlighted, the account's name and the session's CSRF token for forms.
-pub fn render(
+/// highlighted, the account's name, the stage switcher and the session's
+/// CSRF token for forms.
+pub async fn render(
     state: &AppState,
     account: &Account,
     current: &str,
@@ -96,11 +162,13 @@ pub fn render(
         .as_ref()
         .map(|(_, s)| s.csrf_token.clone())
         .unwrap_or_default();
+    let switcher = switcher(state, account).await?;
     let html = state.templates.render(
         template,
         minijinja::context! {
             title => title,
             current => current,
+            switcher => switcher,
             sections => sections_for(account),
             user => account.user.as_ref().map(|u| u.name.clone()),
             csrf_token => csrf,
@@ -131,6 +199,7 @@ pub(crate) async fn index(
         "Administration",
         "admin/index.html",
         minijinja::context! {},
-    )?
+    )
+    .await?
     .into_response())
 }

@@ -45,6 +45,31 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/admin/search.html"),
     ),
     ("search.html", include_str!("../../templates/search.html")),
+    ("error.html", include_str!("../../templates/error.html")),
+    (
+        "admin/content.html",
+        include_str!("../../templates/admin/content.html"),
+    ),
+    (
+        "admin/item_form.html",
+        include_str!("../../templates/admin/item_form.html"),
+    ),
+    (
+        "admin/stages.html",
+        include_str!("../../templates/admin/stages.html"),
+    ),
+    (
+        "admin/stage.html",
+        include_str!("../../templates/admin/stage.html"),
+    ),
+    (
+        "admin/types.html",
+        include_str!("../../templates/admin/types.html"),
+    ),
+    (
+        "admin/type.html",
+        include_str!("../../templates/admin/type.html"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +95,12 @@ pub struct Templates {
 }
 
 impl Templates {
-    pub fn new() -> Result<Self, PageError> {
-        Self::from_sources(TEMPLATES)
+    /// The shipped templates; every page sees `site_name`.
+    pub fn new(site_name: &str) -> Result<Self, PageError> {
+        let mut t = Self::from_sources(TEMPLATES)?;
+        t.env.add_global("site_name", site_name.to_owned());
+        t.fingerprint = fingerprint_with(TEMPLATES, site_name);
+        Ok(t)
     }
 
     fn from_sources(templates: &[(&'static str, &'static str)]) -> Result<Self, PageError> {
@@ -109,9 +138,17 @@ impl Templates {
 }
 
 fn fingerprint(templates: &[(&str, &str)]) -> String {
+    fingerprint_with(templates, "")
+}
+
+/// The fingerprint of `templates` rendering for a site named `site_name`
+/// (the name is in every page, so a new one must not serve old pages).
+fn fingerprint_with(templates: &[(&str, &str)], site_name: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION"));
+    h.update((site_name.len() as u64).to_le_bytes());
+    h.update(site_name);
     for (name, source) in templates {
         // Lengths first, so no two different lists hash the same bytes.
         h.update((name.len() as u64).to_le_bytes());
@@ -136,7 +173,9 @@ mod tests {
         assert_ne!(a.fingerprint(), edited.fingerprint());
         assert_ne!(a.fingerprint(), renamed.fingerprint());
         assert_eq!(a.fingerprint().len(), 12);
-        let shipped = Templates::new().expect("shipped templates");
+        let shipped = Templates::new("Trovato").expect("shipped templates");
         assert_ne!(shipped.fingerprint(), a.fingerprint());
+        let renamed_site = Templates::new("Other").expect("shipped templates");
+        assert_ne!(shipped.fingerprint(), renamed_site.fingerprint());
     }
 }

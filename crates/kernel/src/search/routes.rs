@@ -286,7 +286,8 @@ pub(crate) async fn settings_page(
             engine => state.search.backend().name(),
             notice => q.notice.map(Notice::text),
         },
-    )?;
+    )
+    .await?;
     Ok(html.into_response())
 }
 

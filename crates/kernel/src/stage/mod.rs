@@ -6,6 +6,7 @@
 //! (tag `stage:{id}`) and the live tags of every item it changed, and fires
 //! `tap_item_update` for each.
 
+pub mod admin;
 pub mod routes;
 
 use std::fmt;
@@ -457,6 +458,26 @@ impl FromRequestParts<AppState> for SelectedStage {
         }
         Ok(Self(id))
     }
+}
+
+/// The working stage of `account`'s browser session (what the admin pages'
+/// stage switcher shows): the selected stage while the account may work in
+/// it and it exists; live otherwise, and for accounts without a session.
+pub async fn working_stage(state: &AppState, account: &Account) -> StageId {
+    let Some((token, _)) = &account.session else {
+        return StageId::live();
+    };
+    let Some(id) = session_stage(state, token)
+        .await
+        .and_then(|raw| StageId::parse(&raw).ok())
+        .filter(|id| !id.is_live())
+    else {
+        return StageId::live();
+    };
+    if !may_work_in(account, &id) || !exists(&state.db, &id).await.unwrap_or(false) {
+        return StageId::live();
+    }
+    id
 }
 
 /// The browser session's working stage, when its account may still work in

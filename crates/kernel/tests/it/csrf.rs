@@ -73,6 +73,9 @@ struct Target {
     form: Option<Vec<(&'static str, String)>>,
     /// The session to send it with, when not the shared one (logout).
     session: Option<Session>,
+    /// The multipart request that succeeds is a page's form with these
+    /// text parts (not an upload).
+    parts: Option<Vec<(&'static str, String)>>,
 }
 
 fn request(
@@ -132,6 +135,20 @@ fn request(
                 text.push_str(&format!(
                     "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{t}\r\n"
                 ));
+            }
+            if let Some(parts) = &target.parts {
+                for (k, v) in parts {
+                    text.push_str(&format!(
+                        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+                    ));
+                }
+                text.push_str(&format!("--{BOUNDARY}--\r\n"));
+                return req
+                    .header(
+                        "content-type",
+                        format!("multipart/form-data; boundary={BOUNDARY}"),
+                    )
+                    .body(text);
             }
             text.push_str(&format!(
                 "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\
@@ -377,6 +394,23 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
         multipart: false,
         form: None,
         session: None,
+        parts: None,
+    };
+    let form = |path: String, fields: Vec<(&'static str, String)>| Target {
+        path,
+        json: None,
+        multipart: false,
+        form: Some(fields),
+        session: None,
+        parts: None,
+    };
+    let item_form = |path: String, parts: Vec<(&'static str, String)>| Target {
+        path,
+        json: None,
+        multipart: true,
+        form: None,
+        session: None,
+        parts: Some(parts),
     };
     match (method.as_str(), template) {
         ("POST", "/user/logout") => Target {
@@ -385,6 +419,7 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
             multipart: false,
             form: None,
             session: Some(sign_in(app, "admin").await),
+            parts: None,
         },
         ("POST", "/api/roles") => t(
             "/api/roles".into(),
@@ -495,6 +530,7 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
             multipart: true,
             form: None,
             session: None,
+            parts: None,
         },
         ("DELETE", "/api/files/{id}") => t(format!("/api/files/{}", new_file(app).await), None),
         ("POST", "/cron") | ("POST", "/admin/cron/run") => t(template.into(), None),
@@ -518,6 +554,7 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
                 ("params", r#"{"count": 1}"#.into()),
             ]),
             session: None,
+            parts: None,
         },
         ("POST", "/admin/queues/{name}/retry-dead") => t(
             format!("/admin/queues/{}/retry-dead", dead_queue(app).await),
@@ -537,6 +574,7 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
             multipart: false,
             form: Some(vec![("language", "simple".into())]),
             session: None,
+            parts: None,
         },
         ("POST", "/admin/search/{type}/reindex") => Target {
             path: format!("/admin/search/{}/reindex", new_type(app).await),
@@ -544,7 +582,69 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
             multipart: false,
             form: Some(Vec::new()),
             session: None,
+            parts: None,
         },
+        ("POST", "/admin/stage/select") => {
+            let stage = new_stage_with_an_item(app).await;
+            // A session of its own: the shared one stays in live.
+            Target {
+                session: Some(sign_in(app, "admin").await),
+                ..form(
+                    "/admin/stage/select".into(),
+                    vec![("stage", stage), ("destination", "/admin".into())],
+                )
+            }
+        }
+        ("POST", "/admin/stages") => form(
+            "/admin/stages".into(),
+            vec![("id", unique("stage_")), ("label", "A stage".into())],
+        ),
+        ("POST", "/admin/stages/{id}/publish") => form(
+            format!(
+                "/admin/stages/{}/publish",
+                new_stage_with_an_item(app).await
+            ),
+            vec![("confirm", "yes".into())],
+        ),
+        ("POST", "/admin/content/bulk") => form(
+            "/admin/content/bulk".into(),
+            vec![
+                ("action", "unpublish".into()),
+                ("ids", new_item(app, None).await),
+            ],
+        ),
+        ("POST", "/admin/content/new/{type}") => item_form(
+            "/admin/content/new/article".into(),
+            vec![
+                ("title", "From the form".into()),
+                ("v.field_body.0", "x".into()),
+                ("op", "save".into()),
+            ],
+        ),
+        ("POST", "/admin/content/{id}/edit") => item_form(
+            format!("/admin/content/{}/edit", new_item(app, None).await),
+            vec![
+                ("title", "Edited in the form".into()),
+                ("v.field_body.0", "y".into()),
+                ("op", "save".into()),
+            ],
+        ),
+        ("POST", "/admin/content/{id}/delete") => t(
+            format!("/admin/content/{}/delete", new_item(app, None).await),
+            None,
+        ),
+        ("POST", "/admin/structure/types") => form(
+            "/admin/structure/types".into(),
+            vec![("type", unique("type_")), ("label", "A type".into())],
+        ),
+        ("POST", "/admin/structure/types/{type}") => form(
+            format!("/admin/structure/types/{}", new_type(app).await),
+            vec![("label", "Renamed".into()), ("has_title", "1".into())],
+        ),
+        ("POST", "/admin/structure/types/{type}/delete") => t(
+            format!("/admin/structure/types/{}/delete", new_type(app).await),
+            None,
+        ),
         (m, p) => panic!("no request for {m} {p}: add one to csrf.rs"),
     }
 }
@@ -755,6 +855,7 @@ async fn the_handler_reads_the_body_the_csrf_rule_read_first() {
         multipart: false,
         form: None,
         session: None,
+        parts: None,
     };
     let r = request(
         &app,

@@ -21,6 +21,8 @@ mod login_flood;
 mod nginx;
 mod observe;
 mod openapi;
+mod pages;
+mod pages_browser;
 mod plugin;
 mod queue;
 mod roles;

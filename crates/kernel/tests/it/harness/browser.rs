@@ -128,6 +128,56 @@ impl Browser {
         path
     }
 
+    /// Screenshots of the whole page at 1280 px and at 390 px wide, as
+    /// `{name}-1280.png` and `{name}-390.png` under `$SCREENSHOT_DIR` (else
+    /// the test output directory). Asserts that at 390 px nothing but a
+    /// table's own scroll box is wider than the window: pages must not
+    /// scroll sideways on a phone.
+    pub async fn shots(&self, name: &str) {
+        let dir = std::env::var_os("SCREENSHOT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"));
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        for width in [1280u32, 390] {
+            self.client
+                .set_window_size(width, 900)
+                .await
+                .expect("window size");
+            let height = self
+                .client
+                .execute("return document.documentElement.scrollHeight", vec![])
+                .await
+                .expect("page height")
+                .as_u64()
+                .unwrap_or(900)
+                .clamp(600, 6000) as u32;
+            self.client
+                .set_window_size(width, height + 120)
+                .await
+                .expect("window size");
+            let overflow = self
+                .client
+                .execute(
+                    "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+                    vec![],
+                )
+                .await
+                .expect("page width")
+                .as_i64()
+                .unwrap_or(0);
+            assert!(
+                overflow <= 0,
+                "{name} scrolls sideways by {overflow} px at {width} px"
+            );
+            let png = self.client.screenshot().await.expect("screenshot");
+            std::fs::write(dir.join(format!("{name}-{width}.png")), png).expect("write screenshot");
+        }
+        self.client
+            .set_window_size(1280, 900)
+            .await
+            .expect("window size");
+    }
+
     pub async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill();

@@ -1,0 +1,155 @@
+//! HTML error pages. A failing request that a browser made for a page (it
+//! accepts `text/html`, and its path is not under `/api/`) gets the error as
+//! a page: the status, the kernel's sentence for a 4xx, a login link for
+//! 401 and 403, and nothing but the status for a 5xx (whose cause was
+//! logged where it happened). Everything else keeps the JSON error body.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::templates::Templates;
+
+/// Whether the request is a browser asking for a page.
+fn wants_html(headers: &HeaderMap, path: &str) -> bool {
+    if path == "/api" || path.starts_with("/api/") {
+        return false;
+    }
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            accept
+                .split(',')
+                .any(|m| m.split(';').next().is_some_and(|m| m.trim() == "text/html"))
+        })
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"))
+}
+
+/// Largest JSON error body read to find its message.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// Turns JSON error answers to page requests into HTML pages.
+pub async fn html_errors(
+    State(templates): State<Arc<Templates>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let html = wants_html(req.headers(), req.uri().path());
+    let destination = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !html || !(status.is_client_error() || status.is_server_error()) || !is_json(resp.headers())
+    {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let message = if status.is_server_error() {
+        None
+    } else {
+        axum::body::to_bytes(body, BODY_LIMIT)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["message"].as_str().map(sentence))
+    };
+    let page = render(&templates, status, message.as_deref(), &destination);
+    let mut out = (status, page).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    out
+}
+
+/// The kernel's messages start in lower case; a page shows a sentence.
+fn sentence(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => {
+            let mut out: String = first.to_uppercase().collect();
+            out.push_str(chars.as_str());
+            if !out.ends_with('.') {
+                out.push('.');
+            }
+            out
+        }
+        None => String::new(),
+    }
+}
+
+fn render(
+    templates: &Templates,
+    status: StatusCode,
+    message: Option<&str>,
+    destination: &str,
+) -> String {
+    let title = match status {
+        StatusCode::NOT_FOUND => "Page not found",
+        StatusCode::UNAUTHORIZED => "Please log in",
+        StatusCode::FORBIDDEN => "Access denied",
+        s if s.is_server_error() => "Something went wrong",
+        s => s.canonical_reason().unwrap_or("Error"),
+    };
+    let login = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+    // Only a local path goes into the login link (the form checks it too).
+    let destination =
+        (destination.starts_with('/') && !destination.starts_with("//")).then_some(destination);
+    templates
+        .render(
+            "error.html",
+            minijinja::context! {
+                status => status.as_u16(),
+                title => title,
+                message => message,
+                login => login,
+                destination => destination,
+            },
+        )
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the error page did not render");
+            format!(
+                "<!doctype html><title>{0}</title><h1>{0}</h1>",
+                status.as_u16()
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browsers_asking_for_pages_get_html_and_api_paths_never_do() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"),
+        );
+        assert!(wants_html(&h, "/item/x"));
+        assert!(!wants_html(&h, "/api/items"));
+        assert!(!wants_html(&HeaderMap::new(), "/item/x"));
+        let mut json = HeaderMap::new();
+        json.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(!wants_html(&json, "/item/x"));
+        assert_eq!(sentence("item x not found"), "Item x not found.");
+    }
+}

@@ -1,0 +1,796 @@
+//! The content administration pages and the public pages, over HTTP: what
+//! each form writes, every refusal, the HTML error pages, the front page.
+//! The whole journey in a real browser is in `pages_browser.rs`.
+
+use reqwest::header::ACCEPT;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::files::{BOUNDARY, PNG, Part, multipart};
+use crate::harness::content::{PASSWORD, error_body};
+use crate::harness::{PATIENCE, TestApp, eventually};
+
+const HTML: &str = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8";
+
+/// Sends the item form (multipart, the token first) as a browser would.
+async fn send_item_form(
+    client: &Client,
+    url: &str,
+    csrf: &str,
+    fields: &[(&str, &str)],
+    files: &[Part<'_>],
+) -> reqwest::Response {
+    let mut parts = vec![Part::text("csrf_token", csrf)];
+    parts.extend(fields.iter().map(|(k, v)| Part::text(k, v)));
+    for f in files {
+        parts.push(Part {
+            name: f.name,
+            filename: f.filename,
+            content_type: f.content_type,
+            body: f.body.clone(),
+        });
+    }
+    client
+        .post(url)
+        .header(ACCEPT, HTML)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(multipart(&parts))
+        .send()
+        .await
+        .expect("POST the item form")
+}
+
+async fn item_row(app: &TestApp, id: Uuid) -> Option<(String, Value, String, i16)> {
+    sqlx::query_as("SELECT title, fields, stage_id, status FROM item WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&app.state.db)
+        .await
+        .expect("item row")
+}
+
+async fn make_term(app: &TestApp, name: &str) -> String {
+    let r = app
+        .json_request(reqwest::Method::POST, "/api/categories")
+        .json(&json!({"id": "tags", "label": "Tags"}))
+        .send()
+        .await
+        .expect("category");
+    assert!(
+        r.status() == StatusCode::CREATED || r.status() == StatusCode::CONFLICT,
+        "{}",
+        r.status()
+    );
+    let r = app
+        .json_request(reqwest::Method::POST, "/api/categories/tags/terms")
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .expect("term");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.expect("term json");
+    v["id"].as_str().expect("id").to_owned()
+}
+
+fn id_from_location(r: &reqwest::Response) -> Uuid {
+    let loc = r.headers()["location"].to_str().expect("location");
+    let id = loc
+        .trim_start_matches("/admin/content/")
+        .split('/')
+        .next()
+        .expect("id");
+    id.parse().unwrap_or_else(|_| panic!("no id in {loc}"))
+}
+
+#[tokio::test]
+async fn the_item_form_creates_an_item_with_a_term_named_and_an_uploaded_image() {
+    let app = TestApp::spawn_with_articles().await;
+    let term = make_term(&app, "Rust").await;
+    let r = app
+        .json_request(reqwest::Method::PUT, "/api/item-types/article")
+        .json(&json!({"label": "Article", "fields": [
+            {"name": "field_body", "label": "Body", "kind": "text", "max_length": 100, "required": true},
+            {"name": "field_rating", "label": "Rating", "kind": "integer", "min": 1, "max": 5},
+            {"name": "field_tags", "label": "Tags", "kind": "reference", "target": "term", "cardinality": 0},
+            {"name": "field_date", "label": "Date", "kind": "date"},
+            {"name": "field_image", "label": "Image", "kind": "file"},
+        ]}))
+        .send()
+        .await
+        .expect("type");
+    assert_eq!(r.status(), StatusCode::OK);
+    let (client, csrf) = app.browser_for("admin").await;
+    let r = send_item_form(
+        &client,
+        &app.url("/admin/content/new/article"),
+        &csrf,
+        &[
+            ("title", "Hello"),
+            ("v.field_body.0", "First words"),
+            ("v.field_rating.0", "3"),
+            ("v.field_tags.0", "rust"),
+            ("id.field_tags.0", ""),
+            ("v.field_date.0", "2024-05-01"),
+            ("status", "published"),
+            ("promote", "1"),
+            ("op", "save"),
+        ],
+        &[Part {
+            name: "upload.field_image",
+            filename: Some("cover.png"),
+            content_type: Some("image/png"),
+            body: PNG.to_vec(),
+        }],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let id = id_from_location(&r);
+    let (title, fields, stage, status) = item_row(&app, id).await.expect("row");
+    assert_eq!(
+        (title.as_str(), stage.as_str(), status),
+        ("Hello", "live", 1)
+    );
+    assert_eq!(fields["field_tags"], json!([{"target_id": term}]));
+    assert_eq!(fields["field_rating"], json!({"value": 3}));
+    assert_eq!(fields["field_date"], json!({"value": "2024-05-01"}));
+    let file_id = fields["field_image"]["file_id"].as_str().expect("file id");
+    let file_status: i16 = sqlx::query_scalar("SELECT status FROM file_managed WHERE id = $1")
+        .bind(file_id.parse::<Uuid>().expect("uuid"))
+        .fetch_one(&app.state.db)
+        .await
+        .expect("file row");
+    assert_eq!(file_status, 1, "the used file is permanent");
+
+    // The public page: labels, the term by name, the image, a readable date.
+    let page = crate::harness::client()
+        .get(app.url(&format!("/item/{id}")))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    for needle in [
+        "<dt>Body</dt>",
+        "First words",
+        "<dt>Tags</dt>",
+        ">Rust</a>",
+        "1 May 2024",
+        "<img src=",
+        "cover.png",
+        "by <span class=\"author\">admin</span>",
+    ] {
+        assert!(page.contains(needle), "{needle} missing from {page}");
+    }
+    assert!(!page.contains(&term), "the term is shown by name, not id");
+}
+
+#[tokio::test]
+async fn a_refused_item_form_shows_each_error_next_to_its_field_and_keeps_the_values() {
+    let app = TestApp::spawn_with_articles().await;
+    let (client, csrf) = app.browser_for("admin").await;
+    let r = send_item_form(
+        &client,
+        &app.url("/admin/content/new/article"),
+        &csrf,
+        &[
+            ("title", "Kept title"),
+            ("v.field_body.0", ""),
+            ("v.field_rating.0", "9"),
+            ("v.field_tags.0", "No such term"),
+            ("id.field_tags.0", ""),
+            ("op", "save"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = r.text().await.expect("html");
+    assert!(page.contains("value=\"Kept title\""), "{page}");
+    assert!(page.contains("no term named “No such term”"), "{page}");
+    assert!(page.contains("The item was not saved"), "{page}");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM item")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("count");
+    assert_eq!(count, 0, "nothing was written");
+
+    // The kernel's own checks (required, range) come back per field too.
+    let r = send_item_form(
+        &client,
+        &app.url("/admin/content/new/article"),
+        &csrf,
+        &[
+            ("title", "Kept title"),
+            ("v.field_body.0", ""),
+            ("v.field_rating.0", "9"),
+            ("op", "save"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = r.text().await.expect("html");
+    let body = page.find("field-field_body").expect("body field");
+    let rating = page.find("field-field_rating").expect("rating field");
+    let required = page.find("is required").expect("required error");
+    let range = page.find("must be at most 5").expect("range error");
+    assert!(
+        body < required && required < rating && rating < range,
+        "{page}"
+    );
+    assert!(page.contains("value=\"9\""), "the refused value is kept");
+
+    // "Add another" shows one more slot and saves nothing.
+    let r = send_item_form(
+        &client,
+        &app.url("/admin/content/new/article"),
+        &csrf,
+        &[
+            ("title", "T"),
+            ("v.field_tags.0", ""),
+            ("id.field_tags.0", ""),
+            ("op", "add:field_tags"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.expect("html");
+    assert!(page.contains("name=\"v.field_tags.1\""), "{page}");
+}
+
+#[tokio::test]
+async fn an_edit_in_a_stage_leaves_live_alone_until_the_stage_page_publishes_it() {
+    let app = TestApp::spawn_with_articles().await;
+    assert_eq!(
+        app.create_stage("draft").await.status(),
+        StatusCode::CREATED
+    );
+    let item = app.create_item("Live title", None).await;
+    let id: Uuid = item["id"].as_str().expect("id").parse().expect("uuid");
+    let (client, csrf) = app.browser_for("admin").await;
+    // The switcher selects the session's working stage.
+    let r = client
+        .post(app.url("/admin/stage/select"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("stage", "draft"),
+            ("destination", "/admin/content"),
+        ])
+        .send()
+        .await
+        .expect("select");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/admin/content?notice=selected");
+    let r = send_item_form(
+        &client,
+        &app.url(&format!("/admin/content/{id}/edit")),
+        &csrf,
+        &[
+            ("title", "Staged title"),
+            ("v.field_body.0", "staged body"),
+            ("log", "rewrite"),
+            ("op", "save"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (title, _, _, _) = item_row(&app, id).await.expect("row");
+    assert_eq!(title, "Live title", "live is untouched");
+    let staged: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM stage_association WHERE stage_id = 'draft'")
+            .fetch_one(&app.state.db)
+            .await
+            .expect("associations");
+    assert_eq!(staged, 1);
+    let anonymous = crate::harness::client();
+    let page = anonymous
+        .get(app.url(&format!("/item/{id}")))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("Live title") && !page.contains("Staged title"));
+
+    // The edit page lists the revision with its stage.
+    let edit = client
+        .get(app.url(&format!("/admin/content/{id}/edit")))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(edit.contains("<td class=\"stage\">draft</td>"), "{edit}");
+    assert!(edit.contains("rewrite"), "{edit}");
+
+    // The stage page shows the diff against live.
+    let stage_page = client
+        .get(app.url("/admin/stages/draft"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        stage_page.contains("Live title") && stage_page.contains("Staged title"),
+        "{stage_page}"
+    );
+
+    // Without the confirmation nothing is published.
+    let r = client
+        .post(app.url("/admin/stages/draft/publish"))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()["location"],
+        "/admin/stages/draft?notice=not_confirmed"
+    );
+    assert_eq!(item_row(&app, id).await.expect("row").0, "Live title");
+
+    let r = client
+        .post(app.url("/admin/stages/draft/publish"))
+        .form(&[("csrf_token", csrf.as_str()), ("confirm", "yes")])
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(item_row(&app, id).await.expect("row").0, "Staged title");
+    let page = anonymous
+        .get(app.url(&format!("/item/{id}")))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("Staged title"),
+        "the cached page was invalidated"
+    );
+}
+
+#[tokio::test]
+async fn the_content_page_filters_sorts_pages_and_bulk_publishes_through_a_batch() {
+    let app = TestApp::spawn_with_articles().await;
+    let mut ids = Vec::new();
+    for title in ["Apple pie", "Banana bread", "Cherry tart"] {
+        let r = app
+            .post_item(
+                json!({"type": "article", "title": title, "status": "unpublished",
+                       "fields": {"field_body": {"value": "x"}}}),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.expect("json");
+        ids.push(v["id"].as_str().expect("id").to_owned());
+    }
+    let (client, csrf) = app.browser_for("admin").await;
+    let page = |q: &'static str| {
+        let client = client.clone();
+        let url = app.url(&format!("/admin/content{q}"));
+        async move {
+            let r = client.get(url).send().await.expect("GET");
+            (r.status(), r.text().await.expect("html"))
+        }
+    };
+    let (status, html) = page("?title=an&sort=title&order=asc").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("Banana bread") && !html.contains("Apple pie"),
+        "{html}"
+    );
+    let (_, html) = page("?sort=title&order=desc").await;
+    let c = html.find("Cherry tart").expect("cherry");
+    let a = html.find("Apple pie").expect("apple");
+    assert!(c < a, "descending by title");
+    let (_, html) = page("?status=published").await;
+    assert!(html.contains("0 items"), "{html}");
+    let (_, html) = page("?author=nobody").await;
+    assert!(html.contains("No user is named"), "{html}");
+    for bad in ["?page=0", "?type=nosuch", "?sort=weight", "?bogus=1"] {
+        let (status, _) = page(bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+
+    let mut form: Vec<(&str, &str)> = vec![("csrf_token", &csrf), ("action", "publish")];
+    form.extend(ids[..2].iter().map(|i| ("ids", i.as_str())));
+    let r = client
+        .post(app.url("/admin/content/bulk"))
+        .form(&form)
+        .send()
+        .await
+        .expect("bulk");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()["location"],
+        "/admin/content?notice=bulk_started"
+    );
+    let published = eventually(PATIENCE, || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM item WHERE status = 1")
+            .fetch_one(&app.state.db)
+            .await
+            .expect("count");
+        n == 2
+    })
+    .await;
+    assert!(published.is_some(), "the batch published the two items");
+
+    let r = client
+        .post(app.url("/admin/content/bulk"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("action", "explode"),
+            ("ids", &ids[0]),
+        ])
+        .send()
+        .await
+        .expect("bulk");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = client
+        .post(app.url("/admin/content/bulk"))
+        .form(&[("action", "delete"), ("ids", ids[0].as_str())])
+        .send()
+        .await
+        .expect("bulk");
+    error_body(r, StatusCode::FORBIDDEN, "csrf_token_missing").await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM item")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("count");
+    assert_eq!(left, 3, "nothing was deleted");
+}
+
+#[tokio::test]
+async fn content_pages_refuse_what_the_account_may_not_do() {
+    let app = TestApp::spawn_with_articles().await;
+    let item = app.create_item("Theirs", None).await;
+    let id = item["id"].as_str().expect("id").to_owned();
+    app.create_user("reader", PASSWORD, false).await;
+    let (reader, reader_csrf) = app.browser_for("reader").await;
+    for path in [
+        "/admin/content".to_owned(),
+        "/admin/content/new".to_owned(),
+        "/admin/content/new/article".to_owned(),
+        format!("/admin/content/{id}/edit"),
+        "/admin/stages".to_owned(),
+        "/admin/stages/draft".to_owned(),
+        "/admin/structure/types".to_owned(),
+    ] {
+        let r = reader.get(app.url(&path)).send().await.expect("GET");
+        error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    let r = send_item_form(
+        &reader,
+        &app.url(&format!("/admin/content/{id}/edit")),
+        &reader_csrf,
+        &[("title", "Hijacked"), ("op", "save")],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .starts_with("text/html"),
+        "a browser gets the 403 as a page"
+    );
+    let page = r.text().await.expect("html");
+    assert!(page.contains("id=\"login\""), "{page}");
+    let r = reader
+        .post(app.url("/admin/stage/select"))
+        .form(&[("csrf_token", reader_csrf.as_str()), ("stage", "live")])
+        .send()
+        .await
+        .expect("select");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "live is everyone's");
+    app.create_stage("draft").await;
+    let r = reader
+        .post(app.url("/admin/stage/select"))
+        .form(&[("csrf_token", reader_csrf.as_str()), ("stage", "draft")])
+        .send()
+        .await
+        .expect("select");
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_eq!(
+        item_row(&app, id.parse().expect("uuid"))
+            .await
+            .expect("row")
+            .0,
+        "Theirs"
+    );
+
+    // The admin's own mistakes.
+    let (admin, csrf) = app.browser_for("admin").await;
+    for (stage, status) in [
+        ("nosuch", StatusCode::NOT_FOUND),
+        ("Bad Id", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let r = admin
+            .post(app.url("/admin/stage/select"))
+            .form(&[("csrf_token", csrf.as_str()), ("stage", stage)])
+            .send()
+            .await
+            .expect("select");
+        assert_eq!(r.status(), status, "{stage}");
+    }
+    let r = admin
+        .post(app.url("/admin/content/new/article"))
+        .form(&[("csrf_token", csrf.as_str()), ("title", "x")])
+        .send()
+        .await
+        .expect("POST");
+    error_body(r, StatusCode::BAD_REQUEST, "invalid_body").await;
+    let r = send_item_form(
+        &admin,
+        &app.url("/admin/content/new/nosuch"),
+        &csrf,
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = admin
+        .get(app.url(&format!("/admin/content/{}/edit", Uuid::now_v7())))
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::NOT_FOUND, "item_not_found").await;
+    let r = admin
+        .get(app.url("/admin/stages/nosuch"))
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::NOT_FOUND, "stage_not_found").await;
+    let anonymous = crate::harness::client();
+    let r = anonymous
+        .get(app.url("/admin/content"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn the_stage_and_type_forms_show_their_refusals_and_write_nothing() {
+    let app = TestApp::spawn_with_articles().await;
+    app.create_item("Keeps the type", None).await;
+    let (admin, csrf) = app.browser_for("admin").await;
+    let post = |path: &'static str, form: Vec<(&'static str, &'static str)>| {
+        let admin = admin.clone();
+        let csrf = csrf.clone();
+        let url = app.url(path);
+        async move {
+            let mut form: Vec<(&str, String)> =
+                form.into_iter().map(|(k, v)| (k, v.to_owned())).collect();
+            form.push(("csrf_token", csrf));
+            admin.post(url).form(&form).send().await.expect("POST")
+        }
+    };
+    let r = post("/admin/stages", vec![("id", "Not An Id"), ("label", "X")]).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.text()
+            .await
+            .expect("html")
+            .contains("value=\"Not An Id\"")
+    );
+    let r = post("/admin/stages", vec![("id", "spring"), ("label", " ")]).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = post("/admin/stages", vec![("id", "spring"), ("label", "Spring")]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = post("/admin/stages", vec![("id", "spring"), ("label", "Again")]).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let labels: Vec<String> = sqlx::query_scalar("SELECT label FROM stage WHERE id <> 'live'")
+        .fetch_all(&app.state.db)
+        .await
+        .expect("stages");
+    assert_eq!(labels, ["Spring"]);
+
+    let r = post(
+        "/admin/structure/types",
+        vec![("type", "Bad Name"), ("label", "X")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = post(
+        "/admin/structure/types",
+        vec![("type", "article"), ("label", "Again")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = post(
+        "/admin/structure/types",
+        vec![("type", "page"), ("label", "Page")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()["location"],
+        "/admin/structure/types/page?notice=created"
+    );
+    // A field added to a type through its form.
+    let r = post(
+        "/admin/structure/types/page",
+        vec![
+            ("label", "Page"),
+            ("has_title", "1"),
+            ("new.label", "Summary"),
+            ("new.kind", "text"),
+            ("new.cardinality", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let t: Value = app
+        .json_request(reqwest::Method::GET, "/api/item-types/page")
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(t["fields"][0]["name"], "field_summary");
+    // A kind the article's existing body values would fail is refused.
+    let r = post(
+        "/admin/structure/types/article",
+        vec![
+            ("label", "Article"),
+            ("has_title", "1"),
+            ("f.0.name", "field_body"),
+            ("f.0.label", "Body"),
+            ("f.0.kind", "integer"),
+            ("f.0.cardinality", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(
+        r.text()
+            .await
+            .expect("html")
+            .contains("field_body (1 item)")
+    );
+    let t: Value = app
+        .json_request(reqwest::Method::GET, "/api/item-types/article")
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(t["fields"][0]["kind"], "text", "nothing changed");
+    assert_eq!(t["fields"].as_array().map(Vec::len), Some(5));
+    let r = post("/admin/structure/types/article/delete", vec![]).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let still: i64 = sqlx::query_scalar("SELECT count(*) FROM item_type WHERE type = 'article'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("count");
+    assert_eq!(still, 1);
+    let r = admin
+        .get(app.url("/admin/structure/types/nosuch"))
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::NOT_FOUND, "item_type_not_found").await;
+}
+
+#[tokio::test]
+async fn html_routes_answer_html_error_pages_and_json_routes_keep_json() {
+    let extra = axum::Router::new().route(
+        "/test/html-panic",
+        axum::routing::get(|| async {
+            let v: Vec<u8> = Vec::new();
+            let i = v.len() + 1;
+            format!("{}", v[i])
+        }),
+    );
+    let app = TestApp::spawn_with(|_| {}, extra).await;
+    let browser = crate::harness::client();
+    let get =
+        |path: &str, accept: &'static str| browser.get(app.url(path)).header(ACCEPT, accept).send();
+    let r = get(&format!("/item/{}", Uuid::now_v7()), HTML)
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .starts_with("text/html")
+    );
+    let page = r.text().await.expect("html");
+    assert!(page.contains("Page not found"), "{page}");
+    let r = get("/no/such/page", HTML).await.expect("GET");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(
+        r.text()
+            .await
+            .expect("html")
+            .contains("<h1>Page not found</h1>")
+    );
+    let r = get("/test/html-panic", HTML).await.expect("GET");
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let page = r.text().await.expect("html");
+    assert!(page.contains("Something went wrong"), "{page}");
+    assert!(!page.contains("index out of bounds"), "{page}");
+    // JSON routes, and clients that do not ask for HTML, keep JSON.
+    let r = get("/api/items/nope", HTML).await.expect("GET");
+    error_body(r, StatusCode::NOT_FOUND, "not_found").await;
+    let r = get("/no/such/page", "application/json").await.expect("GET");
+    error_body(r, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn the_front_page_lists_promoted_items_first_then_the_newest_under_the_site_name() {
+    let app = TestApp::spawn_with(
+        |c| {
+            c.site.name = "The Gazette".into();
+            c.site.front_page_items = 2;
+        },
+        axum::Router::new(),
+    )
+    .await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    for (title, promote) in [("Old promoted", true), ("Newer", false), ("Newest", false)] {
+        let r = app
+            .post_item(
+                json!({"type": "article", "title": title, "promote": promote,
+                       "fields": {"field_body": {"value": "x"}}}),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let anonymous = crate::harness::client();
+    let first = anonymous
+        .get(app.url("/"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(first.contains("<title>The Gazette</title>"), "{first}");
+    let promoted = first.find("Old promoted").expect("promoted first");
+    let newest = first.find("Newest").expect("newest");
+    assert!(promoted < newest, "{first}");
+    assert!(!first.contains(">Newer<"), "two per page: {first}");
+    assert!(first.contains("Page 1 of 2"), "{first}");
+    let second = anonymous
+        .get(app.url("/?page=2"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(second.contains(">Newer<"), "{second}");
+    let r = anonymous
+        .get(app.url("/?page=0"))
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let r = anonymous
+        .get(app.url("/?page=x"))
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::BAD_REQUEST, "invalid_query").await;
+}

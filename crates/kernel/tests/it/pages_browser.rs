@@ -1,0 +1,374 @@
+//! A site team runs the site in a real headless Chromium, logged in
+//! through the real login form: a type with several field kinds, an item
+//! with a term and an uploaded image, an edit in a stage that live does not
+//! see until the stage is published. And an account without permissions
+//! sees no admin sections and gets 403 pages.
+
+use fantoccini::{Client, Locator};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::files::PNG;
+use crate::harness::browser::Browser;
+use crate::harness::content::PASSWORD;
+use crate::harness::{PATIENCE, TestApp};
+
+async fn fill(c: &Client, css: &str, text: &str) {
+    let el = c
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    el.clear().await.expect("clear");
+    el.send_keys(text).await.expect("type");
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .expect("click");
+}
+
+async fn choose(c: &Client, css: &str, value: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .select_by_value(value)
+        .await
+        .unwrap_or_else(|e| panic!("{css} = {value}: {e}"));
+}
+
+async fn notice(c: &Client) -> String {
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("p.notice"))
+        .await
+        .expect("notice")
+        .text()
+        .await
+        .expect("text")
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .expect("text")
+}
+
+/// Adds one field through the type page's "Add a field" row.
+async fn add_field(c: &Client, label: &str, kind: &str, values: &str, required: bool) {
+    fill(c, "#new-label", label).await;
+    choose(c, "#new-kind", kind).await;
+    fill(c, "#new-card", values).await;
+    if required {
+        click(c, "#new-req").await;
+    }
+    click(c, "form.type-form .actions button").await;
+    assert_eq!(notice(c).await, "The item type was saved.");
+}
+
+async fn anonymous_page(app: &TestApp, path: &str) -> String {
+    crate::harness::client()
+        .get(app.url(path))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_team_builds_a_type_writes_an_item_edits_it_in_a_stage_and_publishes_it() {
+    let app = TestApp::spawn().await;
+    app.sign_in_as_admin().await;
+    let r = app
+        .json_request(reqwest::Method::POST, "/api/categories")
+        .json(&json!({"id": "topics", "label": "Topics"}))
+        .send()
+        .await
+        .expect("category");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app
+        .json_request(reqwest::Method::POST, "/api/categories/topics/terms")
+        .json(&json!({"name": "Gardening"}))
+        .send()
+        .await
+        .expect("term");
+    let term: Value = r.json().await.expect("term");
+    let image = std::env::temp_dir().join(format!("trovato-{}.png", Uuid::now_v7()));
+    std::fs::write(&image, PNG).expect("image file");
+
+    let browser = Browser::start().await;
+    let base = app.url("");
+    browser.log_in(&base, "admin", PASSWORD).await;
+    let c = &browser.client;
+    browser.shots("admin-overview").await;
+
+    // Structure: a type with text, integer, date, term reference and file fields.
+    browser
+        .open_admin_page(&base, "Types", "#new-type-label")
+        .await;
+    fill(c, "#new-type-label", "Story").await;
+    fill(c, "#new-type-name", "story").await;
+    click(c, "form[action='/admin/structure/types'] button").await;
+    assert_eq!(
+        notice(c).await,
+        "The item type was created; add its fields below."
+    );
+    add_field(c, "Body", "text", "1", true).await;
+    add_field(c, "Rating", "integer", "1", false).await;
+    add_field(c, "Published on", "date", "1", false).await;
+    add_field(c, "Topics", "ref_term", "0", false).await;
+    add_field(c, "Image", "file", "1", false).await;
+    browser.shots("admin-type").await;
+    c.goto(&format!("{base}/admin/structure/types"))
+        .await
+        .expect("types");
+    browser.shots("admin-types").await;
+    let defined: Value = app
+        .json_request(reqwest::Method::GET, "/api/item-types/story")
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    let names: Vec<&str> = defined["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "field_body",
+            "field_rating",
+            "field_published_on",
+            "field_topics",
+            "field_image"
+        ]
+    );
+
+    // Content: the form refuses a missing body, keeping what was typed.
+    browser.open_admin_page(&base, "Content", "p.create").await;
+    browser.shots("admin-content-empty").await;
+    c.find(Locator::LinkText("Story"))
+        .await
+        .expect("create link")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("form.item-form"))
+        .await
+        .expect("form");
+    browser.shots("admin-item-new").await;
+    fill(c, "#title", "Tomatoes in May").await;
+    fill(c, "input[name='v.field_rating.0']", "4").await;
+    fill(c, "input[name='v.field_topics.0']", "Gardening").await;
+    c.execute(
+        "document.querySelector(\"input[name='v.field_published_on.0']\").value = '2024-05-01'",
+        vec![],
+    )
+    .await
+    .expect("date");
+    c.find(Locator::Css("#upload-field_image"))
+        .await
+        .expect("file input")
+        .send_keys(image.to_str().expect("path"))
+        .await
+        .expect("choose file");
+    click(c, "form.item-form .actions:not(.top) button").await;
+    let error = c
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("#field-field_body .field-error"))
+        .await
+        .expect("the body's error");
+    assert_eq!(error.text().await.expect("text"), "is required");
+    let kept = c
+        .find(Locator::Css("#title"))
+        .await
+        .expect("title")
+        .prop("value")
+        .await
+        .expect("value");
+    assert_eq!(kept.as_deref(), Some("Tomatoes in May"));
+    assert!(
+        text_of(c, "#field-field_image").await.contains(".png"),
+        "the uploaded image is kept and shown"
+    );
+    browser.shots("admin-item-errors").await;
+    fill(
+        c,
+        "input[name='v.field_body.0']",
+        "Plant them out after the frost.",
+    )
+    .await;
+    click(c, "#promote").await;
+    click(c, "form.item-form .actions:not(.top) button").await;
+    assert_eq!(notice(c).await, "The item was created.");
+    let url = c.current_url().await.expect("url");
+    let id: Uuid = url
+        .path()
+        .trim_start_matches("/admin/content/")
+        .trim_end_matches("/edit")
+        .parse()
+        .expect("item id in the URL");
+    let (title, fields): (String, Value) =
+        sqlx::query_as("SELECT title, fields FROM item WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.state.db)
+            .await
+            .expect("item row");
+    assert_eq!(title, "Tomatoes in May");
+    assert_eq!(fields["field_topics"], json!([{"target_id": term["id"]}]));
+    assert_eq!(fields["field_rating"], json!({"value": 4}));
+    assert!(fields["field_image"]["file_id"].is_string(), "{fields}");
+    browser.shots("admin-item-edit").await;
+
+    // The public pages.
+    c.goto(&format!("{base}/item/{id}"))
+        .await
+        .expect("item page");
+    browser.shots("item-page").await;
+    let page = anonymous_page(&app, &format!("/item/{id}")).await;
+    for needle in [
+        "<dt>Topics</dt>",
+        ">Gardening</a>",
+        "1 May 2024",
+        "<img src=",
+    ] {
+        assert!(page.contains(needle), "{needle}: {page}");
+    }
+    c.goto(&base).await.expect("front");
+    assert!(text_of(c, "ul.teasers").await.contains("Tomatoes in May"));
+    browser.shots("front-page").await;
+
+    // Stages: create one, switch to it, edit the item there.
+    browser.open_admin_page(&base, "Stages", "#new-label").await;
+    fill(c, "#new-label", "Summer issue").await;
+    fill(c, "#new-id", "summer").await;
+    click(c, "form[action='/admin/stages'] button").await;
+    assert_eq!(notice(c).await, "The stage was created.");
+    choose(c, "#working-stage", "summer").await;
+    click(c, "form.switcher button").await;
+    assert_eq!(notice(c).await, "The working stage was changed.");
+    assert!(text_of(c, "#stage-note").await.contains("summer"));
+    c.goto(&format!("{base}/admin/content/{id}/edit"))
+        .await
+        .expect("edit");
+    fill(c, "#title", "Tomatoes in June").await;
+    fill(c, "#log", "later this year").await;
+    click(c, "form.item-form .actions:not(.top) button").await;
+    assert_eq!(notice(c).await, "The item was saved.");
+    assert!(
+        text_of(c, "table.revisions").await.contains("summer"),
+        "the revision names its stage"
+    );
+    browser.shots("admin-item-staged").await;
+    let live: String = sqlx::query_scalar("SELECT title FROM item WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("title");
+    assert_eq!(live, "Tomatoes in May", "live is unchanged");
+    let page = anonymous_page(&app, &format!("/item/{id}")).await;
+    assert!(page.contains("Tomatoes in May") && !page.contains("June"));
+
+    // The stage page shows the change; publishing needs the confirmation.
+    c.goto(&format!("{base}/admin/stages/summer"))
+        .await
+        .expect("stage");
+    let diff = text_of(c, "table.diff").await;
+    assert!(
+        diff.contains("Tomatoes in May") && diff.contains("Tomatoes in June"),
+        "{diff}"
+    );
+    browser.shots("admin-stage").await;
+    click(c, "#confirm").await;
+    click(c, "form.publish button").await;
+    assert_eq!(
+        notice(c).await,
+        "The stage was published: its changes are live."
+    );
+    let live: String = sqlx::query_scalar("SELECT title FROM item WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("title");
+    assert_eq!(live, "Tomatoes in June");
+    let page = anonymous_page(&app, &format!("/item/{id}")).await;
+    assert!(page.contains("Tomatoes in June"), "{page}");
+    c.goto(&format!("{base}/admin/stages"))
+        .await
+        .expect("stages");
+    browser.shots("admin-stages").await;
+    c.goto(&format!("{base}/admin/content?stage=summer&changed=1"))
+        .await
+        .expect("content");
+    c.goto(&format!("{base}/admin/content"))
+        .await
+        .expect("content");
+    browser.shots("admin-content").await;
+    let _ = std::fs::remove_file(&image);
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_without_permissions_sees_no_sections_and_gets_403_pages() {
+    let app = TestApp::spawn().await;
+    app.create_user("reader", PASSWORD, false).await;
+    let browser = Browser::start().await;
+    let base = app.url("");
+    browser.log_in(&base, "reader", PASSWORD).await;
+    let c = &browser.client;
+    c.goto(&format!("{base}/admin")).await.expect("admin");
+    let links = c
+        .find_all(Locator::Css("nav.admin a"))
+        .await
+        .expect("links");
+    assert_eq!(links.len(), 1, "only the overview");
+    assert!(
+        text_of(c, "main")
+            .await
+            .contains("Your account administers nothing here.")
+    );
+    assert!(c.find(Locator::Css("form.switcher")).await.is_err());
+    for path in [
+        "/admin/content",
+        "/admin/stages",
+        "/admin/structure/types",
+        "/admin/files",
+    ] {
+        c.goto(&format!("{base}{path}")).await.expect("page");
+        assert_eq!(text_of(c, "h1").await, "Access denied", "{path}");
+        let login = c
+            .find(Locator::Css("a#login"))
+            .await
+            .expect("a login link")
+            .attr("href")
+            .await
+            .expect("href");
+        assert_eq!(
+            login.map(|l| l.replace("%2F", "/")),
+            Some(format!("/user/login?destination={path}"))
+        );
+    }
+    browser.shots("error-403").await;
+    c.goto(&format!("{base}/item/{}", Uuid::now_v7()))
+        .await
+        .expect("missing");
+    assert_eq!(text_of(c, "h1").await, "Page not found");
+    browser.shots("error-404").await;
+    browser.close().await;
+}
