@@ -111,8 +111,14 @@ fn render(
     };
     let login = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
     // Only a local path goes into the login link (the form checks it too).
-    let destination =
-        (destination.starts_with('/') && !destination.starts_with("//")).then_some(destination);
+    let login_href = if destination.starts_with('/') && !destination.starts_with("//") {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("destination", destination)
+            .finish();
+        format!("/user/login?{query}")
+    } else {
+        "/user/login".to_owned()
+    };
     templates
         .render(
             "error.html",
@@ -121,7 +127,7 @@ fn render(
                 title => title,
                 message => message,
                 login => login,
-                destination => destination,
+                login_href => login_href,
             },
         )
         .unwrap_or_else(|e| {
@@ -151,5 +157,19 @@ mod tests {
         json.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         assert!(!wants_html(&json, "/item/x"));
         assert_eq!(sentence("item x not found"), "Item x not found.");
+    }
+
+    #[test]
+    fn a_403_page_links_the_login_form_back_to_the_page_and_a_500_says_nothing_more() {
+        let t = Templates::new("Site").expect("templates");
+        let page = render(&t, StatusCode::FORBIDDEN, Some("Nope."), "/admin/x?a=1");
+        assert!(page.contains("<h1>Access denied</h1>"), "{page}");
+        assert!(
+            page.contains("login?destination=%2Fadmin%2Fx%3Fa%3D1\""),
+            "{page}"
+        );
+        let page = render(&t, StatusCode::INTERNAL_SERVER_ERROR, None, "//evil");
+        assert!(page.contains("Something went wrong"), "{page}");
+        assert!(!page.contains("/user/login"), "{page}");
     }
 }

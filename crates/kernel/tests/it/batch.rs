@@ -21,13 +21,13 @@ use crate::harness::content::{PASSWORD, error_body, expect_json};
 use crate::harness::{PATIENCE, TestApp, free_port, run_trovato};
 
 /// Workers of the kernel's `batch` queue in this process until dropped.
-struct Workers {
+pub struct Workers {
     cancel: CancellationToken,
     handles: Vec<tokio::task::JoinHandle<worker::WorkReport>>,
 }
 
 impl Workers {
-    fn start(app: &TestApp, n: usize, concurrency: usize) -> Self {
+    pub fn start(app: &TestApp, n: usize, concurrency: usize) -> Self {
         let cancel = CancellationToken::new();
         let handles = (0..n)
             .map(|_| {
@@ -47,7 +47,7 @@ impl Workers {
         Self { cancel, handles }
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.cancel.cancel();
         for h in self.handles {
             let _ = h.await;

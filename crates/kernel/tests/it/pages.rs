@@ -361,7 +361,7 @@ async fn an_edit_in_a_stage_leaves_live_alone_until_the_stage_page_publishes_it(
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_content_page_filters_sorts_pages_and_bulk_publishes_through_a_batch() {
     let app = TestApp::spawn_with_articles().await;
     let mut ids = Vec::new();
@@ -418,6 +418,7 @@ async fn the_content_page_filters_sorts_pages_and_bulk_publishes_through_a_batch
         r.headers()["location"],
         "/admin/content?notice=bulk_started"
     );
+    let workers = crate::batch::Workers::start(&app, 1, 1);
     let published = eventually(PATIENCE, || async {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM item WHERE status = 1")
             .fetch_one(&app.state.db)
@@ -426,6 +427,7 @@ async fn the_content_page_filters_sorts_pages_and_bulk_publishes_through_a_batch
         n == 2
     })
     .await;
+    workers.stop().await;
     assert!(published.is_some(), "the batch published the two items");
 
     let r = client

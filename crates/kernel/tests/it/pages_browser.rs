@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::files::PNG;
 use crate::harness::browser::Browser;
 use crate::harness::content::PASSWORD;
-use crate::harness::{PATIENCE, TestApp};
+use crate::harness::{PATIENCE, TestApp, eventually};
 
 async fn fill(c: &Client, css: &str, text: &str) {
     let el = c
@@ -41,15 +41,20 @@ async fn choose(c: &Client, css: &str, value: &str) {
         .unwrap_or_else(|e| panic!("{css} = {value}: {e}"));
 }
 
-async fn notice(c: &Client) -> String {
-    c.wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css("p.notice"))
-        .await
-        .expect("notice")
-        .text()
-        .await
-        .expect("text")
+/// Waits for the page after a form post to show `expected` as its
+/// notice (the page before it may still be showing an older one).
+async fn expect_notice(c: &Client, expected: &str) {
+    let shown = eventually(PATIENCE, || async {
+        match c.find(Locator::Css("p.notice")).await {
+            Ok(el) => el.text().await.is_ok_and(|t| t == expected),
+            Err(_) => false,
+        }
+    })
+    .await;
+    if shown.is_none() {
+        let page = c.source().await.unwrap_or_default();
+        panic!("no notice “{expected}” on {page}");
+    }
 }
 
 async fn text_of(c: &Client, css: &str) -> String {
@@ -70,7 +75,7 @@ async fn add_field(c: &Client, label: &str, kind: &str, values: &str, required: 
         click(c, "#new-req").await;
     }
     click(c, "form.type-form .actions button").await;
-    assert_eq!(notice(c).await, "The item type was saved.");
+    expect_notice(c, "The item type was saved.").await;
 }
 
 async fn anonymous_page(app: &TestApp, path: &str) -> String {
@@ -118,10 +123,7 @@ async fn a_site_team_builds_a_type_writes_an_item_edits_it_in_a_stage_and_publis
     fill(c, "#new-type-label", "Story").await;
     fill(c, "#new-type-name", "story").await;
     click(c, "form[action='/admin/structure/types'] button").await;
-    assert_eq!(
-        notice(c).await,
-        "The item type was created; add its fields below."
-    );
+    expect_notice(c, "The item type was created; add its fields below.").await;
     add_field(c, "Body", "text", "1", true).await;
     add_field(c, "Rating", "integer", "1", false).await;
     add_field(c, "Published on", "date", "1", false).await;
@@ -216,7 +218,7 @@ async fn a_site_team_builds_a_type_writes_an_item_edits_it_in_a_stage_and_publis
     .await;
     click(c, "#promote").await;
     click(c, "form.item-form .actions:not(.top) button").await;
-    assert_eq!(notice(c).await, "The item was created.");
+    expect_notice(c, "The item was created.").await;
     let url = c.current_url().await.expect("url");
     let id: Uuid = url
         .path()
@@ -259,10 +261,10 @@ async fn a_site_team_builds_a_type_writes_an_item_edits_it_in_a_stage_and_publis
     fill(c, "#new-label", "Summer issue").await;
     fill(c, "#new-id", "summer").await;
     click(c, "form[action='/admin/stages'] button").await;
-    assert_eq!(notice(c).await, "The stage was created.");
+    expect_notice(c, "The stage was created.").await;
     choose(c, "#working-stage", "summer").await;
     click(c, "form.switcher button").await;
-    assert_eq!(notice(c).await, "The working stage was changed.");
+    expect_notice(c, "The working stage was changed.").await;
     assert!(text_of(c, "#stage-note").await.contains("summer"));
     c.goto(&format!("{base}/admin/content/{id}/edit"))
         .await
@@ -270,7 +272,7 @@ async fn a_site_team_builds_a_type_writes_an_item_edits_it_in_a_stage_and_publis
     fill(c, "#title", "Tomatoes in June").await;
     fill(c, "#log", "later this year").await;
     click(c, "form.item-form .actions:not(.top) button").await;
-    assert_eq!(notice(c).await, "The item was saved.");
+    expect_notice(c, "The item was saved.").await;
     assert!(
         text_of(c, "table.revisions").await.contains("summer"),
         "the revision names its stage"
@@ -297,10 +299,7 @@ async fn a_site_team_builds_a_type_writes_an_item_edits_it_in_a_stage_and_publis
     browser.shots("admin-stage").await;
     click(c, "#confirm").await;
     click(c, "form.publish button").await;
-    assert_eq!(
-        notice(c).await,
-        "The stage was published: its changes are live."
-    );
+    expect_notice(c, "The stage was published: its changes are live.").await;
     let live: String = sqlx::query_scalar("SELECT title FROM item WHERE id = $1")
         .bind(id)
         .fetch_one(&app.state.db)
