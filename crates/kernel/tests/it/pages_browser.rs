@@ -114,6 +114,7 @@ async fn a_site_team_builds_a_type_writes_an_item_edits_it_in_a_stage_and_publis
     let base = app.url("");
     browser.log_in(&base, "admin", PASSWORD).await;
     let c = &browser.client;
+    c.goto(&format!("{base}/admin")).await.expect("overview");
     browser.shots("admin-overview").await;
 
     // Structure: a type with text, integer, date, term reference and file fields.
@@ -364,6 +365,8 @@ async fn an_account_without_permissions_sees_no_sections_and_gets_403_pages() {
         );
     }
     browser.shots("error-403").await;
+    c.goto(&format!("{base}/admin")).await.expect("overview");
+    browser.shots("admin-overview-reader").await;
     c.goto(&format!("{base}/item/{}", Uuid::now_v7()))
         .await
         .expect("missing");
