@@ -9,6 +9,7 @@
 //! one: the delete is refused with 409 and the list of uses, so no item is
 //! left unsaveable and no stage unpublishable.
 
+pub mod admin;
 pub mod routes;
 
 use bytes::Bytes;

@@ -549,6 +549,11 @@ pub fn item_tag(id: Uuid) -> CacheTag {
     CacheTag::for_id("item", id)
 }
 
+/// The tag of what shows a type's definition (its labels): item pages.
+pub fn type_tag(name: &str) -> Option<CacheTag> {
+    CacheTag::new(format!("item_type:{name}")).ok()
+}
+
 /// A page of published items as seen from `stage`, through the cache;
 /// tagged with the listing tags and `item:{id}` of every item shown.
 pub async fn list(

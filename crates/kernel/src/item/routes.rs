@@ -639,6 +639,7 @@ async fn cached_item_page(state: &AppState, id: Uuid) -> Result<Option<Bytes>, A
             }
             let (html, mut tags) = render_item(&st, &item, None).await?;
             tags.push(super::item_tag(id));
+            tags.extend(super::type_tag(&item.item_type));
             Ok(Some(Loaded {
                 bytes: Bytes::from(html),
                 tags,

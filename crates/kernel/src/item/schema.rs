@@ -155,6 +155,8 @@ pub async fn update_type(state: &AppState, t: &ItemType) -> Result<ItemType, Ite
     let defined: Vec<String> = t.fields.iter().map(|d| d.name.clone()).collect();
     let changed = remove_undefined_values(&mut tx, &t.type_name, &defined).await?;
     let mut effects = Effects::default();
+    // Pages showing the type's labels (item pages) carry its tag.
+    effects.invalidate(super::type_tag(&t.type_name));
     for id in changed {
         effects.invalidate(live_tags(id, &t.type_name));
     }

@@ -50,6 +50,30 @@ pub const SECTIONS: &[Section] = &[
         any_of: &[permission::ADMINISTER_CONTENT_TYPES],
     },
     Section {
+        path: "/admin/structure/categories",
+        label: "Categories",
+        description: "categories and their terms, as trees by parent and weight",
+        any_of: &[permission::ADMINISTER_CATEGORIES],
+    },
+    Section {
+        path: "/admin/people",
+        label: "People",
+        description: "users: find, create, block, unblock and give them roles",
+        any_of: &[permission::ADMINISTER_USERS],
+    },
+    Section {
+        path: "/admin/roles",
+        label: "Roles",
+        description: "what each role may do, as a grid of permissions; new roles",
+        any_of: &[permission::ADMINISTER_PERMISSIONS],
+    },
+    Section {
+        path: "/admin/plugins",
+        label: "Plugins",
+        description: "installed plugins, their state, taps and load errors; enable or disable one",
+        any_of: &[permission::ADMINISTER_PLUGINS],
+    },
+    Section {
         path: "/admin/files",
         label: "Files",
         description: "uploaded files, their status and where they are used; delete unused ones",

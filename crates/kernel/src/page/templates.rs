@@ -70,6 +70,26 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin/type.html",
         include_str!("../../templates/admin/type.html"),
     ),
+    (
+        "admin/people.html",
+        include_str!("../../templates/admin/people.html"),
+    ),
+    (
+        "admin/roles.html",
+        include_str!("../../templates/admin/roles.html"),
+    ),
+    (
+        "admin/plugins.html",
+        include_str!("../../templates/admin/plugins.html"),
+    ),
+    (
+        "admin/categories.html",
+        include_str!("../../templates/admin/categories.html"),
+    ),
+    (
+        "admin/category.html",
+        include_str!("../../templates/admin/category.html"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@
 //! missing or cyclic dependency) is recorded with its error and skipped:
 //! it never stops the kernel from starting.
 
+pub mod admin;
 pub mod deps;
 pub mod host;
 pub mod manifest;

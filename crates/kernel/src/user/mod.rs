@@ -3,6 +3,7 @@
 //! tokens.
 
 pub mod access;
+pub mod admin;
 pub mod flood;
 pub mod manage;
 pub mod password;

@@ -371,6 +371,21 @@ async fn new_file(app: &TestApp) -> String {
         .to_owned()
 }
 
+/// A permission the `authenticated` role does not hold yet, so a grid
+/// granting it changes something.
+async fn unique_grant(app: &TestApp) -> String {
+    let held: Vec<String> =
+        sqlx::query_scalar("SELECT permission FROM role_permission WHERE role = 'authenticated'")
+            .fetch_all(&app.state.db)
+            .await
+            .expect("grants");
+    trovato::user::permission::KERNEL
+        .iter()
+        .map(|(name, _)| (*name).to_owned())
+        .find(|p| !held.contains(p))
+        .expect("a permission to grant")
+}
+
 /// A stage with one item in it, so publishing it changes live.
 async fn new_stage_with_an_item(app: &TestApp) -> String {
     let id = unique("stage_");
@@ -645,6 +660,76 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
             format!("/admin/structure/types/{}/delete", new_type(app).await),
             None,
         ),
+        ("POST", "/admin/people") => form(
+            "/admin/people".into(),
+            vec![
+                ("name", unique("person_")),
+                ("email", format!("{}@example.com", unique("p"))),
+                ("password", PASSWORD.into()),
+            ],
+        ),
+        ("POST", "/admin/people/{id}/block") => t(
+            format!("/admin/people/{}/block", new_user(app, false).await),
+            None,
+        ),
+        ("POST", "/admin/people/{id}/unblock") => t(
+            format!("/admin/people/{}/unblock", new_user(app, true).await),
+            None,
+        ),
+        ("POST", "/admin/people/{id}/roles") => {
+            let role = new_role(app).await;
+            form(
+                format!("/admin/people/{}/roles", new_user(app, false).await),
+                vec![("roles", role)],
+            )
+        }
+        ("POST", "/admin/roles") => form(
+            "/admin/roles".into(),
+            vec![
+                ("anonymous", "access content".into()),
+                ("authenticated", "access content".into()),
+                ("authenticated", unique_grant(app).await),
+            ],
+        ),
+        ("POST", "/admin/roles/new") => form(
+            "/admin/roles/new".into(),
+            vec![("name", unique("role_")), ("label", "A role".into())],
+        ),
+        ("POST", "/admin/plugins/{name}/enable") => {
+            app.state
+                .plugins
+                .set_enabled(&app.state.db, "no_alloc", false)
+                .await
+                .expect("disable");
+            t("/admin/plugins/no_alloc/enable".into(), None)
+        }
+        ("POST", "/admin/plugins/{name}/disable") => {
+            app.state
+                .plugins
+                .set_enabled(&app.state.db, "no_alloc", true)
+                .await
+                .expect("enable");
+            t("/admin/plugins/no_alloc/disable".into(), None)
+        }
+        ("POST", "/admin/structure/categories") => form(
+            "/admin/structure/categories".into(),
+            vec![("id", unique("cat_")), ("label", "A category".into())],
+        ),
+        ("POST", "/admin/structure/categories/{id}/terms") => form(
+            format!(
+                "/admin/structure/categories/{}/terms",
+                new_category(app).await
+            ),
+            vec![("name", unique("term "))],
+        ),
+        ("POST", "/admin/structure/terms/{id}") => form(
+            format!("/admin/structure/terms/{}", new_term(app).await),
+            vec![("name", unique("renamed ")), ("weight", "3".into())],
+        ),
+        ("POST", "/admin/structure/terms/{id}/delete") => t(
+            format!("/admin/structure/terms/{}/delete", new_term(app).await),
+            None,
+        ),
         (m, p) => panic!("no request for {m} {p}: add one to csrf.rs"),
     }
 }
@@ -665,7 +750,7 @@ fn guarded_routes() -> Vec<(Method, String)> {
 /// A kernel with the article type, signed in as `admin` (the harness
 /// client), and another user whose roles can be set.
 async fn site() -> (TestApp, String) {
-    let app = TestApp::spawn_with_articles().await;
+    let app = TestApp::spawn_with_articles_and_a_plugin().await;
     let other = app.create_user("other", PASSWORD, false).await;
     (app, other.id.to_string())
 }

@@ -796,3 +796,443 @@ async fn the_front_page_lists_promoted_items_first_then_the_newest_under_the_sit
         .expect("GET");
     error_body(r, StatusCode::BAD_REQUEST, "invalid_query").await;
 }
+
+/// Posts an urlencoded page form with the session's token.
+async fn post_form(
+    client: &Client,
+    url: String,
+    csrf: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut form: Vec<(&str, &str)> = vec![("csrf_token", csrf)];
+    form.extend_from_slice(fields);
+    client.post(url).form(&form).send().await.expect("POST")
+}
+
+#[tokio::test]
+async fn the_people_and_roles_pages_create_block_and_grant_through_the_user_operations() {
+    let app = TestApp::spawn_with_articles().await;
+    let (admin, csrf) = app.browser_for("admin").await;
+    let r = post_form(
+        &admin,
+        app.url("/admin/people"),
+        &csrf,
+        &[
+            ("name", "Marta"),
+            ("email", "marta@example.com"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let marta = trovato::user::find_by_name(&app.state.db, "Marta")
+        .await
+        .expect("find")
+        .expect("created");
+    let r = post_form(
+        &admin,
+        app.url("/admin/people"),
+        &csrf,
+        &[
+            ("name", "marta"),
+            ("email", "other@example.com"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let page = r.text().await.expect("html");
+    assert!(page.contains("value=\"other@example.com\""), "kept: {page}");
+    let r = post_form(
+        &admin,
+        app.url("/admin/people"),
+        &csrf,
+        &[
+            ("name", "Nils"),
+            ("email", "nils@example.com"),
+            ("password", "short"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        trovato::user::find_by_name(&app.state.db, "Nils")
+            .await
+            .expect("find")
+            .is_none()
+    );
+
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/people/{}/block", marta.id)),
+        &csrf,
+        &[],
+    )
+    .await;
+    assert_eq!(r.headers()["location"], "/admin/people?notice=blocked");
+    let status: i16 = sqlx::query_scalar("SELECT status FROM users WHERE id = $1")
+        .bind(marta.id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("status");
+    assert_eq!(status, 0);
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/people/{}/unblock", marta.id)),
+        &csrf,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let admin_id = trovato::user::find_by_name(&app.state.db, "admin")
+        .await
+        .expect("find")
+        .expect("admin")
+        .id;
+    // The last administrator is not blocked; the page says why.
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/people/{admin_id}/block")),
+        &csrf,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/people/{}/block", Uuid::now_v7())),
+        &csrf,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // A role, its permissions in the grid, and Marta holding it.
+    let r = post_form(
+        &admin,
+        app.url("/admin/roles/new"),
+        &csrf,
+        &[("name", "editor"), ("label", "Editor")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = post_form(
+        &admin,
+        app.url("/admin/roles/new"),
+        &csrf,
+        &[("name", "Bad Name"), ("label", "X")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = post_form(
+        &admin,
+        app.url("/admin/roles"),
+        &csrf,
+        &[
+            ("anonymous", "access content"),
+            ("authenticated", "access content"),
+            ("editor", "create content"),
+            ("editor", "edit own content"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.headers()["location"],
+        "/admin/roles?notice=permissions_saved"
+    );
+    let granted: Vec<String> = sqlx::query_scalar(
+        "SELECT permission FROM role_permission WHERE role = 'editor' ORDER BY permission",
+    )
+    .fetch_all(&app.state.db)
+    .await
+    .expect("grants");
+    assert_eq!(granted, ["create content", "edit own content"]);
+    let r = post_form(
+        &admin,
+        app.url("/admin/roles"),
+        &csrf,
+        &[("editor", "rule the world")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let still: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM role_permission WHERE role = 'editor'")
+            .fetch_one(&app.state.db)
+            .await
+            .expect("count");
+    assert_eq!(still, 2, "a refused grid changes nothing");
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/people/{}/roles", marta.id)),
+        &csrf,
+        &[("roles", "editor")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let roles = trovato::user::roles_of(&app.state.db, marta.id)
+        .await
+        .expect("roles");
+    assert_eq!(roles, ["editor"]);
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/people/{}/roles", marta.id)),
+        &csrf,
+        &[("roles", "nosuch")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = admin
+        .get(app.url("/admin/roles"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("name=\"editor\" value=\"create content\" checked"),
+        "{page}"
+    );
+
+    // An editor sees Content, not People or Roles.
+    let (marta_client, _) = app.browser_for("Marta").await;
+    for path in ["/admin/people", "/admin/roles"] {
+        let r = marta_client.get(app.url(path)).send().await.expect("GET");
+        error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    let overview = marta_client
+        .get(app.url("/admin"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(overview.contains(">Content</a>"), "{overview}");
+    assert!(!overview.contains(">People</a>"), "{overview}");
+}
+
+#[tokio::test]
+async fn the_category_page_keeps_terms_in_a_tree_by_parent_and_weight() {
+    let app = TestApp::spawn_with_articles().await;
+    let (admin, csrf) = app.browser_for("admin").await;
+    let r = post_form(
+        &admin,
+        app.url("/admin/structure/categories"),
+        &csrf,
+        &[("id", "food"), ("label", "Food")],
+    )
+    .await;
+    assert_eq!(
+        r.headers()["location"],
+        "/admin/structure/categories/food?notice=created"
+    );
+    for (fields, status) in [
+        (
+            vec![("id", "food"), ("label", "Again")],
+            StatusCode::CONFLICT,
+        ),
+        (
+            vec![("id", "Bad Id"), ("label", "X")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            vec![("id", "drinks"), ("label", " ")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let r = post_form(
+            &admin,
+            app.url("/admin/structure/categories"),
+            &csrf,
+            &fields,
+        )
+        .await;
+        assert_eq!(r.status(), status, "{fields:?}");
+    }
+    let db = app.state.db.clone();
+    let term = |name: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_as::<_, (Uuid, Option<Uuid>, i32)>(
+                "SELECT id, parent, weight FROM category_tag WHERE name = $1",
+            )
+            .bind(name)
+            .fetch_one(&db)
+            .await
+            .expect("term")
+        }
+    };
+    let add = |fields: Vec<(&'static str, String)>| {
+        let admin = admin.clone();
+        let csrf = csrf.clone();
+        let url = app.url("/admin/structure/categories/food/terms");
+        async move {
+            let mut form: Vec<(&str, String)> = vec![("csrf_token", csrf)];
+            form.extend(fields);
+            admin.post(url).form(&form).send().await.expect("POST")
+        }
+    };
+    assert_eq!(
+        add(vec![("name", "Fruit".into())]).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let (fruit, _, _) = term("Fruit").await;
+    let r = add(vec![
+        ("name", "Apple".into()),
+        ("parent", fruit.to_string()),
+        ("weight", "2".into()),
+    ])
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (apple, parent, weight) = term("Apple").await;
+    assert_eq!((parent, weight), (Some(fruit), 2));
+    assert_eq!(
+        add(vec![("name", " ".into())]).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        add(vec![("name", "Pear".into()), ("weight", "heavy".into())])
+            .await
+            .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let page = admin
+        .get(app.url("/admin/structure/categories/food"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    let f = page.find("id=\"term-").expect("a term");
+    assert!(page[f..].contains("depth-1"), "Apple under Fruit: {page}");
+
+    // Moving, reweighting; a term with children is not deleted.
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/structure/terms/{apple}")),
+        &csrf,
+        &[("name", "Apple"), ("parent", ""), ("weight", "-1")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(term("Apple").await.1, None);
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/structure/terms/{fruit}")),
+        &csrf,
+        &[("name", "Fruit"), ("parent", &fruit.to_string())],
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "its own parent"
+    );
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/structure/terms/{apple}")),
+        &csrf,
+        &[("name", "Apple"), ("parent", &fruit.to_string())],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/structure/terms/{fruit}/delete")),
+        &csrf,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/structure/terms/{apple}/delete")),
+        &csrf,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM category_tag")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("count");
+    assert_eq!(left, 1);
+    let r = admin
+        .get(app.url("/admin/structure/categories/nosuch"))
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::NOT_FOUND, "category_not_found").await;
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/structure/terms/{}", Uuid::now_v7())),
+        &csrf,
+        &[("name", "x")],
+    )
+    .await;
+    error_body(r, StatusCode::NOT_FOUND, "term_not_found").await;
+}
+
+#[tokio::test]
+async fn the_plugins_page_shows_load_errors_and_enables_and_disables() {
+    let app = TestApp::spawn_with_articles_and_a_plugin().await;
+    let (admin, csrf) = app.browser_for("admin").await;
+    let page = admin
+        .get(app.url("/admin/plugins"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("no_alloc") && page.contains("state-failed"),
+        "{page}"
+    );
+    assert!(
+        page.contains("trovato_alloc"),
+        "the load error is shown: {page}"
+    );
+    let r = post_form(
+        &admin,
+        app.url("/admin/plugins/no_alloc/disable"),
+        &csrf,
+        &[],
+    )
+    .await;
+    assert_eq!(r.headers()["location"], "/admin/plugins?notice=disabled");
+    let enabled: bool =
+        sqlx::query_scalar("SELECT enabled FROM plugin_status WHERE name = 'no_alloc'")
+            .fetch_one(&app.state.db)
+            .await
+            .expect("row");
+    assert!(!enabled);
+    let r = post_form(
+        &admin,
+        app.url("/admin/plugins/no_alloc/enable"),
+        &csrf,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = post_form(&admin, app.url("/admin/plugins/nosuch/enable"), &csrf, &[]).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    app.create_user("reader", PASSWORD, false).await;
+    let (reader, reader_csrf) = app.browser_for("reader").await;
+    let r = reader
+        .get(app.url("/admin/plugins"))
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = post_form(
+        &reader,
+        app.url("/admin/plugins/no_alloc/disable"),
+        &reader_csrf,
+        &[],
+    )
+    .await;
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+}

@@ -374,3 +374,84 @@ async fn an_account_without_permissions_sees_no_sections_and_gets_403_pages() {
     browser.shots("error-404").await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_roles_categories_and_plugins_are_run_from_their_pages() {
+    let app = TestApp::spawn_with_articles_and_a_plugin().await;
+    let browser = Browser::start().await;
+    let base = app.url("");
+    browser.log_in(&base, "admin", PASSWORD).await;
+    let c = &browser.client;
+
+    // Categories: a category and a tree of terms.
+    browser
+        .open_admin_page(&base, "Categories", "#cat-label")
+        .await;
+    fill(c, "#cat-label", "Topics").await;
+    fill(c, "#cat-id", "topics").await;
+    click(c, "form[action='/admin/structure/categories'] button").await;
+    expect_notice(c, "The category was created; add its terms below.").await;
+    fill(c, "#term-name", "Garden").await;
+    click(
+        c,
+        "form[action='/admin/structure/categories/topics/terms'] button",
+    )
+    .await;
+    expect_notice(c, "The term was added.").await;
+    fill(c, "#term-name", "Tomatoes").await;
+    let garden: Uuid = sqlx::query_scalar("SELECT id FROM category_tag WHERE name = 'Garden'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("garden");
+    choose(c, "#term-parent", &garden.to_string()).await;
+    click(
+        c,
+        "form[action='/admin/structure/categories/topics/terms'] button",
+    )
+    .await;
+    expect_notice(c, "The term was added.").await;
+    let parent: Option<Uuid> =
+        sqlx::query_scalar("SELECT parent FROM category_tag WHERE name = 'Tomatoes'")
+            .fetch_one(&app.state.db)
+            .await
+            .expect("tomatoes");
+    assert_eq!(parent, Some(garden));
+    assert!(c.find(Locator::Css("li.term.depth-1")).await.is_ok());
+    browser.shots("admin-category").await;
+    c.goto(&format!("{base}/admin/structure/categories"))
+        .await
+        .expect("categories");
+    browser.shots("admin-categories").await;
+
+    // People: a new user; Roles: a permission ticked in the grid.
+    browser.open_admin_page(&base, "People", "#new-name").await;
+    fill(c, "#new-name", "Rosa").await;
+    fill(c, "#new-email", "rosa@example.com").await;
+    fill(c, "#new-password", PASSWORD).await;
+    click(c, "form[method='post'][action='/admin/people'] button").await;
+    expect_notice(c, "The user was created.").await;
+    assert!(text_of(c, "main").await.contains("rosa@example.com"));
+    browser.shots("admin-people").await;
+    browser.open_admin_page(&base, "Roles", "table.grid").await;
+    click(c, "input[name='authenticated'][value='upload files']").await;
+    click(c, "form.grid-form > button").await;
+    expect_notice(c, "The permissions were saved.").await;
+    let granted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM role_permission WHERE role = 'authenticated' AND permission = 'upload files'",
+    )
+    .fetch_one(&app.state.db)
+    .await
+    .expect("grant");
+    assert_eq!(granted, 1);
+    browser.shots("admin-roles").await;
+
+    // Plugins: the failed plugin with its error, disabled from the page.
+    browser
+        .open_admin_page(&base, "Plugins", "section.plugin")
+        .await;
+    assert!(text_of(c, "#plugin-no_alloc").await.contains("failed"));
+    click(c, "#plugin-no_alloc button").await;
+    expect_notice(c, "The plugin was disabled: no tap is dispatched to it.").await;
+    browser.shots("admin-plugins").await;
+    browser.close().await;
+}

@@ -219,3 +219,39 @@ impl TestApp {
         (client, csrf)
     }
 }
+
+/// A plugin directory of its own holding one plugin that fails to load
+/// (`no_alloc`, which exports no `trovato_alloc`): listed with its error,
+/// can be enabled and disabled, and never runs.
+pub fn plugin_dir_with_a_failed_plugin() -> std::path::PathBuf {
+    let from = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/no_alloc");
+    let dir = std::env::temp_dir().join(format!(
+        "trovato-pages-plugins-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let to = dir.join("no_alloc");
+    std::fs::create_dir_all(&to).expect("plugin dir");
+    for f in ["no_alloc.wat", "no_alloc.info.toml"] {
+        std::fs::copy(from.join(f), to.join(f)).expect("copy fixture");
+    }
+    dir
+}
+
+impl TestApp {
+    /// [`TestApp::spawn_with_articles`] with the plugin directory of
+    /// [`plugin_dir_with_a_failed_plugin`].
+    pub async fn spawn_with_articles_and_a_plugin() -> TestApp {
+        let dir = plugin_dir_with_a_failed_plugin();
+        let app = TestApp::spawn_with(
+            move |c| {
+                c.server.data_dir = std::env::temp_dir().join("trovato-plugin-tests-data");
+                c.plugin.dir = dir;
+            },
+            axum::Router::new(),
+        )
+        .await;
+        app.sign_in_as_admin().await;
+        app.create_article_type().await;
+        app
+    }
+}
