@@ -36,7 +36,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub enum Notice {
     Created,
     Published,
-    Selected,
     NotConfirmed,
 }
 
@@ -45,7 +44,6 @@ impl Notice {
         match self {
             Notice::Created => "The stage was created.",
             Notice::Published => "The stage was published: its changes are live.",
-            Notice::Selected => "The working stage was changed.",
             Notice::NotConfirmed => "Nothing was published: tick the confirmation first.",
         }
     }
@@ -54,7 +52,6 @@ impl Notice {
         match self {
             Notice::Created => "created",
             Notice::Published => "published",
-            Notice::Selected => "selected",
             Notice::NotConfirmed => "not_confirmed",
         }
     }
@@ -94,7 +91,7 @@ fn back_to(destination: &str) -> String {
 #[utoipa::path(post, path = "/admin/stage/select", tag = "page",
     request_body(content = SelectForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 303, description = "Back to the page, working in the stage; anonymous: to the login form"),
+        (status = 303, description = "Back to the page, whose switcher names the stage; anonymous: to the login form"),
         (status = 400, description = "Not a browser session, or a malformed form", body = ErrorBody),
         (status = 403, description = "May not work in stages, or a missing or wrong CSRF token", body = ErrorBody),
         (status = 404, description = "No such stage", body = ErrorBody),
@@ -119,9 +116,8 @@ pub(crate) async fn select_from_page(
         return Err(StageError::NotFound(id.to_string()).into());
     }
     super::select_for_session(&state, token, &id).await?;
-    let to = back_to(&form.destination);
-    let sep = if to.contains('?') { '&' } else { '?' };
-    Ok(Redirect::to(&format!("{to}{sep}notice=selected")).into_response())
+    // Back to the page as it was: its switcher now names the stage.
+    Ok(Redirect::to(&back_to(&form.destination)).into_response())
 }
 
 #[derive(Serialize)]

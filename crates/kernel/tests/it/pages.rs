@@ -265,7 +265,7 @@ async fn an_edit_in_a_stage_leaves_live_alone_until_the_stage_page_publishes_it(
         .await
         .expect("select");
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(r.headers()["location"], "/admin/content?notice=selected");
+    assert_eq!(r.headers()["location"], "/admin/content");
     let r = send_item_form(
         &client,
         &app.url(&format!("/admin/content/{id}/edit")),
@@ -730,6 +730,21 @@ async fn html_routes_answer_html_error_pages_and_json_routes_keep_json() {
     let page = r.text().await.expect("html");
     assert!(page.contains("Something went wrong"), "{page}");
     assert!(!page.contains("index out of bounds"), "{page}");
+    // Without `access content`, anonymous visitors are asked to log in.
+    sqlx::query("DELETE FROM role_permission WHERE role = 'anonymous'")
+        .execute(&app.state.db)
+        .await
+        .expect("revoke");
+    app.state.permissions.invalidate_all();
+    let r = get(&format!("/item/{}", Uuid::now_v7()), HTML)
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let page = r.text().await.expect("html");
+    assert!(
+        page.contains("Please log in") && page.contains("id=\"login\""),
+        "{page}"
+    );
     // JSON routes, and clients that do not ask for HTML, keep JSON.
     let r = get("/api/items/nope", HTML).await.expect("GET");
     error_body(r, StatusCode::NOT_FOUND, "not_found").await;
