@@ -1,8 +1,9 @@
 //! HTML error pages. A failing request that a browser made for a page (it
-//! accepts `text/html`, and its path is not under `/api/`) gets the error as
-//! a page: the status, the kernel's sentence for a 4xx, a login link for
-//! 401 and 403, and nothing but the status for a 5xx (whose cause was
-//! logged where it happened). Everything else keeps the JSON error body.
+//! accepts `text/html`, and its route is neither under `/api/` nor one of
+//! the [`JSON_ROUTES`] outside it) gets the error as a page: the status,
+//! the kernel's sentence for a 4xx, a login link for 401 and 403, and
+//! nothing but the status for a 5xx (whose cause was logged where it
+//! happened). Everything else keeps the JSON error body.
 
 use std::sync::Arc;
 
@@ -13,9 +14,24 @@ use axum::response::{IntoResponse, Response};
 
 use super::templates::Templates;
 
-/// Whether the request is a browser asking for a page.
+/// Routes outside `/api/` that answer JSON to whoever asks, browsers
+/// included: their error bodies are what their callers read (health's
+/// reason codes, a script's upload or progress poll, a scheduler's cron).
+pub const JSON_ROUTES: &[&str] = &[
+    "/health",
+    "/healthz",
+    "/metrics",
+    "/cron",
+    "/file/upload",
+    "/batch/{id}/status",
+    "/stage/{id}/publish",
+    "/user/me",
+];
+
+/// Whether the request is a browser asking for a page. `path` is the
+/// matched route's template, or the raw path of an unmatched request.
 fn wants_html(headers: &HeaderMap, path: &str) -> bool {
-    if path == "/api" || path.starts_with("/api/") {
+    if path == "/api" || path.starts_with("/api/") || JSON_ROUTES.contains(&path) {
         return false;
     }
     headers
@@ -44,7 +60,11 @@ pub async fn html_errors(
     req: Request,
     next: Next,
 ) -> Response {
-    let html = wants_html(req.headers(), req.uri().path());
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
+    let html = wants_html(req.headers(), &route);
     let destination = req
         .uri()
         .path_and_query()
@@ -152,6 +172,8 @@ mod tests {
         );
         assert!(wants_html(&h, "/item/x"));
         assert!(!wants_html(&h, "/api/items"));
+        assert!(!wants_html(&h, "/health"), "health keeps its reason codes");
+        assert!(!wants_html(&h, "/batch/{id}/status"));
         assert!(!wants_html(&HeaderMap::new(), "/item/x"));
         let mut json = HeaderMap::new();
         json.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
