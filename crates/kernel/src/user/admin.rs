@@ -29,6 +29,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(block_from_page))
         .routes(routes!(unblock_from_page))
         .routes(routes!(user_roles_from_page))
+        .routes(routes!(password_from_page))
+        .routes(routes!(delete_from_page))
         .routes(routes!(roles_page, save_roles_from_page))
         .routes(routes!(create_role_from_page))
 }
@@ -43,6 +45,7 @@ pub enum Notice {
     RolesSaved,
     PermissionsSaved,
     RoleCreated,
+    Deleted,
 }
 
 impl Notice {
@@ -54,6 +57,7 @@ impl Notice {
             Notice::RolesSaved => "The user's roles were saved.",
             Notice::PermissionsSaved => "The permissions were saved.",
             Notice::RoleCreated => "The role was created; tick its permissions below.",
+            Notice::Deleted => "The user was deleted.",
         }
     }
 
@@ -65,6 +69,7 @@ impl Notice {
             Notice::RolesSaved => "roles_saved",
             Notice::PermissionsSaved => "permissions_saved",
             Notice::RoleCreated => "role_created",
+            Notice::Deleted => "deleted",
         }
     }
 }
@@ -398,6 +403,103 @@ pub(crate) async fn unblock_from_page(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     set_status_from_page(&state, &account, &id, Status::Active).await
+}
+
+/// Give a user a new, generated password (shown on the page this once);
+/// their sessions end.
+#[utoipa::path(post, path = "/admin/people/{id}/password", tag = "page", params(UserPath),
+    request_body(content = TokenOnly, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The people page showing the new password once", body = String, content_type = "text/html"),
+        (status = 303, description = "Anonymous: to the login form"),
+        (status = 403, description = "Lacks `administer users` (or, for an administrator's account, is not one), or a missing or wrong CSRF token", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
+pub(crate) async fn password_from_page(
+    State(state): State<AppState>,
+    account: Account,
+    Path(raw): Path<String>,
+) -> Result<Response, AppError> {
+    if let Some(r) = admin::refusal(&account, Some(permission::ADMINISTER_USERS)) {
+        return Ok(r);
+    }
+    let id = parse_user(&raw)?;
+    let reset = manage::reset_password(&state, id, None, account.is_admin()).await?;
+    let message = format!(
+        "New password for {}: {} (shown this once; their sessions have ended).",
+        reset.user.name,
+        reset.password.unwrap_or_default()
+    );
+    let q = empty_query();
+    let view = PeopleView {
+        query: &q,
+        notice: Some(&message),
+        error: None,
+        form: BTreeMap::new(),
+    };
+    let mut resp = render_people(&state, &account, view).await?.into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}
+
+/// The delete form: optionally who takes over the user's items.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct DeleteUserForm {
+    /// The name of the user who becomes the author of the deleted user's items (empty: no one).
+    reassign_to: Option<String>,
+    csrf_token: String,
+}
+
+/// Delete a user from the people page; their items go to `reassign_to`
+/// or keep no author.
+#[utoipa::path(post, path = "/admin/people/{id}/delete", tag = "page", params(UserPath),
+    request_body(content = DeleteUserForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Deleted: back to the page; anonymous: to the login form"),
+        (status = 403, description = "Lacks `administer users` (or, for an administrator's account, is not one), or a missing or wrong CSRF token", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "The last active administrator: the page again, with the reason", body = String, content_type = "text/html"),
+        (status = 422, description = "No user to reassign to of that name: the page again, with the reason", body = String, content_type = "text/html"),
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
+pub(crate) async fn delete_from_page(
+    State(state): State<AppState>,
+    account: Account,
+    Path(raw): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    if let Some(r) = admin::refusal(&account, Some(permission::ADMINISTER_USERS)) {
+        return Ok(r);
+    }
+    let id = parse_user(&raw)?;
+    let form = form_map(&body);
+    let heir = form
+        .get("reassign_to")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty());
+    match manage::delete(&state, id, heir, account.is_admin()).await {
+        Ok(_) => Ok(
+            Redirect::to(&format!("/admin/people?notice={}", Notice::Deleted.param()))
+                .into_response(),
+        ),
+        Err(e) => {
+            let (status, message) = shown_refusal(e)?;
+            let q = empty_query();
+            let view = PeopleView {
+                query: &q,
+                notice: None,
+                error: Some(message),
+                form: BTreeMap::new(),
+            };
+            let page = render_people(&state, &account, view).await?;
+            Ok((status, page).into_response())
+        }
+    }
 }
 
 /// The roles form: `roles` once per ticked role.

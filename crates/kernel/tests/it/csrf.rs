@@ -683,6 +683,14 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
                 vec![("roles", role)],
             )
         }
+        ("POST", "/admin/people/{id}/password") => t(
+            format!("/admin/people/{}/password", new_user(app, false).await),
+            None,
+        ),
+        ("POST", "/admin/people/{id}/delete") => t(
+            format!("/admin/people/{}/delete", new_user(app, false).await),
+            None,
+        ),
         ("POST", "/admin/roles") => form(
             "/admin/roles".into(),
             vec![

@@ -430,6 +430,53 @@ async fn the_content_page_filters_sorts_pages_and_bulk_publishes_through_a_batch
     workers.stop().await;
     assert!(published.is_some(), "the batch published the two items");
 
+    // Bulk delete: an item another item references stays, and is reported.
+    let r = app
+        .create_item_type(
+            "link",
+            json!([{"name": "field_to", "label": "To", "kind": "reference", "target": "item"}]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app
+        .post_item(
+            json!({"type": "link", "title": "Pointer", "fields": {"field_to": {"target_id": ids[1]}}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = client
+        .post(app.url("/admin/content/bulk"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("action", "delete"),
+            ("ids", ids[0].as_str()),
+            ("ids", ids[1].as_str()),
+        ])
+        .send()
+        .await
+        .expect("bulk");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let workers = crate::batch::Workers::start(&app, 1, 1);
+    let deleted = eventually(PATIENCE, || async {
+        let batch: Option<(String, i32)> =
+            sqlx::query_as("SELECT state, failed FROM batch WHERE operation = 'items.delete'")
+                .fetch_optional(&app.state.db)
+                .await
+                .expect("batch");
+        batch.is_some_and(|(state, failed)| state == "done" && failed == 1)
+    })
+    .await;
+    workers.stop().await;
+    assert!(deleted.is_some(), "the delete batch ended with one failure");
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT id::text FROM item WHERE id::text = ANY($1)")
+            .bind(&ids[..2])
+            .fetch_all(&app.state.db)
+            .await
+            .expect("left");
+    assert_eq!(left, [ids[1].clone()], "the referenced item stays");
+
     let r = client
         .post(app.url("/admin/content/bulk"))
         .form(&[
@@ -452,7 +499,7 @@ async fn the_content_page_filters_sorts_pages_and_bulk_publishes_through_a_batch
         .fetch_one(&app.state.db)
         .await
         .expect("count");
-    assert_eq!(left, 3, "nothing was deleted");
+    assert_eq!(left, 3, "nothing more was deleted");
 }
 
 #[tokio::test]
@@ -1009,8 +1056,58 @@ async fn the_people_and_roles_pages_create_block_and_grant_through_the_user_oper
         "{page}"
     );
 
+    // A new password, shown once; a deletion handing the items on.
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/people/{}/password", marta.id)),
+        &csrf,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.expect("html");
+    let shown = page
+        .split("New password for Marta: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .expect("the password on the page")
+        .to_owned();
+    assert_eq!(app.login("Marta", &shown).await.status(), StatusCode::OK);
+    let doomed = app.create_user("doomed", PASSWORD, false).await;
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/people/{}/delete", doomed.id)),
+        &csrf,
+        &[("reassign_to", "nobody")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = post_form(
+        &admin,
+        app.url(&format!("/admin/people/{}/delete", doomed.id)),
+        &csrf,
+        &[("reassign_to", "")],
+    )
+    .await;
+    assert_eq!(r.headers()["location"], "/admin/people?notice=deleted");
+    assert!(
+        trovato::user::find_by_id(&app.state.db, doomed.id)
+            .await
+            .expect("find")
+            .is_none()
+    );
+    // Back to the admin session for what follows.
+    assert_eq!(app.login("admin", PASSWORD).await.status(), StatusCode::OK);
+
     // An editor sees Content, not People or Roles.
-    let (marta_client, _) = app.browser_for("Marta").await;
+    let marta_client = crate::harness::client();
+    let r = marta_client
+        .post(app.url("/user/login"))
+        .json(&json!({"name": "Marta", "password": shown}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::OK);
     for path in ["/admin/people", "/admin/roles"] {
         let r = marta_client.get(app.url(path)).send().await.expect("GET");
         error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
