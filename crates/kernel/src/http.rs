@@ -260,12 +260,20 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
 }
 
 /// The request body limit: `server.max_body_bytes` for every route except
-/// those that bound their own body (an upload streams far more, and counts
-/// it itself).
+/// the multipart bodies of those that bound their own (an upload streams
+/// far more, and counts it itself).
 #[derive(Debug, Clone)]
 pub struct BodyLimit {
     pub max: usize,
     pub own: Vec<&'static str>,
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("multipart/form-data"))
 }
 
 /// Applies [`BodyLimit`]: a declared length over the limit is refused at
@@ -276,10 +284,13 @@ pub async fn limit_body(
     req: Request,
     next: Next,
 ) -> Response {
+    // Only their multipart bodies: any other body (which the CSRF rule
+    // may read whole) keeps the server's limit.
     let own = req
         .extensions()
         .get::<MatchedPath>()
-        .is_some_and(|p| limit.own.contains(&p.as_str()));
+        .is_some_and(|p| limit.own.contains(&p.as_str()))
+        && is_multipart(req.headers());
     if own {
         return next.run(req).await;
     }

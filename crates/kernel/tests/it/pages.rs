@@ -1348,3 +1348,33 @@ async fn the_plugins_page_shows_load_errors_and_enables_and_disables() {
     .await;
     error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
 }
+
+#[tokio::test]
+async fn the_item_form_route_bounds_a_body_that_is_not_multipart_like_any_other() {
+    let app = TestApp::spawn_with(|c| c.server.max_body_bytes = 4096, axum::Router::new()).await;
+    app.sign_in_as_admin().await;
+    app.create_article_type().await;
+    let (admin, csrf) = app.browser_for("admin").await;
+    let big = "x".repeat(64 * 1024);
+    let r = admin
+        .post(app.url("/admin/content/new/article"))
+        .form(&[("csrf_token", csrf.as_str()), ("title", big.as_str())])
+        .send()
+        .await
+        .expect("POST");
+    error_body(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    // A multipart form of the same size is the form's own to bound.
+    let r = send_item_form(
+        &admin,
+        &app.url("/admin/content/new/article"),
+        &csrf,
+        &[
+            ("title", "Big body"),
+            ("v.field_body.0", "short"),
+            ("op", "save"),
+        ],
+        &[Part::text("padding", &big)],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
