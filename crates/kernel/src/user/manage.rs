@@ -25,8 +25,9 @@ use uuid::Uuid;
 use super::roles::{keeps_an_administrator, lock_administrators};
 use super::token::{self, TokenInfo};
 use super::{Account, NewUser, User, UserError, UserName, password, permission, role, session};
-use crate::db::timed;
+use crate::db::{DbError, timed};
 use crate::error::{AppError, ErrorBody};
+use crate::http::JsonBody;
 use crate::state::AppState;
 
 /// A user's account state, as filters and commands name it.
@@ -119,11 +120,23 @@ impl UserFilter {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUserRequest {
-    /// 1 to 60 characters, unique regardless of case.
+    /// 1 to 60 characters, no control characters, no surrounding space;
+    /// unique regardless of case.
+    #[schema(
+        min_length = 1,
+        max_length = 60,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,58}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub name: String,
-    /// Unique regardless of case.
+    /// One `@`, a dot inside the domain, no spaces; unique regardless of
+    /// case.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s.\x00-\x1f\x7f-\x9f][^@\s\x00-\x1f\x7f-\x9f]*\.[^@\s\x00-\x1f\x7f-\x9f]*[^@\s.\x00-\x1f\x7f-\x9f]$"
+    )]
     pub email: String,
-    /// At least 8 characters.
+    /// 8 to 1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
 }
 
@@ -131,7 +144,18 @@ pub struct NewUserRequest {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
+    /// As for a new user.
+    #[schema(
+        min_length = 1,
+        max_length = 60,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,58}[^\s\x00-\x1f\x7f-\x9f])?$"
+    )]
     pub name: Option<String>,
+    /// As for a new user.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s.\x00-\x1f\x7f-\x9f][^@\s\x00-\x1f\x7f-\x9f]*\.[^@\s\x00-\x1f\x7f-\x9f]*[^@\s.\x00-\x1f\x7f-\x9f]$"
+    )]
     pub email: Option<String>,
 }
 
@@ -139,6 +163,8 @@ pub struct UserUpdate {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordRequest {
+    /// 8 to 1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: Option<String>,
 }
 
@@ -426,6 +452,17 @@ pub async fn delete(
         lock_administrators(&mut tx).await?;
         keeps_an_administrator(&mut tx, id).await?;
     }
+    // The row is locked: an edit adding a reference now waits for this
+    // transaction, then finds the user gone.
+    let uses = crate::item::references_to_user(&mut tx, id)
+        .await
+        .map_err(|e| match e {
+            crate::item::ItemError::Db(d) => UserError::Db(d),
+            other => UserError::Db(DbError::Unavailable(other.to_string())),
+        })?;
+    if !uses.is_empty() {
+        return Err(UserError::InUse { id, uses });
+    }
     let heir = match reassign_to {
         None => None,
         Some(name) => {
@@ -557,7 +594,7 @@ pub(crate) async fn list_users(
 pub(crate) async fn create_user(
     State(state): State<AppState>,
     account: Account,
-    Json(new): Json<NewUserRequest>,
+    JsonBody(new): JsonBody<NewUserRequest>,
 ) -> Result<(StatusCode, Json<UserSummary>), AppError> {
     account.require(permission::ADMINISTER_USERS)?;
     Ok((StatusCode::CREATED, Json(create(&state, &new).await?)))
@@ -598,7 +635,7 @@ pub(crate) async fn update_user(
     State(state): State<AppState>,
     account: Account,
     Path(raw_id): Path<String>,
-    Json(change): Json<UserUpdate>,
+    JsonBody(change): JsonBody<UserUpdate>,
 ) -> Result<Json<UserSummary>, AppError> {
     account.require(permission::ADMINISTER_USERS)?;
     let id = user_id(&raw_id)?;
@@ -613,7 +650,7 @@ pub(crate) async fn update_user(
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Lacks `administer users`, or the user is an administrator and the caller is not", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
-        (status = 409, description = "The last active administrator stays", body = ErrorBody),
+        (status = 409, description = "`last_administrator`: the last active administrator stays; `user_in_use`: items' user reference fields name the user (details: `uses`, the first 50, and `total`)", body = ErrorBody),
         (status = 422, description = "`reassign_to` names no user, or the user being deleted", body = ErrorBody),
     ),
     security(("bearer" = []), ("session" = [])))]
@@ -690,7 +727,7 @@ pub(crate) async fn reset_user_password(
     State(state): State<AppState>,
     account: Account,
     Path(raw_id): Path<String>,
-    Json(req): Json<PasswordRequest>,
+    JsonBody(req): JsonBody<PasswordRequest>,
 ) -> Result<Json<PasswordReset>, AppError> {
     account.require(permission::ADMINISTER_USERS)?;
     let id = user_id(&raw_id)?;
