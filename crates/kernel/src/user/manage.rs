@@ -122,11 +122,7 @@ impl UserFilter {
 pub struct NewUserRequest {
     /// 1 to 60 characters, no control characters, no surrounding space;
     /// unique regardless of case.
-    #[schema(
-        min_length = 1,
-        max_length = 60,
-        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,58}[^\s\x00-\x1f\x7f-\x9f])?$"
-    )]
+    #[schema(value_type = UserNameText)]
     pub name: String,
     /// One `@`, a dot inside the domain, no spaces; unique regardless of
     /// case.
@@ -136,20 +132,30 @@ pub struct NewUserRequest {
     )]
     pub email: String,
     /// 8 to 1024 characters.
-    #[schema(min_length = 8, max_length = 1024)]
+    #[schema(value_type = PasswordText)]
     pub password: String,
 }
+
+/// A user name: 1 to 60 characters, no control characters, no surrounding
+/// space ([`UserName::parse`]).
+#[derive(utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,58}[^\s\x00-\x1f\x7f-\x9f])?$"
+)]
+pub struct UserNameText(pub String);
+
+/// A password: 8 to 1024 characters (`password::check_strength`).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, pattern = r"^[\s\S]{8,1024}$")]
+pub struct PasswordText(pub String);
 
 /// A change of a user's name or email address (absent: unchanged).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
     /// As for a new user.
-    #[schema(
-        min_length = 1,
-        max_length = 60,
-        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,58}[^\s\x00-\x1f\x7f-\x9f])?$"
-    )]
+    #[schema(value_type = Option<UserNameText>)]
     pub name: Option<String>,
     /// As for a new user.
     #[schema(
@@ -164,7 +170,7 @@ pub struct UserUpdate {
 #[serde(deny_unknown_fields)]
 pub struct PasswordRequest {
     /// 8 to 1024 characters.
-    #[schema(min_length = 8, max_length = 1024)]
+    #[schema(value_type = Option<PasswordText>)]
     pub password: Option<String>,
 }
 
@@ -184,6 +190,7 @@ pub struct PasswordReset {
 pub struct DeleteQuery {
     /// The name of the user who becomes the author of the deleted user's
     /// items and revisions; absent, they keep no author.
+    #[param(value_type = Option<UserNameText>)]
     pub reassign_to: Option<String>,
 }
 

@@ -69,8 +69,15 @@ pub struct PermissionName(pub String);
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserRoles {
+    /// Names of existing roles.
+    #[schema(value_type = Vec<RoleName>)]
     pub roles: Vec<String>,
 }
+
+/// A role name: `[a-z][a-z0-9_]*`, at most 64 characters.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, pattern = "^[a-z][a-z0-9_]{0,63}$")]
+pub struct RoleName(pub String);
 
 const BUILT_IN: [&str; 3] = [role::ANONYMOUS, role::AUTHENTICATED, role::ADMINISTRATOR];
 
