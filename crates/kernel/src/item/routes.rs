@@ -269,7 +269,7 @@ pub(crate) async fn update_type(
         fields: input.fields,
     };
     let updated = super::update_type(&state, &t).await?;
-    crate::search::config::apply_plugins(&state).await;
+    crate::search::config::type_changed(&state, &updated.type_name).await;
     Ok(Json(updated))
 }
 

@@ -234,7 +234,46 @@ both_engines!(
     pages_are_bounded,
     a_save_invalidates_cached_results,
     a_configuration_change_reindexes_and_changes_results,
+    removing_an_indexed_field_from_the_type_removes_its_text_from_the_index,
 );
+
+async fn removing_an_indexed_field_from_the_type_removes_its_text_from_the_index(
+    engine: SearchBackendKind,
+) {
+    let site = Site::start(engine).await;
+    site.configure(json!([{"field": "field_summary", "weight": "B"}]), None)
+        .await;
+    site.doc("Savanna notes", "a zebra at dawn", "").await;
+    site.expect_titles("zebra", &["Savanna notes"]).await;
+    let before = trovato::search::config::last_reindex(&site.app.state.db, "doc")
+        .await
+        .expect("last reindex")
+        .map(|b| b.id);
+    let r = site
+        .app
+        .json_request(reqwest::Method::PUT, "/api/item-types/doc")
+        .json(&json!({"label": "Doc", "fields": [
+            {"name": "field_body", "label": "Body", "kind": "text", "max_length": 2000},
+            {"name": "field_tags", "label": "Tags", "kind": "reference", "target": "term", "cardinality": 0},
+            {"name": "field_flag", "label": "Flag", "kind": "boolean"}]}))
+        .send()
+        .await
+        .expect("PUT type");
+    expect_json(r, StatusCode::OK).await;
+    let config = trovato::search::config::load(&site.app.state.db, "doc")
+        .await
+        .expect("config");
+    assert!(config.fields.is_empty(), "{config:?}");
+    let batch = trovato::search::config::last_reindex(&site.app.state.db, "doc")
+        .await
+        .expect("last reindex")
+        .expect("a reindex started");
+    assert_ne!(Some(batch.id), before, "a new reindex");
+    site.wait_batch(&batch.id.to_string()).await;
+    site.expect_titles("zebra", &[]).await;
+    site.expect_titles("savanna", &["Savanna notes"]).await;
+    site.stop().await;
+}
 
 async fn title_ranks_first_and_snippets_are_escaped_with_marks(engine: SearchBackendKind) {
     let site = Site::start(engine).await;
