@@ -309,6 +309,9 @@ async fn main() {
                     .bind(None::<String>)
                     .bind(10i64)
                     .bind(0i64)
+                    .bind(i64::from(
+                        trovato::search::SearchSettings::default().max_ranked,
+                    ))
                     .fetch_one(&db)
                     .await
                     .expect("search SQL");

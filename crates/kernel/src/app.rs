@@ -79,7 +79,8 @@ pub fn app(state: AppState) -> Router {
 /// middleware (tests use it to add fault-injecting routes).
 pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     let body_limit = state.config.server.max_body_bytes;
-    let (routes, document) = api().split_for_parts();
+    let (routes, mut document) = api().split_for_parts();
+    openapi::describe_permissions(&mut document, state.permissions.registry());
     Router::new()
         .merge(extra)
         .merge(routes)

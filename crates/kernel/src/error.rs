@@ -52,6 +52,10 @@ pub enum AppError {
     PayloadTooLarge,
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Well-formed JSON (or form) that is not the schema's shape: an
+    /// unknown or missing member, a value of the wrong type.
+    #[error("{0}")]
+    InvalidBody(String),
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// A subsystem's error, which decides its own status.
@@ -112,6 +116,7 @@ impl AppError {
             AppError::UnsupportedMediaType(_) => {
                 (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            AppError::InvalidBody(_) => (S::UNPROCESSABLE_ENTITY, "invalid_body"),
             AppError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Subsystem(e) => e.status_code(),
             AppError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{FromRequest, MatchedPath, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -139,7 +139,44 @@ fn from_rejection(status: StatusCode, text: String) -> AppError {
     match status {
         StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::UnsupportedMediaType(text),
+        StatusCode::UNPROCESSABLE_ENTITY => AppError::InvalidBody(text),
         _ => AppError::bad_request("invalid_body", text),
+    }
+}
+
+/// A JSON request body read into `T`, which must be an object: serde
+/// would otherwise read a struct from an array of its fields in order
+/// (`[null, null]`), which no schema of ours describes. Rejections are the
+/// JSON errors of [`AppError`]: 415 for another content type, 413 past
+/// `max_body_bytes`, 400 `invalid_body` for what is not JSON or not an
+/// object, 422 `invalid_body` for an object that is not the schema's shape.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        if body_kind(req.headers()) != BodyKind::Json {
+            return Err(AppError::UnsupportedMediaType(
+                "Expected request with `Content-Type: application/json`".into(),
+            ));
+        }
+        let bytes = bytes::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| from_rejection(r.status(), r.body_text()))?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(AppError::bad_request(
+                "invalid_body",
+                "the body must be a JSON object",
+            ));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        Ok(Self(value))
     }
 }
 

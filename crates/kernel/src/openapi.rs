@@ -75,8 +75,9 @@ impl Modify for Security {
 
 /// Adds the responses that come from shared plumbing rather than from a
 /// handler, so no operation forgets them: every operation with a request
-/// body can answer 400 (malformed body), 413 (too large, `max_body_bytes`)
-/// and 415 (wrong content type), the rejections of `crate::http`; every
+/// body can answer 400 (malformed body), 413 (too large, `max_body_bytes`),
+/// 415 (wrong content type) and 422 (not the schema's shape), the
+/// rejections of `crate::http`; every
 /// operation accepting a bearer token answers 401 to an invalid one (the
 /// `Account` extractor).
 pub fn add_shared_responses(doc: &mut utoipa::openapi::OpenApi) {
@@ -106,9 +107,13 @@ pub fn add_shared_responses(doc: &mut utoipa::openapi::OpenApi) {
             let responses = &mut op.responses.responses;
             if op.request_body.is_some() {
                 for (status, description) in [
-                    ("400", "Malformed body: not JSON, or not the schema's shape"),
+                    ("400", "Malformed body: not JSON, or not a JSON object"),
                     ("413", "Body larger than `max_body_bytes`"),
                     ("415", "Body of another content type"),
+                    (
+                        "422",
+                        "A body that is not the schema's shape (`invalid_body`)",
+                    ),
                 ] {
                     responses
                         .entry(status.to_owned())
@@ -126,6 +131,23 @@ pub fn add_shared_responses(doc: &mut utoipa::openapi::OpenApi) {
                     .or_insert_with(|| error("Invalid or expired bearer token").into());
             }
         }
+    }
+}
+
+/// Narrows the `PermissionName` schema to the permissions this site
+/// declares (the kernel's and its plugins'), the only ones a role may be
+/// given: the document is built per site, after the plugins are loaded.
+pub fn describe_permissions(
+    doc: &mut utoipa::openapi::OpenApi,
+    registry: &crate::user::permissions::Registry,
+) {
+    use utoipa::openapi::{RefOr, Schema};
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(schema))) = components.schemas.get_mut("PermissionName") {
+        let names: Vec<serde_json::Value> = registry.all().map(|p| p.name.clone().into()).collect();
+        schema.enum_values = Some(names);
     }
 }
 

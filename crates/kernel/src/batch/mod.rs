@@ -4,12 +4,15 @@
 //!
 //! The batch and its chunks are rows in PostgreSQL ([`start`] writes them
 //! and enqueues the chunks in one transaction with the PostgreSQL queue
-//! backend). A chunk is done once: its effects, its `done` mark and the
-//! batch's counters are one transaction, so a redelivered job finds the
+//! backend). A chunk is done once: its effects and its record (counts,
+//! message, errors) are one transaction, so a redelivered job finds the
 //! chunk done and acks it without redoing it; a batch survives kernel and
-//! Redis restarts. Live progress for the status endpoint is a Redis hash
-//! per batch ([`progress`]), set from the counters each chunk commits and
-//! rebuilt from PostgreSQL when Redis lost it.
+//! Redis restarts. The batch row holds no counts (they are its chunks'),
+//! so concurrent chunks never queue on one row lock. Live progress for the
+//! status endpoint is a Redis hash per batch ([`progress`]) that each
+//! committed chunk adds itself to once; the chunk whose report settles the
+//! last targets ends the batch, after checking in PostgreSQL that no chunk
+//! is pending. The hash is rebuilt from PostgreSQL when Redis lost it.
 //!
 //! A chunk that fails is retried by the queue; one that keeps failing marks
 //! its targets failed and the batch goes on, unless its operation aborts
@@ -183,7 +186,6 @@ pub struct NewBatch {
 struct BatchRow {
     id: Uuid,
     operation: String,
-    params: sqlx::types::Json<Value>,
     owner_id: Option<Uuid>,
     state: String,
     total: i32,
@@ -196,8 +198,34 @@ struct BatchRow {
     finished: Option<DateTime<Utc>>,
 }
 
-const BATCH_COLUMNS: &str = "id, operation, params, owner_id, state, total, processed, failed, \
-                             message, errors, created, started, finished";
+/// Each batch with its chunks' counts, newest errors and latest message
+/// (append `WHERE ...`): the batch row itself holds no counts, so
+/// concurrent chunks never update one row.
+fn batch_select() -> String {
+    format!(
+        "SELECT b.id, b.operation, b.owner_id, b.state, b.total,
+                n.processed, n.failed,
+                CASE WHEN b.state IN ('done', 'failed', 'cancelled') THEN b.message
+                     ELSE coalesce(latest.message, b.message) END AS message,
+                e.errors, b.created, b.started, b.finished
+         FROM batch b
+         CROSS JOIN LATERAL (
+             SELECT coalesce(sum(c.processed), 0)::int4 AS processed,
+                    coalesce(sum(c.failed), 0)::int4 AS failed
+             FROM batch_chunk c WHERE c.batch_id = b.id) n
+         LEFT JOIN LATERAL (
+             SELECT c.message FROM batch_chunk c
+             WHERE c.batch_id = b.id AND c.state IN ('done', 'failed')
+             ORDER BY c.done_at DESC, c.seq DESC LIMIT 1) latest ON true
+         CROSS JOIN LATERAL (
+             SELECT coalesce(jsonb_agg(x.e ORDER BY x.done_at, x.seq, x.n), '[]') AS errors
+             FROM (SELECT err.e, c.done_at, c.seq, err.n FROM batch_chunk c
+                   CROSS JOIN LATERAL jsonb_array_elements(c.errors) WITH ORDINALITY AS err(e, n)
+                   WHERE c.batch_id = b.id AND c.failed > 0
+                   ORDER BY c.done_at DESC, c.seq DESC, err.n DESC
+                   LIMIT {ERRORS_KEPT}) x) e "
+    )
+}
 
 impl BatchRow {
     fn status(self) -> BatchStatus {
@@ -267,7 +295,8 @@ pub async fn start_in(
                      CASE WHEN $6 = 0 THEN 'done' ELSE 'queued' END,
                      CASE WHEN $6 = 0 THEN now() END,
                      CASE WHEN $6 = 0 THEN 'nothing to do' ELSE 'queued' END)
-             RETURNING {BATCH_COLUMNS}"
+             RETURNING id, operation, owner_id, state, total, 0 AS processed,
+                       0 AS failed, message, '[]'::jsonb AS errors, created, started, finished"
         ))
         .bind(id)
         .bind(op.name())
@@ -314,7 +343,7 @@ pub async fn start_in(
         }
     }
     let status = row.status();
-    progress::publish(state, &status).await;
+    progress::sync(state, &status, &[]).await;
     tracing::info!(batch = %id, operation = op.name(), targets = targets.len(), chunks = seqs.len(), "batch started");
     Ok(status)
 }
@@ -394,13 +423,28 @@ async fn run_chunk(state: &AppState, job: &Job) -> Verdict {
 struct ChunkRow {
     chunk_state: String,
     targets: sqlx::types::Json<Vec<String>>,
-    #[sqlx(flatten)]
-    batch: BatchRow,
+    processed: i32,
+    failed: i32,
+    message: Option<String>,
+    errors: sqlx::types::Json<Vec<TargetFailure>>,
+    operation: String,
+    params: sqlx::types::Json<Value>,
+    owner_id: Option<Uuid>,
+    batch_state: String,
+    started: Option<DateTime<Utc>>,
 }
 
-/// Runs one chunk: its effects, its record and the batch's counters in
-/// one transaction. On the last attempt a failure marks the chunk's
-/// targets failed instead of asking for a retry.
+/// A chunk's outcome as it is recorded and reported.
+struct Outcome {
+    chunk: progress::SettledChunk,
+    message: String,
+    errors: Vec<TargetFailure>,
+}
+
+/// Runs one chunk: its effects and its record in one transaction, then
+/// its report to the live progress; the chunk that settles the last
+/// targets ends the batch. On the last attempt a failure marks the
+/// chunk's targets failed instead of asking for a retry.
 async fn work_chunk(
     state: &AppState,
     chunk: &ChunkJob,
@@ -410,17 +454,13 @@ async fn work_chunk(
     let mut tx = state.db.begin().await.map_err(db_err)?;
     // The chunk, locked (a second delivery waits here, then finds it
     // done), with its batch.
-    let row: Option<ChunkRow> = sqlx::query_as(&format!(
-        "SELECT c.state AS chunk_state, c.targets, {}
+    let row: Option<ChunkRow> = sqlx::query_as(
+        "SELECT c.state AS chunk_state, c.targets, c.processed, c.failed, c.message, c.errors,
+                b.operation, b.params, b.owner_id, b.state AS batch_state, b.started
          FROM batch_chunk c JOIN batch b ON b.id = c.batch_id
          WHERE c.batch_id = $1 AND c.seq = $2
          FOR UPDATE OF c",
-        BATCH_COLUMNS
-            .split(", ")
-            .map(|col| format!("b.{col}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
+    )
     .bind(chunk.batch)
     .bind(chunk.seq)
     .fetch_optional(&mut *tx)
@@ -431,11 +471,25 @@ async fn work_chunk(
         return Ok(ChunkOutcome::Nothing);
     };
     if row.chunk_state != "pending" {
-        // Done by an earlier delivery: never twice.
+        // Settled by an earlier delivery: never done twice, but reported
+        // again (a report counts once), in case that delivery stopped
+        // between its commit and its report.
+        drop(tx);
+        if row.chunk_state != "skipped" {
+            let outcome = Outcome {
+                chunk: progress::SettledChunk {
+                    seq: chunk.seq,
+                    processed: row.processed,
+                    failed: row.failed,
+                },
+                message: row.message.unwrap_or_default(),
+                errors: row.errors.0,
+            };
+            settle(state, chunk.batch, &outcome, row.started).await?;
+        }
         return Ok(ChunkOutcome::Nothing);
     }
-    let batch = row.batch;
-    if BatchState::parse(&batch.state).is_final() {
+    if BatchState::parse(&row.batch_state).is_final() {
         // Cancelled (or aborted): the chunks not begun are skipped.
         sqlx::query(
             "UPDATE batch_chunk SET state = 'skipped', done_at = now()
@@ -449,8 +503,23 @@ async fn work_chunk(
         tx.commit().await.map_err(db_err)?;
         return Ok(ChunkOutcome::Nothing);
     }
-    let Some(op) = ops::find(state, &batch.operation).await else {
-        return Err(format!("operation `{}` is not registered", batch.operation));
+    let Some(op) = ops::find(state, &row.operation).await else {
+        return Err(format!("operation `{}` is not registered", row.operation));
+    };
+    let info = op.info();
+    let started = match row.started {
+        Some(t) => t,
+        // The first chunks: the batch is running from now. Only they touch
+        // the batch row.
+        None => sqlx::query_scalar(
+            "UPDATE batch SET started = coalesce(started, now()),
+                 state = CASE WHEN state = 'queued' THEN 'running' ELSE state END
+             WHERE id = $1 RETURNING started",
+        )
+        .bind(chunk.batch)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?,
     };
     let targets = row.targets.0;
     let mut effects = crate::item::Effects::default();
@@ -459,8 +528,8 @@ async fn work_chunk(
             state,
             &mut tx,
             &mut effects,
-            &batch.params.0,
-            batch.owner_id,
+            &row.params.0,
+            row.owner_id,
             &targets,
         )
         .await;
@@ -491,79 +560,150 @@ async fn work_chunk(
     };
     let failed = failures.len() as i32;
     let processed = targets.len() as i32 - failed;
-    let mut recent: Vec<TargetFailure> = failures.iter().rev().take(ERRORS_KEPT).cloned().collect();
-    recent.reverse();
+    let mut errors: Vec<TargetFailure> = failures.iter().rev().take(ERRORS_KEPT).cloned().collect();
+    errors.reverse();
     let message = if failed == 0 {
         format!(
             "chunk {} of {}: {} done",
             chunk.seq + 1,
-            op.name(),
+            info.name,
             processed
         )
     } else {
         format!(
             "chunk {} of {}: {} done, {} failed",
             chunk.seq + 1,
-            op.name(),
+            info.name,
             processed,
             failed
         )
     };
-    let abort = chunk_failed && op.aborts_on_failure();
-    // One statement records the chunk and moves the batch on. The batch
-    // row's update re-reads the row as the previous chunk committed it, so
-    // `done_chunks` counts every chunk exactly and the last one to commit
-    // ends the batch.
-    let after: Option<BatchRow> = sqlx::query_as(&format!(
-        "WITH chunk AS (
-             UPDATE batch_chunk SET state = $7, processed = $2, failed = $3, done_at = now()
-             WHERE batch_id = $1 AND seq = $8 AND state = 'pending'
-             RETURNING 1)
-         UPDATE batch SET
-             processed = processed + $2, failed = failed + $3,
-             done_chunks = done_chunks + 1,
-             errors = CASE WHEN $3 = 0 THEN errors ELSE (
-                 SELECT coalesce(jsonb_agg(e ORDER BY n), '[]') FROM (
-                     SELECT e, n FROM jsonb_array_elements(errors || $5::jsonb)
-                         WITH ORDINALITY AS x(e, n)
-                     ORDER BY n DESC LIMIT {ERRORS_KEPT}) kept) END,
-             started = coalesce(started, now()),
-             state = CASE
-                 WHEN state IN ('done', 'failed', 'cancelled') THEN state
-                 WHEN $6 THEN 'failed'
-                 WHEN done_chunks + 1 >= chunks THEN 'done'
-                 ELSE 'running' END,
-             finished = CASE
-                 WHEN state IN ('done', 'failed', 'cancelled') THEN finished
-                 WHEN $6 OR done_chunks + 1 >= chunks THEN now()
-                 ELSE finished END,
-             message = CASE
-                 WHEN state IN ('done', 'failed', 'cancelled') THEN message
-                 WHEN NOT $6 AND done_chunks + 1 >= chunks THEN
-                     'done: ' || (processed + $2) || ' processed, ' || (failed + $3) || ' failed'
-                 ELSE $4 END
-         WHERE id = $1 AND EXISTS (SELECT 1 FROM chunk)
-         RETURNING {BATCH_COLUMNS}"
-    ))
+    sqlx::query(
+        "UPDATE batch_chunk SET state = $3, processed = $4, failed = $5, message = $6,
+             errors = $7, done_at = now()
+         WHERE batch_id = $1 AND seq = $2",
+    )
     .bind(chunk.batch)
+    .bind(chunk.seq)
+    .bind(if chunk_failed { "failed" } else { "done" })
     .bind(processed)
     .bind(failed)
     .bind(&message)
-    .bind(sqlx::types::Json(&recent))
-    .bind(abort)
-    .bind(if chunk_failed { "failed" } else { "done" })
-    .bind(chunk.seq)
-    .fetch_optional(&mut *tx)
+    .bind(sqlx::types::Json(&errors))
+    .execute(&mut *tx)
     .await
     .map_err(db_err)?;
-    let Some(after) = after else {
-        return Ok(ChunkOutcome::Nothing);
-    };
+    let abort = chunk_failed && info.aborts_on_failure;
+    if abort {
+        sqlx::query(
+            "UPDATE batch SET state = 'failed', finished = now(), message = $2
+             WHERE id = $1 AND state IN ('queued', 'running')",
+        )
+        .bind(chunk.batch)
+        .bind(format!("failed: {message}"))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    }
     crate::item::write::commit(state, tx, effects)
         .await
         .map_err(|e| e.to_string())?;
-    progress::publish(state, &after.status()).await;
+    let outcome = Outcome {
+        chunk: progress::SettledChunk {
+            seq: chunk.seq,
+            processed,
+            failed,
+        },
+        message,
+        errors,
+    };
+    if abort {
+        publish_from_db(state, chunk.batch).await?;
+    } else {
+        settle(state, chunk.batch, &outcome, Some(started)).await?;
+    }
     Ok(ChunkOutcome::Done)
+}
+
+/// Reports a committed chunk and, when it may have been the last one,
+/// ends the batch. Redis unreachable or without the batch: PostgreSQL
+/// decides.
+async fn settle(
+    state: &AppState,
+    batch: Uuid,
+    outcome: &Outcome,
+    started: Option<DateTime<Utc>>,
+) -> Result<(), String> {
+    let reported = progress::report(
+        state,
+        batch,
+        &outcome.chunk,
+        &outcome.message,
+        &outcome.errors,
+        started,
+    )
+    .await;
+    match reported {
+        Ok(progress::Reported {
+            settled,
+            total: Some(total),
+        }) => {
+            if settled >= total {
+                finish(state, batch).await?;
+            }
+        }
+        Ok(progress::Reported { total: None, .. }) => {
+            // Redis lost the batch (a restart): rebuilt from PostgreSQL.
+            if !finish(state, batch).await? {
+                publish_from_db(state, batch).await?;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(batch = %batch, error = %e, "batch progress not reported to Redis");
+            finish(state, batch).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Ends the batch if no chunk is pending; true if this call ended it.
+/// Run after a chunk's commit, so whichever chunk commits last sees every
+/// other one settled.
+async fn finish(state: &AppState, batch: Uuid) -> Result<bool, String> {
+    let ended: Option<Uuid> = timed(
+        "batch.finish",
+        sqlx::query_scalar(
+            "UPDATE batch b SET state = 'done', finished = now(),
+                 started = coalesce(b.started, now()),
+                 message = 'done: ' || n.processed || ' processed, ' || n.failed || ' failed'
+             FROM (SELECT coalesce(sum(processed), 0) AS processed,
+                          coalesce(sum(failed), 0) AS failed
+                   FROM batch_chunk WHERE batch_id = $1) n
+             WHERE b.id = $1 AND b.state IN ('queued', 'running')
+               AND NOT EXISTS (SELECT 1 FROM batch_chunk
+                               WHERE batch_id = $1 AND state = 'pending')
+             RETURNING b.id",
+        )
+        .bind(batch)
+        .fetch_optional(&state.db),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if ended.is_none() {
+        return Ok(false);
+    }
+    publish_from_db(state, batch).await?;
+    tracing::info!(batch = %batch, "batch done");
+    Ok(true)
+}
+
+/// Writes PostgreSQL's view of the batch into the live progress.
+async fn publish_from_db(state: &AppState, batch: Uuid) -> Result<BatchStatus, String> {
+    let (status, chunks) = load_with_chunks(&state.db, batch)
+        .await
+        .map_err(|e| e.to_string())?;
+    progress::sync(state, &status, &chunks).await;
+    Ok(status)
 }
 
 /// The batch's status: Redis's live copy, else PostgreSQL's (which also
@@ -572,8 +712,8 @@ pub async fn status(state: &AppState, id: Uuid) -> Result<BatchStatus, BatchErro
     if let Some(s) = progress::read(state, id).await {
         return Ok(s.derive(Utc::now()));
     }
-    let s = load(&state.db, id).await?;
-    progress::publish(state, &s).await;
+    let (s, chunks) = load_with_chunks(&state.db, id).await?;
+    progress::sync(state, &s, &chunks).await;
     Ok(s)
 }
 
@@ -581,7 +721,7 @@ pub async fn status(state: &AppState, id: Uuid) -> Result<BatchStatus, BatchErro
 pub async fn load(db: &PgPool, id: Uuid) -> Result<BatchStatus, BatchError> {
     let row: Option<BatchRow> = timed(
         "batch.load",
-        sqlx::query_as(&format!("SELECT {BATCH_COLUMNS} FROM batch WHERE id = $1"))
+        sqlx::query_as(&format!("{} WHERE b.id = $1", batch_select()))
             .bind(id)
             .fetch_optional(db),
     )
@@ -590,26 +730,45 @@ pub async fn load(db: &PgPool, id: Uuid) -> Result<BatchStatus, BatchError> {
         .ok_or_else(|| BatchError::NotFound(id.to_string()))
 }
 
+/// [`load`], with the chunks settled so far.
+async fn load_with_chunks(
+    db: &PgPool,
+    id: Uuid,
+) -> Result<(BatchStatus, Vec<progress::SettledChunk>), BatchError> {
+    let status = load(db, id).await?;
+    let chunks = timed(
+        "batch.settled_chunks",
+        sqlx::query_as(
+            "SELECT seq, processed, failed FROM batch_chunk
+             WHERE batch_id = $1 AND state IN ('done', 'failed')",
+        )
+        .bind(id)
+        .fetch_all(db),
+    )
+    .await?;
+    Ok((status, chunks))
+}
+
 /// Cancels a batch that has not ended: chunks not yet begun are skipped;
 /// a chunk running now finishes.
 pub async fn cancel(state: &AppState, id: Uuid) -> Result<BatchStatus, BatchError> {
-    let row: Option<BatchRow> = timed(
+    let cancelled: Option<Uuid> = timed(
         "batch.cancel",
-        sqlx::query_as(&format!(
+        sqlx::query_scalar(
             "UPDATE batch SET state = 'cancelled', finished = now(), message = 'cancelled'
-             WHERE id = $1 AND state IN ('queued', 'running') RETURNING {BATCH_COLUMNS}"
-        ))
+             WHERE id = $1 AND state IN ('queued', 'running') RETURNING id",
+        )
         .bind(id)
         .fetch_optional(&state.db),
     )
     .await?;
-    let Some(row) = row else {
+    if cancelled.is_none() {
         // Gone, or ended already.
         load(&state.db, id).await?;
         return Err(BatchError::Ended(id));
-    };
-    let s = row.status();
-    progress::publish(state, &s).await;
+    }
+    let (s, chunks) = load_with_chunks(&state.db, id).await?;
+    progress::sync(state, &s, &chunks).await;
     tracing::info!(batch = %id, "batch cancelled");
     Ok(s)
 }
@@ -623,9 +782,9 @@ pub async fn recent(
     let rows: Vec<BatchRow> = timed(
         "batch.recent",
         sqlx::query_as(&format!(
-            "SELECT {BATCH_COLUMNS} FROM batch
-             WHERE $1::uuid IS NULL OR owner_id = $1
-             ORDER BY created DESC LIMIT $2"
+            "{} WHERE $1::uuid IS NULL OR b.owner_id = $1
+             ORDER BY b.created DESC LIMIT $2",
+            batch_select()
         ))
         .bind(owner)
         .bind(limit)

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::ops::OperationInfo;
 use super::{BatchError, BatchStatus, NewBatch};
 use crate::error::{AppError, ErrorBody};
+use crate::http::JsonBody;
 use crate::page::admin;
 use crate::queue::Queue;
 use crate::state::AppState;
@@ -85,7 +86,7 @@ async fn start_as(
 pub(crate) async fn start_batch(
     State(state): State<AppState>,
     account: Account,
-    Json(new): Json<NewBatch>,
+    JsonBody(new): JsonBody<NewBatch>,
 ) -> Result<Response, AppError> {
     let status = start_as(&state, &account, new).await?;
     Ok((StatusCode::ACCEPTED, Json(status)).into_response())

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{Category, Term, TermInput};
 use crate::error::{AppError, ErrorBody};
+use crate::http::JsonBody;
 use crate::state::AppState;
 use crate::user::{Account, permission};
 
@@ -96,7 +97,7 @@ pub(crate) async fn list_categories(
 pub(crate) async fn create_category(
     State(state): State<AppState>,
     account: Account,
-    Json(new): Json<NewCategory>,
+    JsonBody(new): JsonBody<NewCategory>,
 ) -> Result<(StatusCode, Json<Category>), AppError> {
     account.require(permission::ADMINISTER_CATEGORIES)?;
     let c = Category {
@@ -144,7 +145,7 @@ pub(crate) async fn update_category(
     State(state): State<AppState>,
     account: Account,
     Path(id): Path<String>,
-    Json(input): Json<CategoryInput>,
+    JsonBody(input): JsonBody<CategoryInput>,
 ) -> Result<Json<Category>, AppError> {
     account.require(permission::ADMINISTER_CATEGORIES)?;
     let c = Category {
@@ -211,7 +212,7 @@ pub(crate) async fn create_term(
     State(state): State<AppState>,
     account: Account,
     Path(id): Path<String>,
-    Json(input): Json<TermInput>,
+    JsonBody(input): JsonBody<TermInput>,
 ) -> Result<(StatusCode, Json<Term>), AppError> {
     account.require(permission::ADMINISTER_CATEGORIES)?;
     Ok((
@@ -255,7 +256,7 @@ pub(crate) async fn update_term(
     State(state): State<AppState>,
     account: Account,
     Path(id): Path<String>,
-    Json(input): Json<TermInput>,
+    JsonBody(input): JsonBody<TermInput>,
 ) -> Result<Json<Term>, AppError> {
     account.require(permission::ADMINISTER_CATEGORIES)?;
     Ok(Json(

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::cache::{CacheKey, Loaded};
 use crate::error::{AppError, ErrorBody};
+use crate::http::JsonBody;
 use crate::stage::routes::StageParams;
 use crate::stage::{SelectedStage, StageId};
 use crate::state::AppState;
@@ -194,7 +195,7 @@ pub(crate) async fn list_types(
 pub(crate) async fn create_type(
     State(state): State<AppState>,
     account: Account,
-    Json(new): Json<NewItemType>,
+    JsonBody(new): JsonBody<NewItemType>,
 ) -> Result<(StatusCode, Json<ItemType>), AppError> {
     account.require(permission::ADMINISTER_CONTENT_TYPES)?;
     let t = ItemType {
@@ -251,7 +252,7 @@ pub(crate) async fn update_type(
     State(state): State<AppState>,
     account: Account,
     Path(name): Path<String>,
-    Json(input): Json<ItemTypeUpdate>,
+    JsonBody(input): JsonBody<ItemTypeUpdate>,
 ) -> Result<Json<ItemType>, AppError> {
     account.require(permission::ADMINISTER_CONTENT_TYPES)?;
     if input.type_name.as_ref().is_some_and(|t| *t != name) {
@@ -268,7 +269,7 @@ pub(crate) async fn update_type(
         fields: input.fields,
     };
     let updated = super::update_type(&state, &t).await?;
-    crate::search::config::apply_plugins(&state).await;
+    crate::search::config::type_changed(&state, &updated.type_name).await;
     Ok(Json(updated))
 }
 
@@ -407,7 +408,7 @@ pub(crate) async fn create_item(
     State(state): State<AppState>,
     account: Account,
     SelectedStage(stage): SelectedStage,
-    Json(new): Json<NewItem>,
+    JsonBody(new): JsonBody<NewItem>,
 ) -> Result<Response, AppError> {
     account.require(permission::CREATE_CONTENT)?;
     let author = account.user.as_ref().map(|u| u.id);
@@ -477,7 +478,7 @@ pub(crate) async fn update_item(
     account: Account,
     SelectedStage(stage): SelectedStage,
     Path(id): Path<String>,
-    Json(patch): Json<ItemPatch>,
+    JsonBody(patch): JsonBody<ItemPatch>,
 ) -> Result<Json<Item>, AppError> {
     // Anonymous callers are refused before the item is looked up.
     if !account.is_authenticated() {

@@ -409,6 +409,56 @@ pub struct DeclaredField {
     pub weight: Weight,
 }
 
+/// After `item_type`'s fields changed: the indexed fields it no longer has
+/// (or that are no longer indexable) leave the configuration, and the type
+/// is reindexed, so no engine keeps the removed text; then the plugins'
+/// declarations are applied again. Failures are logged, not the caller's.
+pub async fn type_changed(state: &AppState, item_type: &str) {
+    if let Err(e) = prune_fields(state, item_type).await {
+        tracing::warn!(item_type, error = %e, "search fields of a changed type not pruned");
+    }
+    apply_plugins(state).await;
+}
+
+async fn prune_fields(
+    state: &AppState,
+    item_type: &str,
+) -> Result<Option<BatchStatus>, SearchError> {
+    let mut tx = state.db.begin().await?;
+    lock_type(&mut tx, item_type).await?;
+    let Some(t) = crate::item::store::find_type(&mut *tx, item_type)
+        .await
+        .map_err(item_error)?
+    else {
+        return Ok(None);
+    };
+    let kept: Vec<String> = t
+        .fields
+        .iter()
+        .filter(|f| indexable(f))
+        .map(|f| f.name.clone())
+        .collect();
+    let removed = timed(
+        "search.prune_fields",
+        sqlx::query(
+            "DELETE FROM search_field_config
+             WHERE bundle = $1 AND field_name <> ALL($2)",
+        )
+        .bind(item_type)
+        .bind(&kept)
+        .execute(&mut *tx),
+    )
+    .await?
+    .rows_affected();
+    if removed == 0 {
+        return Ok(None);
+    }
+    let batch = start_reindex_in(state, tx, None, Some(item_type)).await?;
+    super::forget_results(state).await;
+    tracing::info!(item_type, removed, batch = %batch.id, "indexed fields left with the type's fields; reindexing");
+    Ok(Some(batch))
+}
+
 /// [`sync_plugins`] where its failure is not the caller's: logged. Run when
 /// a kernel starts and after an item type is created or changed.
 pub async fn apply_plugins(state: &AppState) {

@@ -287,8 +287,11 @@ pub struct SearchHit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SearchResults {
     pub query: String,
-    /// Every match, on every page.
+    /// Every match, on every page; when `total_exact` is false, the
+    /// number of matches ranked (`search.max_ranked`), and there are more.
     pub total: u64,
+    /// False when the query matched more items than the engine ranks.
+    pub total_exact: bool,
     pub page: u32,
     pub per_page: u32,
     pub results: Vec<SearchHit>,

@@ -16,6 +16,7 @@ use super::config::{self, ConfigOutcome, ConfigUpdate, FieldWeight, TypeConfig};
 use super::{RawQuery, SearchError, SearchRequest, SearchResults, Weight};
 use crate::batch::BatchStatus;
 use crate::error::{AppError, ErrorBody};
+use crate::http::JsonBody;
 use crate::item::routes::TypePath;
 use crate::page::admin;
 use crate::stage::SelectedStage;
@@ -157,10 +158,10 @@ pub(crate) async fn put_config(
     State(state): State<AppState>,
     account: Account,
     Path(item_type): Path<String>,
-    body: Result<Json<ConfigUpdate>, axum::extract::rejection::JsonRejection>,
+    body: Result<JsonBody<ConfigUpdate>, AppError>,
 ) -> Result<Json<ConfigOutcome>, AppError> {
     account.require(permission::ADMINISTER_SEARCH)?;
-    let Json(change) = body?;
+    let JsonBody(change) = body?;
     let owner = account.user.as_ref().map(|u| u.id);
     Ok(Json(
         config::update(&state, owner, &item_type, change).await?,
@@ -192,10 +193,10 @@ pub struct ReindexRequest {
 pub(crate) async fn start_reindex(
     State(state): State<AppState>,
     account: Account,
-    body: Result<Json<ReindexRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<JsonBody<ReindexRequest>, AppError>,
 ) -> Result<(StatusCode, Json<BatchStatus>), AppError> {
     account.require(permission::ADMINISTER_SEARCH)?;
-    let Json(req) = body?;
+    let JsonBody(req) = body?;
     let owner = account.user.as_ref().map(|u| u.id);
     let batch = config::reindex(&state, owner, req.item_type.as_deref()).await?;
     Ok((StatusCode::ACCEPTED, Json(batch)))

@@ -46,6 +46,14 @@ pub struct SearchSettings {
         value_name = "N"
     )]
     pub per_page: u32,
+    /// Matches a PostgreSQL query ranks at most: a query matching more ranks the first this many found and reports its total as at least this many.
+    #[arg(
+        id = "search.max_ranked",
+        long = "search-max-ranked",
+        env = "TROVATO_SEARCH_MAX_RANKED",
+        value_name = "N"
+    )]
+    pub max_ranked: u32,
     /// Memory the tantivy index writer buffers before it flushes a segment, in MiB.
     #[arg(
         id = "search.tantivy_writer_mb",
@@ -65,6 +73,7 @@ impl Default for SearchSettings {
             backend: SearchBackendKind::Postgres,
             max_query_chars: 256,
             per_page: 10,
+            max_ranked: 1_000,
             tantivy_writer_mb: 64,
         }
     }
@@ -82,6 +91,12 @@ impl SearchSettings {
             return Err(ConfigError::invalid::<Self>(
                 "search.per_page",
                 format!("must be between 1 and {MAX_PER_PAGE}"),
+            ));
+        }
+        if !(MAX_PER_PAGE..=1_000_000).contains(&self.max_ranked) {
+            return Err(ConfigError::invalid::<Self>(
+                "search.max_ranked",
+                format!("must be between {MAX_PER_PAGE} and 1000000"),
             ));
         }
         if !(15..=4096).contains(&self.tantivy_writer_mb) {

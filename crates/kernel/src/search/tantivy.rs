@@ -658,6 +658,8 @@ impl Engine {
         let mut results = SearchResults {
             query: req.query.clone(),
             total: 0,
+            // BM25 with block-max pruning counts every match cheaply.
+            total_exact: true,
             page: req.page,
             per_page: req.per_page,
             results: Vec::new(),

@@ -58,7 +58,7 @@ impl crate::error::HttpError for StageError {
             StageError::NotFound(_) => (S::NOT_FOUND, "stage_not_found"),
             StageError::Exists(_) => (S::CONFLICT, "stage_exists"),
             StageError::PublishLive => (S::CONFLICT, "stage_is_live"),
-            StageError::SessionOnly => (S::BAD_REQUEST, "stage_session_only"),
+            StageError::SessionOnly => (S::FORBIDDEN, "stage_session_only"),
             StageError::ItemInvalid { .. } => (S::UNPROCESSABLE_ENTITY, "stage_item_invalid"),
             StageError::Item(e) => e.status_code(),
             StageError::Db(e) => e.status_code(),

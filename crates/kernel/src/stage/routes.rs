@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 
 use super::{PublishReport, SelectedStage, Stage, StageId};
 use crate::error::{AppError, ErrorBody};
+use crate::http::JsonBody;
 use crate::state::AppState;
 use crate::user::{Account, permission};
 
@@ -102,9 +103,8 @@ pub(crate) async fn current_stage(SelectedStage(stage): SelectedStage) -> Json<S
 #[utoipa::path(put, path = "/api/stage/current", tag = "stage", request_body = StageSelection,
     responses(
         (status = 200, description = "Selected", body = StageSelection),
-        (status = 400, description = "Not a browser session: API clients pass `?stage=` or `X-Trovato-Stage` instead", body = ErrorBody),
         (status = 401, description = "Anonymous", body = ErrorBody),
-        (status = 403, description = "May not work in stages", body = ErrorBody),
+        (status = 403, description = "May not work in stages, or not a browser session (API clients pass `?stage=` or `X-Trovato-Stage` instead)", body = ErrorBody),
         (status = 404, description = "No such stage", body = ErrorBody),
         (status = 422, description = "Bad stage id", body = ErrorBody),
     ),
@@ -112,7 +112,7 @@ pub(crate) async fn current_stage(SelectedStage(stage): SelectedStage) -> Json<S
 pub(crate) async fn select_stage(
     State(state): State<AppState>,
     account: Account,
-    Json(sel): Json<StageSelection>,
+    JsonBody(sel): JsonBody<StageSelection>,
 ) -> Result<Json<StageSelection>, AppError> {
     let Some((token, _)) = &account.session else {
         if account.is_authenticated() {
@@ -160,7 +160,7 @@ pub(crate) async fn list_stages(
 pub(crate) async fn create_stage(
     State(state): State<AppState>,
     account: Account,
-    Json(new): Json<NewStage>,
+    JsonBody(new): JsonBody<NewStage>,
 ) -> Result<(StatusCode, Json<Stage>), AppError> {
     account.require(permission::ADMINISTER_STAGES)?;
     let id = StageId::parse(&new.id)?;

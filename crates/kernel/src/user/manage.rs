@@ -25,8 +25,9 @@ use uuid::Uuid;
 use super::roles::{keeps_an_administrator, lock_administrators};
 use super::token::{self, TokenInfo};
 use super::{Account, NewUser, User, UserError, UserName, password, permission, role, session};
-use crate::db::timed;
+use crate::db::{DbError, timed};
 use crate::error::{AppError, ErrorBody};
+use crate::http::JsonBody;
 use crate::state::AppState;
 
 /// A user's account state, as filters and commands name it.
@@ -119,19 +120,48 @@ impl UserFilter {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUserRequest {
-    /// 1 to 60 characters, unique regardless of case.
+    /// 1 to 60 characters, no control characters, no surrounding space;
+    /// unique regardless of case.
+    #[schema(value_type = UserNameText)]
     pub name: String,
-    /// Unique regardless of case.
+    /// One `@`, a dot inside the domain, no spaces; unique regardless of
+    /// case.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s.\x00-\x1f\x7f-\x9f][^@\s\x00-\x1f\x7f-\x9f]*\.[^@\s\x00-\x1f\x7f-\x9f]*[^@\s.\x00-\x1f\x7f-\x9f]$"
+    )]
     pub email: String,
-    /// At least 8 characters.
+    /// 8 to 1024 characters.
+    #[schema(value_type = PasswordText)]
     pub password: String,
 }
+
+/// A user name: 1 to 60 characters, no control characters, no surrounding
+/// space ([`UserName::parse`]).
+#[derive(utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,58}[^\s\x00-\x1f\x7f-\x9f])?$"
+)]
+pub struct UserNameText(pub String);
+
+/// A password: 8 to 1024 characters (`password::check_strength`).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, pattern = r"^[\s\S]{8,1024}$")]
+pub struct PasswordText(pub String);
 
 /// A change of a user's name or email address (absent: unchanged).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
+    /// As for a new user.
+    #[schema(value_type = Option<UserNameText>)]
     pub name: Option<String>,
+    /// As for a new user.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s.\x00-\x1f\x7f-\x9f][^@\s\x00-\x1f\x7f-\x9f]*\.[^@\s\x00-\x1f\x7f-\x9f]*[^@\s.\x00-\x1f\x7f-\x9f]$"
+    )]
     pub email: Option<String>,
 }
 
@@ -139,6 +169,8 @@ pub struct UserUpdate {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordRequest {
+    /// 8 to 1024 characters.
+    #[schema(value_type = Option<PasswordText>)]
     pub password: Option<String>,
 }
 
@@ -158,6 +190,7 @@ pub struct PasswordReset {
 pub struct DeleteQuery {
     /// The name of the user who becomes the author of the deleted user's
     /// items and revisions; absent, they keep no author.
+    #[param(value_type = Option<UserNameText>)]
     pub reassign_to: Option<String>,
 }
 
@@ -426,6 +459,17 @@ pub async fn delete(
         lock_administrators(&mut tx).await?;
         keeps_an_administrator(&mut tx, id).await?;
     }
+    // The row is locked: an edit adding a reference now waits for this
+    // transaction, then finds the user gone.
+    let uses = crate::item::references_to_user(&mut tx, id)
+        .await
+        .map_err(|e| match e {
+            crate::item::ItemError::Db(d) => UserError::Db(d),
+            other => UserError::Db(DbError::Unavailable(other.to_string())),
+        })?;
+    if !uses.is_empty() {
+        return Err(UserError::InUse { id, uses });
+    }
     let heir = match reassign_to {
         None => None,
         Some(name) => {
@@ -557,7 +601,7 @@ pub(crate) async fn list_users(
 pub(crate) async fn create_user(
     State(state): State<AppState>,
     account: Account,
-    Json(new): Json<NewUserRequest>,
+    JsonBody(new): JsonBody<NewUserRequest>,
 ) -> Result<(StatusCode, Json<UserSummary>), AppError> {
     account.require(permission::ADMINISTER_USERS)?;
     Ok((StatusCode::CREATED, Json(create(&state, &new).await?)))
@@ -598,7 +642,7 @@ pub(crate) async fn update_user(
     State(state): State<AppState>,
     account: Account,
     Path(raw_id): Path<String>,
-    Json(change): Json<UserUpdate>,
+    JsonBody(change): JsonBody<UserUpdate>,
 ) -> Result<Json<UserSummary>, AppError> {
     account.require(permission::ADMINISTER_USERS)?;
     let id = user_id(&raw_id)?;
@@ -613,7 +657,7 @@ pub(crate) async fn update_user(
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Lacks `administer users`, or the user is an administrator and the caller is not", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
-        (status = 409, description = "The last active administrator stays", body = ErrorBody),
+        (status = 409, description = "`last_administrator`: the last active administrator stays; `user_in_use`: items' user reference fields name the user (details: `uses`, the first 50, and `total`)", body = ErrorBody),
         (status = 422, description = "`reassign_to` names no user, or the user being deleted", body = ErrorBody),
     ),
     security(("bearer" = []), ("session" = [])))]
@@ -690,7 +734,7 @@ pub(crate) async fn reset_user_password(
     State(state): State<AppState>,
     account: Account,
     Path(raw_id): Path<String>,
-    Json(req): Json<PasswordRequest>,
+    JsonBody(req): JsonBody<PasswordRequest>,
 ) -> Result<Json<PasswordReset>, AppError> {
     account.require(permission::ADMINISTER_USERS)?;
     let id = user_id(&raw_id)?;

@@ -73,6 +73,13 @@ pub enum UserError {
     UnknownPermission(Vec<String>),
     #[error("the last active administrator keeps the administrator role")]
     LastAdministrator,
+    /// Items' user reference fields name the user; deleting them would
+    /// leave those values pointing nowhere.
+    #[error("user {id} is referenced by {}; remove those references first", crate::item::references::items_phrase(.uses))]
+    InUse {
+        id: Uuid,
+        uses: Vec<crate::item::references::ItemReference>,
+    },
     /// An unsafe request of a browser session (or a login form) without
     /// its CSRF token.
     #[error(
@@ -125,6 +132,7 @@ impl HttpError for UserError {
             UserError::AdministratorAccount => (S::FORBIDDEN, "forbidden"),
             UserError::UnknownPermission(_) => (S::UNPROCESSABLE_ENTITY, "unknown_permission"),
             UserError::LastAdministrator => (S::CONFLICT, "last_administrator"),
+            UserError::InUse { .. } => (S::CONFLICT, "user_in_use"),
             UserError::CsrfTokenMissing => (S::FORBIDDEN, "csrf_token_missing"),
             UserError::CsrfTokenInvalid => (S::FORBIDDEN, "csrf_token_invalid"),
             UserError::Db(e) => e.status_code(),
@@ -135,6 +143,13 @@ impl HttpError for UserError {
 
     fn retry_after(&self) -> Option<u64> {
         self.retry_after_secs()
+    }
+
+    fn error_details(&self) -> serde_json::Value {
+        match self {
+            UserError::InUse { uses, .. } => crate::item::references::uses_json(uses),
+            _ => serde_json::Value::Null,
+        }
     }
 }
 
@@ -238,7 +253,7 @@ impl UserName {
 /// A syntactically plausible email address (one `@`, non-empty parts, no
 /// spaces); deliverability is not our concern.
 pub(crate) fn check_email(raw: &str) -> Result<(), UserError> {
-    let ok = raw.len() <= 254
+    let ok = raw.chars().count() <= 254
         && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
         && matches!(raw.split_once('@'), Some((local, domain))
             if !local.is_empty() && domain.contains('.') && !domain.contains('@')

@@ -19,9 +19,9 @@ pub fn check_strength(password: &str) -> Result<(), UserError> {
             "must be at least {MIN_LENGTH} characters"
         )));
     }
-    if password.len() > MAX_LENGTH {
+    if len > MAX_LENGTH {
         return Err(UserError::WeakPassword(format!(
-            "must be at most {MAX_LENGTH} bytes"
+            "must be at most {MAX_LENGTH} characters"
         )));
     }
     Ok(())

@@ -16,6 +16,7 @@ use super::permissions::{PermissionInfo, Registry};
 use super::{Account, UserError, permission, role};
 use crate::db::timed;
 use crate::error::{AppError, ErrorBody};
+use crate::http::JsonBody;
 use crate::state::AppState;
 
 /// A role and the permissions it grants (the administrator role holds
@@ -50,13 +51,15 @@ pub struct RoleUpdate {
         pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,126}[^\s\x00-\x1f\x7f-\x9f])?$"
     )]
     pub label: String,
-    /// Permission names, each like a label.
-    #[schema(inline, value_type = Vec<PermissionName>)]
+    /// Permission names, each declared by the kernel or an enabled plugin
+    /// (`GET /api/permissions`).
+    #[schema(value_type = Vec<PermissionName>)]
     pub permissions: Vec<String>,
 }
 
 /// A permission name: 1 to 128 characters, no control characters, no
-/// surrounding space.
+/// surrounding space. The served document lists the declared ones as its
+/// `enum` ([`crate::openapi::describe_permissions`]).
 #[derive(utoipa::ToSchema)]
 #[schema(value_type = String, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,126}[^\s\x00-\x1f\x7f-\x9f])?$")]
 pub struct PermissionName(pub String);
@@ -66,8 +69,15 @@ pub struct PermissionName(pub String);
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserRoles {
+    /// Names of existing roles.
+    #[schema(value_type = Vec<RoleName>)]
     pub roles: Vec<String>,
 }
+
+/// A role name: `[a-z][a-z0-9_]*`, at most 64 characters.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, pattern = "^[a-z][a-z0-9_]{0,63}$")]
+pub struct RoleName(pub String);
 
 const BUILT_IN: [&str; 3] = [role::ANONYMOUS, role::AUTHENTICATED, role::ADMINISTRATOR];
 
@@ -400,7 +410,7 @@ pub(crate) async fn list_roles(
 pub(crate) async fn create_role(
     State(state): State<AppState>,
     account: Account,
-    Json(new): Json<NewRole>,
+    JsonBody(new): JsonBody<NewRole>,
 ) -> Result<(StatusCode, Json<Role>), AppError> {
     account.require(permission::ADMINISTER_PERMISSIONS)?;
     let created = create(&state.db, &new).await?;
@@ -442,7 +452,7 @@ pub(crate) async fn update_role(
     State(state): State<AppState>,
     account: Account,
     Path(name): Path<String>,
-    Json(input): Json<RoleUpdate>,
+    JsonBody(input): JsonBody<RoleUpdate>,
 ) -> Result<Json<Role>, AppError> {
     account.require(permission::ADMINISTER_PERMISSIONS)?;
     let updated = update(&state.db, state.permissions.registry(), &name, &input).await?;
@@ -488,7 +498,7 @@ pub(crate) async fn set_roles(
     State(state): State<AppState>,
     account: Account,
     Path(raw_id): Path<String>,
-    Json(input): Json<UserRoles>,
+    JsonBody(input): JsonBody<UserRoles>,
 ) -> Result<Json<UserRoles>, AppError> {
     account.require(permission::ADMINISTER_PERMISSIONS)?;
     let id: Uuid = raw_id

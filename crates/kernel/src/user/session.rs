@@ -8,9 +8,10 @@
 //!
 //! Each user's sessions are indexed in the set `<prefix>user-sessions:<id>`
 //! (of the digests), so [`end_all`] can end them at once when the user is
-//! blocked or deleted. The set has no expiry of its own: each login drops
-//! the members whose session has ended, so it holds about as many members
-//! as the user has live sessions.
+//! blocked or deleted. The set has no expiry of its own: a logout takes
+//! its session out, and each login drops the members whose session has
+//! expired, so it holds about as many members as the user has live
+//! sessions.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -125,12 +126,28 @@ pub async fn load(kv: &Kv, token: &str, idle: Duration) -> Result<Option<Session
     Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
 }
 
-/// Ends the session; idempotent.
+/// Ends the session and takes it out of its user's index; idempotent.
 pub async fn destroy(kv: &Kv, token: &str) -> Result<(), KvError> {
-    let _: i64 = kv
-        .query(redis::cmd("DEL").arg(redis_key(kv, token)))
+    let raw: Option<String> = kv
+        .query(redis::cmd("GETDEL").arg(redis_key(kv, token)))
         .await?;
+    if let Some(session) = raw.and_then(|r| serde_json::from_str::<Session>(&r).ok()) {
+        let _: i64 = kv
+            .query(
+                redis::cmd("SREM")
+                    .arg(index_key(kv, session.user_id))
+                    .arg(digest(token)),
+            )
+            .await?;
+    }
     Ok(())
+}
+
+/// How many sessions `user_id`'s index holds (live ones, and ended ones
+/// the next login drops).
+pub async fn indexed(kv: &Kv, user_id: Uuid) -> Result<u64, KvError> {
+    kv.query(redis::cmd("SCARD").arg(index_key(kv, user_id)))
+        .await
 }
 
 /// Ends every session of `user_id` at once (blocking, deleting, a new

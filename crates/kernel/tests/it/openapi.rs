@@ -395,3 +395,29 @@ async fn an_item_update_without_fields_keeps_them() {
     assert_eq!(stored.0, "After");
     assert_eq!(stored.1, item["fields"]);
 }
+
+#[tokio::test]
+async fn a_roles_permissions_are_described_as_the_ones_this_site_declares() {
+    let app = TestApp::spawn().await;
+    let doc = served_document(&app).await;
+    let update = &doc["components"]["schemas"]["RoleUpdate"]["properties"]["permissions"];
+    assert_eq!(
+        update["items"]["$ref"], "#/components/schemas/PermissionName",
+        "{update}"
+    );
+    let listed: BTreeSet<&str> = doc["components"]["schemas"]["PermissionName"]["enum"]
+        .as_array()
+        .expect("an enum of permission names")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let declared: BTreeSet<&str> = app
+        .state
+        .permissions
+        .registry()
+        .all()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert!(listed.contains("administer users"), "{listed:?}");
+    assert_eq!(listed, declared);
+}

@@ -32,12 +32,20 @@ struct Site {
 
 impl Site {
     async fn start(engine: SearchBackendKind) -> Self {
+        Self::start_with(engine, |_| {}).await
+    }
+
+    async fn start_with(
+        engine: SearchBackendKind,
+        configure: impl FnOnce(&mut trovato::Config),
+    ) -> Self {
         let data_dir = crate::harness::services::scratch_root()
             .join(format!("data-{}", uuid::Uuid::now_v7().simple()));
         let app = TestApp::spawn_with(
             |c| {
                 c.search.backend = engine;
                 c.server.data_dir = data_dir;
+                configure(c);
             },
             axum::Router::new(),
         )
@@ -226,7 +234,46 @@ both_engines!(
     pages_are_bounded,
     a_save_invalidates_cached_results,
     a_configuration_change_reindexes_and_changes_results,
+    removing_an_indexed_field_from_the_type_removes_its_text_from_the_index,
 );
+
+async fn removing_an_indexed_field_from_the_type_removes_its_text_from_the_index(
+    engine: SearchBackendKind,
+) {
+    let site = Site::start(engine).await;
+    site.configure(json!([{"field": "field_summary", "weight": "B"}]), None)
+        .await;
+    site.doc("Savanna notes", "a zebra at dawn", "").await;
+    site.expect_titles("zebra", &["Savanna notes"]).await;
+    let before = trovato::search::config::last_reindex(&site.app.state.db, "doc")
+        .await
+        .expect("last reindex")
+        .map(|b| b.id);
+    let r = site
+        .app
+        .json_request(reqwest::Method::PUT, "/api/item-types/doc")
+        .json(&json!({"label": "Doc", "fields": [
+            {"name": "field_body", "label": "Body", "kind": "text", "max_length": 2000},
+            {"name": "field_tags", "label": "Tags", "kind": "reference", "target": "term", "cardinality": 0},
+            {"name": "field_flag", "label": "Flag", "kind": "boolean"}]}))
+        .send()
+        .await
+        .expect("PUT type");
+    expect_json(r, StatusCode::OK).await;
+    let config = trovato::search::config::load(&site.app.state.db, "doc")
+        .await
+        .expect("config");
+    assert!(config.fields.is_empty(), "{config:?}");
+    let batch = trovato::search::config::last_reindex(&site.app.state.db, "doc")
+        .await
+        .expect("last reindex")
+        .expect("a reindex started");
+    assert_ne!(Some(batch.id), before, "a new reindex");
+    site.wait_batch(&batch.id.to_string()).await;
+    site.expect_titles("zebra", &[]).await;
+    site.expect_titles("savanna", &["Savanna notes"]).await;
+    site.stop().await;
+}
 
 async fn title_ranks_first_and_snippets_are_escaped_with_marks(engine: SearchBackendKind) {
     let site = Site::start(engine).await;
@@ -457,6 +504,46 @@ async fn pages_are_bounded(engine: SearchBackendKind) {
         .await
         .expect("GET");
     error_body(r, StatusCode::BAD_REQUEST, "invalid_per_page").await;
+    site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broad_postgres_query_ranks_a_bounded_sample_and_says_so() {
+    let site = Site::start_with(SearchBackendKind::Postgres, |c| c.search.max_ranked = 50).await;
+    for i in 0..60 {
+        site.doc(&format!("Yak note {i:02}"), "", "").await;
+    }
+    site.doc("Yak alone", "", "").await;
+    let broad = site.search("yak").await;
+    assert_eq!(broad["total"], 50, "{broad}");
+    assert_eq!(broad["total_exact"], false, "{broad}");
+    assert_eq!(
+        broad["results"].as_array().map(Vec::len),
+        Some(10),
+        "{broad}"
+    );
+    let r = site
+        .app
+        .client
+        .get(site.app.url("/api/search"))
+        .query(&[("q", "yak"), ("per_page", "50"), ("page", "2")])
+        .send()
+        .await
+        .expect("GET");
+    let past = expect_json(r, StatusCode::OK).await;
+    assert_eq!(past["results"], json!([]), "pages end with the sample");
+    let narrow = site.search("yak -note").await;
+    assert_eq!(narrow["total"], 1, "{narrow}");
+    assert_eq!(narrow["total_exact"], true, "{narrow}");
+    assert_eq!(result_titles(&narrow), vec!["Yak alone".to_owned()]);
+    let page = site
+        .app
+        .get("/search?q=yak")
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(page.contains("More than 50 results"), "{page}");
     site.stop().await;
 }
 

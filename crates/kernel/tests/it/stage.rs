@@ -722,7 +722,7 @@ async fn an_api_client_is_told_the_working_stage_belongs_to_a_session() {
         .send()
         .await
         .expect("PUT");
-    let body = error_body(r, StatusCode::BAD_REQUEST, "stage_session_only").await;
+    let body = error_body(r, StatusCode::FORBIDDEN, "stage_session_only").await;
     let message = body["message"].as_str().expect("message");
     assert!(
         message.contains("?stage=") && message.contains("X-Trovato-Stage"),

@@ -301,9 +301,11 @@ async fn login_page_sets_the_csrf_cookie_its_form_token_is_bound_to() {
 #[tokio::test]
 async fn logout_deletes_the_session_from_redis() {
     let app = TestApp::spawn().await;
-    app.create_user("ivan", PASSWORD, false).await;
+    let ivan = app.create_user("ivan", PASSWORD, false).await;
     let resp = app.login("ivan", PASSWORD).await;
     let token = app.session_token(&resp).expect("token");
+    let indexed = || trovato::user::session::indexed(&app.state.kv, ivan.id);
+    assert_eq!(indexed().await.expect("redis"), 1);
 
     let out = app
         .client
@@ -318,6 +320,11 @@ async fn logout_deletes_the_session_from_redis() {
         !trovato::user::session::exists(&app.state.kv, &token)
             .await
             .expect("redis")
+    );
+    assert_eq!(
+        indexed().await.expect("redis"),
+        0,
+        "the user's index forgets it"
     );
     assert_eq!(app.get("/user/me").await.status(), StatusCode::UNAUTHORIZED);
 }

@@ -378,6 +378,104 @@ async fn a_bad_heir_and_the_last_administrator_refuse_the_change_and_keep_everyt
 }
 
 #[tokio::test]
+async fn a_user_named_by_a_reference_field_is_not_deleted_until_the_reference_goes() {
+    let app = TestApp::spawn_with_articles().await;
+    let ida = app.create_user("ida", PASSWORD, false).await;
+    let r = send(
+        &app,
+        Method::POST,
+        "/api/item-types",
+        Some(json!({"type": "task", "label": "Task", "fields": [
+            {"name": "field_owner", "label": "Owner", "kind": "reference", "target": "user"}]})),
+    )
+    .await;
+    expect_json(r, StatusCode::CREATED).await;
+    let r = send(
+        &app,
+        Method::POST,
+        "/api/items",
+        Some(json!({"type": "task", "title": "Review",
+            "fields": {"field_owner": {"target_id": ida.id}}})),
+    )
+    .await;
+    let task = expect_json(r, StatusCode::CREATED).await;
+    let task_id = task["id"].as_str().expect("id").to_owned();
+
+    let r = send(
+        &app,
+        Method::DELETE,
+        &format!("/api/users/{}", ida.id),
+        None,
+    )
+    .await;
+    let v = error_body(r, StatusCode::CONFLICT, "user_in_use").await;
+    assert_eq!(v["details"]["total"], 1, "{v}");
+    assert_eq!(v["details"]["uses"][0]["item"], task_id.as_str(), "{v}");
+    assert_eq!(v["details"]["uses"][0]["field"], "field_owner", "{v}");
+    assert_eq!(status_of(&app, ida.id).await, Some(1), "ida is kept");
+
+    let r = send(
+        &app,
+        Method::PUT,
+        &format!("/api/items/{task_id}"),
+        Some(json!({"fields": {"field_owner": null}})),
+    )
+    .await;
+    expect_json(r, StatusCode::OK).await;
+    let r = send(
+        &app,
+        Method::DELETE,
+        &format!("/api/users/{}", ida.id),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(status_of(&app, ida.id).await, None, "ida is gone");
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_refused_and_changes_nothing() {
+    let app = TestApp::spawn_with_articles().await;
+    let ida = app.create_user("ida", PASSWORD, false).await;
+    for body in [
+        json!([null, null]),
+        json!(["x", "x@example.com"]),
+        json!("ida2"),
+        json!(7),
+    ] {
+        let r = send(
+            &app,
+            Method::PUT,
+            &format!("/api/users/{}", ida.id),
+            Some(body.clone()),
+        )
+        .await;
+        let v = error_body(r, StatusCode::BAD_REQUEST, "invalid_body").await;
+        assert!(
+            v["message"].as_str().unwrap_or("").contains("JSON object"),
+            "{body}: {v}"
+        );
+    }
+    let r = send(
+        &app,
+        Method::POST,
+        "/api/users",
+        Some(json!(["eve", "eve@example.com", "long enough password"])),
+    )
+    .await;
+    error_body(r, StatusCode::BAD_REQUEST, "invalid_body").await;
+    let found = trovato::user::find_by_name(&app.state.db, "eve")
+        .await
+        .expect("q");
+    assert!(found.is_none(), "no user from an array");
+    let user = trovato::user::find_by_name(&app.state.db, "ida")
+        .await
+        .expect("q")
+        .expect("ida");
+    assert_eq!(user.email, ida.email, "ida unchanged");
+}
+
+#[tokio::test]
 async fn only_an_administrator_changes_an_administrators_account() {
     let app = TestApp::spawn().await;
     let admin = app.create_user("admin", PASSWORD, true).await;
