@@ -288,7 +288,7 @@ pub async fn start_in(
     let id = Uuid::now_v7();
     let row: BatchRow = timed(
         "batch.start",
-        sqlx::query_as(&format!(
+        sqlx::query_as(
             "INSERT INTO batch (id, operation, params, owner_id, total, chunks,
                                 state, finished, message)
              VALUES ($1, $2, $3, $4, $5, $6,
@@ -296,8 +296,8 @@ pub async fn start_in(
                      CASE WHEN $6 = 0 THEN now() END,
                      CASE WHEN $6 = 0 THEN 'nothing to do' ELSE 'queued' END)
              RETURNING id, operation, owner_id, state, total, 0 AS processed,
-                       0 AS failed, message, '[]'::jsonb AS errors, created, started, finished"
-        ))
+                       0 AS failed, message, '[]'::jsonb AS errors, created, started, finished",
+        )
         .bind(id)
         .bind(op.name())
         .bind(sqlx::types::Json(&params))
