@@ -459,12 +459,18 @@ async fn the_content_page_filters_sorts_pages_and_bulk_publishes_through_a_batch
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let workers = crate::batch::Workers::start(&app, 1, 1);
     let deleted = eventually(PATIENCE, || async {
-        let batch: Option<(String, i32)> =
-            sqlx::query_as("SELECT state, failed FROM batch WHERE operation = 'items.delete'")
+        let id: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT id FROM batch WHERE operation = 'items.delete'")
                 .fetch_optional(&app.state.db)
                 .await
                 .expect("batch");
-        batch.is_some_and(|(state, failed)| state == "done" && failed == 1)
+        match id {
+            Some(id) => {
+                let s = trovato::batch::load(&app.state.db, id).await.expect("load");
+                s.state == trovato::batch::BatchState::Done && s.failed == 1
+            }
+            None => false,
+        }
     })
     .await;
     workers.stop().await;
