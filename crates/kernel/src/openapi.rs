@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Content, Ref, ResponseBuilder};
+use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -115,9 +115,19 @@ pub fn add_shared_responses(doc: &mut utoipa::openapi::OpenApi) {
                         "A body that is not the schema's shape (`invalid_body`)",
                     ),
                 ] {
-                    responses
+                    let entry = responses
                         .entry(status.to_owned())
                         .or_insert_with(|| error(description).into());
+                    // A form route documents its own 422 (the form again,
+                    // as HTML); the body rejections are JSON all the same.
+                    if let RefOr::T(response) = entry {
+                        response
+                            .content
+                            .entry("application/json".to_owned())
+                            .or_insert_with(|| {
+                                Content::new(Some(Ref::from_schema_name("ErrorBody")))
+                            });
+                    }
                 }
             }
             let bearer = op.security.iter().flatten().any(|req| {

@@ -400,10 +400,13 @@ fn filter_query(pairs: [(&str, Option<String>); 6]) -> String {
 #[allow(dead_code)]
 pub struct BulkForm {
     /// `publish`, `unpublish` or `delete`.
+    #[schema(pattern = "^(publish|unpublish|delete)$")]
     action: String,
-    /// The selected items (the field repeats).
-    ids: Vec<Uuid>,
-    csrf_token: String,
+    /// The selected items (the field repeats; none selected: nothing
+    /// happens but a notice).
+    ids: Option<Vec<Uuid>>,
+    /// The session's CSRF token (browser sessions; a bearer token needs none).
+    csrf_token: Option<String>,
 }
 
 /// Start a bulk publish, unpublish or delete of the selected live items

@@ -82,6 +82,7 @@ pub(crate) struct PeopleQuery {
     /// Users whose name contains this.
     name: Option<String>,
     /// `active` or `blocked` (empty: both).
+    #[param(pattern = "^(active|blocked)?$")]
     status: Option<String>,
     /// 1-based page.
     #[param(minimum = 1, maximum = 1000000)]
@@ -654,14 +655,15 @@ pub(crate) async fn roles_page(
 pub struct GridForm {
     /// The permissions a role grants: the field is named after the role and repeats.
     #[serde(rename = "{role}")]
-    role: Vec<String>,
-    csrf_token: String,
+    role: Option<Vec<String>>,
+    /// The session's CSRF token (browser sessions; a bearer token needs none).
+    csrf_token: Option<String>,
 }
 
 /// Save the grid: every role's permissions as ticked (the administrator
 /// role holds every permission and is left as it is).
 #[utoipa::path(post, path = "/admin/roles", tag = "page",
-    request_body(content = GridForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = Option<GridForm>, description = "Empty when nothing is ticked", content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "Saved: back to the page; anonymous: to the login form"),
         (status = 403, description = "Lacks `administer permissions`, or a missing or wrong CSRF token", body = ErrorBody),
