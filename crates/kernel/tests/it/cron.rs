@@ -656,9 +656,18 @@ async fn a_killed_holder_leaves_a_lock_that_lapses_within_its_lifetime() {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("spawn trovato cron");
-    eventually(PATIENCE, || async { lock_value(&app).await.is_some() })
-        .await
-        .expect("the pass takes the lock");
+    // The pass holds the lock and has recorded itself (the row comes just
+    // after the lock): it is in the spinning tap.
+    eventually(PATIENCE, || async {
+        let recorded: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM cron_run WHERE outcome = 'running'")
+                .fetch_one(&app.state.db)
+                .await
+                .unwrap_or(0);
+        lock_value(&app).await.is_some() && recorded == 1
+    })
+    .await
+    .expect("the pass takes the lock and records itself");
     child.kill().expect("kill -9");
     child.wait().expect("reap");
     let pttl: i64 = app
