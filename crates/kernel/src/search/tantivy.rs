@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -155,7 +155,7 @@ struct FeedJob {
 }
 
 /// The kernel's `search` queue: worked by cron for up to 30 s a pass, four
-/// items at a time (their commits are shared), and by `trovato queue work`.
+/// items at a time (each job commits its own change under the writer lock), and by `trovato queue work`.
 pub fn queue_info() -> QueueInfo {
     QueueInfo {
         name: QUEUE.to_owned(),
@@ -458,45 +458,6 @@ struct WriterSlot {
     /// `None` while another process holds the index's writer lock, or
     /// after a failed commit; taken again by the next index call.
     writer: Option<IndexWriter>,
-    /// What the next commit will hold.
-    batch: Arc<Batch>,
-}
-
-#[derive(Default)]
-struct Batch {
-    state: Mutex<BatchState>,
-    settled: Condvar,
-}
-
-#[derive(Default)]
-enum BatchState {
-    #[default]
-    Open,
-    Committing,
-    Done(Result<(), String>),
-}
-
-/// Settles a claimed batch when dropped: with the commit's outcome, or an
-/// error if the commit never finished (a panic), so no waiter waits
-/// forever.
-struct Claim<'a> {
-    batch: &'a Batch,
-    outcome: Option<Result<(), String>>,
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        let outcome = self
-            .outcome
-            .take()
-            .unwrap_or_else(|| Err("the index commit did not finish".to_owned()));
-        *self
-            .batch
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = BatchState::Done(outcome);
-        self.batch.settled.notify_all();
-    }
 }
 
 impl Engine {
@@ -525,10 +486,7 @@ impl Engine {
             fields,
             analyzer,
             budget,
-            writer: RwLock::new(WriterSlot {
-                writer,
-                batch: Arc::default(),
-            }),
+            writer: RwLock::new(WriterSlot { writer }),
         })
     }
 
@@ -546,12 +504,6 @@ impl Engine {
 
     /// Applies `ops` (in order) and returns once they are committed.
     fn apply(&self, ops: Vec<Op>) -> Result<(), String> {
-        let batch = self.add(ops)?;
-        self.settle(&batch)
-    }
-
-    /// Adds `ops` to the writer; returns the batch whose commit holds them.
-    fn add(&self, ops: Vec<Op>) -> Result<Arc<Batch>, String> {
         let operations: Vec<UserOperation> = ops
             .into_iter()
             .flat_map(|op| match op {
@@ -562,72 +514,20 @@ impl Engine {
                 Op::Delete(id) => vec![UserOperation::Delete(self.id_term(id))],
             })
             .collect();
-        let mut slot = self.writer.read().unwrap_or_else(PoisonError::into_inner);
-        if slot.writer.is_none() {
-            drop(slot);
-            {
-                let mut w = self.writer.write().unwrap_or_else(PoisonError::into_inner);
-                if w.writer.is_none() {
-                    w.writer = Some(open_writer(&self.index, self.budget).map_err(String::from)?);
-                }
-            }
-            slot = self.writer.read().unwrap_or_else(PoisonError::into_inner);
-        }
-        // `None` again only if a commit failed in between: the caller retries.
-        let writer = slot
-            .writer
-            .as_ref()
-            .ok_or_else(|| "the index writer closed after a failed commit".to_owned())?;
-        writer.run(operations).map_err(|e| format!("index: {e}"))?;
-        Ok(slot.batch.clone())
-    }
-
-    /// Waits for `batch` to be committed, committing it if no one is.
-    fn settle(&self, batch: &Arc<Batch>) -> Result<(), String> {
-        let mut state = batch.state.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            match &*state {
-                BatchState::Done(outcome) => return outcome.clone(),
-                BatchState::Committing => {
-                    state = batch
-                        .settled
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-                BatchState::Open => {
-                    *state = BatchState::Committing;
-                    drop(state);
-                    let mut claim = Claim {
-                        batch,
-                        outcome: None,
-                    };
-                    let outcome = self.commit();
-                    claim.outcome = Some(outcome.clone());
-                    return outcome;
-                }
-            }
-        }
-    }
-
-    /// Commits the open batch and opens the next. Only the claimant of the
-    /// open batch calls this, and a batch opens only here, under the
-    /// exclusive lock: so the batch closed is the one claimed, and every
-    /// operation that joined it was added before the lock was taken.
-    fn commit(&self) -> Result<(), String> {
         let mut slot = self.writer.write().unwrap_or_else(PoisonError::into_inner);
-        slot.batch = Arc::default();
+        if slot.writer.is_none() {
+            slot.writer = Some(open_writer(&self.index, self.budget).map_err(String::from)?);
+        }
         let Some(writer) = slot.writer.as_mut() else {
             return Err("no index writer".to_owned());
         };
+        writer.run(operations).map_err(|e| format!("index: {e}"))?;
         if let Err(e) = writer.commit() {
-            // Dropping the writer discards what it held uncommitted and
-            // releases the lock; the next index call opens it again.
             slot.writer = None;
             return Err(format!("index commit: {e}"));
         }
         drop(slot);
         if let Err(e) = self.reader.reload() {
-            // The reload policy picks the commit up shortly anyway.
             tracing::warn!(error = %e, "search index reader reload failed");
         }
         Ok(())
