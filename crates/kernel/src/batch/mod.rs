@@ -390,16 +390,6 @@ pub fn queue_info() -> QueueInfo {
     }
 }
 
-/// What a chunk job found and did.
-#[derive(Debug)]
-enum ChunkOutcome {
-    /// Done now, with the batch's counts after it.
-    Done,
-    /// Done before (a redelivery), skipped for a cancelled batch, or its
-    /// batch is gone.
-    Nothing,
-}
-
 async fn run_chunk(state: &AppState, job: &Job) -> Verdict {
     let chunk: ChunkJob = match serde_json::from_str(job.payload.get()) {
         Ok(c) => c,
@@ -411,7 +401,7 @@ async fn run_chunk(state: &AppState, job: &Job) -> Verdict {
     };
     let last_attempt = job.attempt >= job.max_attempts;
     match work_chunk(state, &chunk, last_attempt).await {
-        Ok(_) => Verdict::Ack,
+        Ok(()) => Verdict::Ack,
         Err(e) => Verdict::Failed(Failure::Retry {
             delay: None,
             error: e,
@@ -445,11 +435,7 @@ struct Outcome {
 /// its report to the live progress; the chunk that settles the last
 /// targets ends the batch. On the last attempt a failure marks the
 /// chunk's targets failed instead of asking for a retry.
-async fn work_chunk(
-    state: &AppState,
-    chunk: &ChunkJob,
-    last_attempt: bool,
-) -> Result<ChunkOutcome, String> {
+async fn work_chunk(state: &AppState, chunk: &ChunkJob, last_attempt: bool) -> Result<(), String> {
     let db_err = |e: sqlx::Error| e.to_string();
     let mut tx = state.db.begin().await.map_err(db_err)?;
     // The chunk, locked (a second delivery waits here, then finds it
@@ -468,7 +454,7 @@ async fn work_chunk(
     .map_err(db_err)?;
     let Some(row) = row else {
         // The batch is gone.
-        return Ok(ChunkOutcome::Nothing);
+        return Ok(());
     };
     if row.chunk_state != "pending" {
         // Settled by an earlier delivery: never done twice, but reported
@@ -487,7 +473,7 @@ async fn work_chunk(
             };
             settle(state, chunk.batch, &outcome, row.started).await?;
         }
-        return Ok(ChunkOutcome::Nothing);
+        return Ok(());
     }
     if BatchState::parse(&row.batch_state).is_final() {
         // Cancelled (or aborted): the chunks not begun are skipped.
@@ -501,7 +487,7 @@ async fn work_chunk(
         .await
         .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        return Ok(ChunkOutcome::Nothing);
+        return Ok(());
     }
     let Some(op) = ops::find(state, &row.operation).await else {
         return Err(format!("operation `{}` is not registered", row.operation));
@@ -618,11 +604,13 @@ async fn work_chunk(
         errors,
     };
     if abort {
-        publish_from_db(state, chunk.batch).await?;
+        publish_from_db(state, chunk.batch)
+            .await
+            .map_err(|e| e.to_string())?;
     } else {
         settle(state, chunk.batch, &outcome, Some(started)).await?;
     }
-    Ok(ChunkOutcome::Done)
+    Ok(())
 }
 
 /// Reports a committed chunk and, when it may have been the last one,
@@ -655,7 +643,9 @@ async fn settle(
         Ok(progress::Reported { total: None, .. }) => {
             // Redis lost the batch (a restart): rebuilt from PostgreSQL.
             if !finish(state, batch).await? {
-                publish_from_db(state, batch).await?;
+                publish_from_db(state, batch)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
         }
         Err(e) => {
@@ -692,16 +682,17 @@ async fn finish(state: &AppState, batch: Uuid) -> Result<bool, String> {
     if ended.is_none() {
         return Ok(false);
     }
-    publish_from_db(state, batch).await?;
+    publish_from_db(state, batch)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(batch = %batch, "batch done");
     Ok(true)
 }
 
-/// Writes PostgreSQL's view of the batch into the live progress.
-async fn publish_from_db(state: &AppState, batch: Uuid) -> Result<BatchStatus, String> {
-    let (status, chunks) = load_with_chunks(&state.db, batch)
-        .await
-        .map_err(|e| e.to_string())?;
+/// Writes PostgreSQL's view of the batch (its row and its settled chunks)
+/// into the live progress, and returns it.
+async fn publish_from_db(state: &AppState, batch: Uuid) -> Result<BatchStatus, BatchError> {
+    let (status, chunks) = load_with_chunks(&state.db, batch).await?;
     progress::sync(state, &status, &chunks).await;
     Ok(status)
 }
@@ -712,9 +703,7 @@ pub async fn status(state: &AppState, id: Uuid) -> Result<BatchStatus, BatchErro
     if let Some(s) = progress::read(state, id).await {
         return Ok(s.derive(Utc::now()));
     }
-    let (s, chunks) = load_with_chunks(&state.db, id).await?;
-    progress::sync(state, &s, &chunks).await;
-    Ok(s)
+    publish_from_db(state, id).await
 }
 
 /// The batch as PostgreSQL has it.
@@ -767,8 +756,7 @@ pub async fn cancel(state: &AppState, id: Uuid) -> Result<BatchStatus, BatchErro
         load(&state.db, id).await?;
         return Err(BatchError::Ended(id));
     }
-    let (s, chunks) = load_with_chunks(&state.db, id).await?;
-    progress::sync(state, &s, &chunks).await;
+    let s = publish_from_db(state, id).await?;
     tracing::info!(batch = %id, "batch cancelled");
     Ok(s)
 }
