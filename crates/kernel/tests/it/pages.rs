@@ -617,6 +617,11 @@ async fn content_pages_refuse_what_the_account_may_not_do() {
         .await
         .expect("GET");
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()["location"].to_str().expect("location");
+    assert!(
+        to.starts_with("/user/login"),
+        "anonymous goes to the login form: {to}"
+    );
 }
 
 #[tokio::test]
