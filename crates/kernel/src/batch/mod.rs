@@ -323,15 +323,11 @@ pub async fn start_in(
     let settings = state.queues.settings();
     let in_tx = state.queues.backend() == QueueBackend::Postgres;
     if in_tx {
-        for &seq in &seqs {
-            crate::queue::store_pg::push_in(
-                &mut tx,
-                QUEUE,
-                chunk_job(id, seq)?,
-                settings.max_attempts,
-            )
-            .await?;
-        }
+        let jobs = seqs
+            .iter()
+            .map(|&seq| chunk_job(id, seq))
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::queue::store_pg::push_many_in(&mut tx, QUEUE, jobs, settings.max_attempts).await?;
     }
     tx.commit().await?;
     if !in_tx {
@@ -437,7 +433,7 @@ struct Outcome {
 /// chunk's targets failed instead of asking for a retry.
 async fn work_chunk(state: &AppState, chunk: &ChunkJob, last_attempt: bool) -> Result<(), String> {
     let db_err = |e: sqlx::Error| e.to_string();
-    let mut tx = state.db.begin().await.map_err(db_err)?;
+    let mut tx = begin_chunk(state).await.map_err(db_err)?;
     // The chunk, locked (a second delivery waits here, then finds it
     // done), with its batch.
     let row: Option<ChunkRow> = sqlx::query_as(
@@ -526,7 +522,7 @@ async fn work_chunk(state: &AppState, chunk: &ChunkJob, last_attempt: bool) -> R
             // Out of attempts: this chunk's effects are dropped, its
             // targets failed; the batch goes on (or aborts).
             drop(tx);
-            tx = state.db.begin().await.map_err(db_err)?;
+            tx = begin_chunk(state).await.map_err(db_err)?;
             effects = crate::item::Effects::default();
             sqlx::query("SELECT 1 FROM batch_chunk WHERE batch_id = $1 AND seq = $2 FOR UPDATE")
                 .bind(chunk.batch)
@@ -611,6 +607,25 @@ async fn work_chunk(state: &AppState, chunk: &ChunkJob, last_attempt: bool) -> R
         settle(state, chunk.batch, &outcome, Some(started)).await?;
     }
     Ok(())
+}
+
+/// A chunk's transaction. With the PostgreSQL queue its commit does not
+/// wait for the WAL flush: the job's ack, committed synchronously after
+/// it, flushes the WAL past this commit too, so a crash before the ack is
+/// durable loses both and the job is delivered again (chunks are
+/// idempotent). With the Redis queue the ack does not pass through
+/// PostgreSQL, so the commit waits for its own flush.
+async fn begin_chunk(
+    state: &AppState,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    if state.queues.backend() == QueueBackend::Postgres {
+        state
+            .db
+            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+            .await
+    } else {
+        state.db.begin().await
+    }
 }
 
 /// Reports a committed chunk and, when it may have been the last one,

@@ -57,6 +57,41 @@ pub async fn push_in(
     Ok(id)
 }
 
+/// [`push_in`] for many jobs at once: one statement, however many.
+pub async fn push_many_in(
+    conn: &mut PgConnection,
+    queue: &str,
+    jobs: Vec<NewJob>,
+    default_attempts: u32,
+) -> Result<Vec<Uuid>, QueueError> {
+    check_name(queue)?;
+    let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
+    let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.get()).collect();
+    let attempts: Vec<i32> = jobs
+        .iter()
+        .map(|j| j.max_attempts.unwrap_or(default_attempts) as i32)
+        .collect();
+    let delays: Vec<f64> = jobs.iter().map(|j| millis(j.delay) as f64).collect();
+    timed(
+        "queue.push_many",
+        sqlx::query(
+            "INSERT INTO queue_item (id, queue, payload, max_attempts, available_at)
+             SELECT id, $2, payload::jsonb, attempts,
+                    now() + make_interval(secs => delay / 1000)
+             FROM unnest($1::uuid[], $3::text[], $4::int4[], $5::float8[])
+                  AS j(id, payload, attempts, delay)",
+        )
+        .bind(&ids)
+        .bind(queue)
+        .bind(&payloads)
+        .bind(&attempts)
+        .bind(&delays)
+        .execute(conn),
+    )
+    .await?;
+    Ok(ids)
+}
+
 /// Claims the next available item of `$1` for lease `$2` until `$3` ms
 /// from now, never the row `$4` (which the same statement may be acking).
 const CLAIM: &str = "
