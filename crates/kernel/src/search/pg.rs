@@ -30,46 +30,16 @@ pub async fn recompute(conn: &mut PgConnection, ids: &[Uuid]) -> Result<u64, Sea
     Ok(done.rows_affected())
 }
 
-/// One page of results, its total and snippets in one statement: the
-/// matches are ranked once, the page is cut from them, and only the page's
-/// rows get a headline. At most `$5 + 1` matches are ranked (the first
-/// found): ranking and counting every match of a word half the site holds
-/// costs a heap read per match, so a broader query ranks a sample and says
-/// its total is inexact.
-const QUERY: &str = "
-WITH q AS MATERIALIZED (
-    SELECT search_query($1, $2) AS q
-),
-hits AS MATERIALIZED (
-    SELECT i.id, ts_rank_cd(i.search_vector, q.q) AS rank
-    FROM item i, q
-    WHERE i.stage_id = 'live' AND i.status = 1
-      AND i.search_vector @@ q.q
-      AND ($2::text IS NULL OR i.type = $2)
-    LIMIT $5 + 1
-),
-ranked AS (
-    SELECT id, rank FROM hits ORDER BY rank DESC, id LIMIT $5
-),
-page AS (
-    SELECT id, rank FROM ranked ORDER BY rank DESC, id LIMIT $3 OFFSET $4
-)
-SELECT
-    (SELECT count(*) FROM hits) AS total,
-    COALESCE(array_agg(p.id ORDER BY p.rank DESC, p.id), '{}') AS ids,
-    COALESCE(array_agg(i.type ORDER BY p.rank DESC, p.id), '{}') AS types,
-    COALESCE(array_agg(i.title ORDER BY p.rank DESC, p.id), '{}') AS titles,
-    COALESCE(array_agg(p.rank ORDER BY p.rank DESC, p.id), '{}') AS ranks,
-    COALESCE(array_agg(
-        ts_headline(search_language(i.type),
-                    translate(item_search_body(i.type, i.fields, i.search_extra), chr(1) || chr(2), ''),
-                    q.q,
-                    format('StartSel=%s, StopSel=%s, MaxWords=35, MinWords=12, MaxFragments=2, FragmentDelimiter=\" … \"', chr(1), chr(2)))
-        ORDER BY p.rank DESC, p.id), '{}') AS snippets
-FROM page p
-JOIN item i ON i.id = p.id
-CROSS JOIN q
-";
+/// One page of results, its total and snippets: `search_page` (migration
+/// `0011_search_speed.sql`) turns the text into its tsquery, then runs the
+/// page's statement planned for that tsquery, so a rare word goes through
+/// the GIN index and a common one reads rows in order until enough match.
+/// At most `$5 + 1` matches are ranked (the first found): ranking and
+/// counting every match of a word half the site holds costs a heap read
+/// per match, so a broader query ranks a sample and says its total is
+/// inexact.
+const QUERY: &str = "SELECT total, ids, types, titles, ranks, snippets
+                     FROM search_page($1, $2, $3, $4, $5)";
 
 /// The query [`PgSearch::search`] runs, for benchmarks comparing the
 /// endpoint with the SQL alone (parameters: text, type or NULL, limit,
