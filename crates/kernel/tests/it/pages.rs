@@ -1389,3 +1389,235 @@ async fn the_item_form_route_bounds_a_body_that_is_not_multipart_like_any_other(
     .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
 }
+
+/// `GET /admin/content/references` as the form's script asks it.
+async fn candidates(client: &Client, app: &TestApp, query: &str) -> reqwest::Response {
+    client
+        .get(app.url(&format!("/admin/content/references?{query}")))
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .expect("GET references")
+}
+
+fn labels(v: &Value) -> Vec<String> {
+    v["candidates"]
+        .as_array()
+        .expect("candidates")
+        .iter()
+        .map(|c| c["label"].as_str().expect("label").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_reference_search_offers_bounded_visible_candidates_and_the_form_resolves_exact_names()
+{
+    let app = TestApp::spawn_with_articles().await;
+    let r = app
+        .create_item_type(
+            "note",
+            json!([
+                {"name": "field_related", "label": "Related", "kind": "reference", "target": "item", "cardinality": 0},
+                {"name": "field_editor", "label": "Editor", "kind": "reference", "target": "user"},
+            ]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    for n in 1..=25 {
+        make_term(&app, &format!("Topic {n:02}")).await;
+    }
+    let bold = make_term(&app, "<b>Bold</b> & co").await;
+    let (admin, _) = app.browser_for("admin").await;
+
+    // Bounded, best first: the exact name, then those starting with the text.
+    let r = candidates(&admin, &app, "target=term&q=topic").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .starts_with("application/json")
+    );
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let v: Value = r.json().await.expect("json");
+    let listed = labels(&v);
+    assert_eq!(listed.len(), 20, "{v}");
+    assert_eq!(listed[0], "Topic 01");
+    assert_eq!(v["more"], json!(true));
+    assert_eq!(v["candidates"][0]["detail"], json!("Tags"));
+    let v: Value = candidates(&admin, &app, "target=term&q=TOPIC%202")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        labels(&v),
+        [
+            "Topic 20", "Topic 21", "Topic 22", "Topic 23", "Topic 24", "Topic 25"
+        ]
+    );
+    assert_eq!(v["more"], json!(false));
+    let v: Value = candidates(&admin, &app, "target=term&q=pic%2012")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(labels(&v), ["Topic 12"], "the text may be anywhere");
+    // Names come back as they are, for the script to set as text.
+    let v: Value = candidates(&admin, &app, "target=term&q=%3Cb%3E")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        v["candidates"],
+        json!([{"id": bold, "label": "<b>Bold</b> & co", "detail": "Tags"}])
+    );
+    let v: Value = candidates(&admin, &app, "target=term&q=%20%20")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        v,
+        json!({"candidates": [], "more": false}),
+        "blank: nothing"
+    );
+
+    // Refusals: a bad target, an over-long text, no account, no permission.
+    let r = candidates(&admin, &app, "target=file&q=x").await;
+    error_body(r, StatusCode::BAD_REQUEST, "invalid_query").await;
+    let r = candidates(&admin, &app, "q=x").await;
+    error_body(r, StatusCode::BAD_REQUEST, "invalid_query").await;
+    let long = "x".repeat(256);
+    let r = candidates(&admin, &app, &format!("target=term&q={long}")).await;
+    error_body(r, StatusCode::BAD_REQUEST, "bad_query").await;
+    let anonymous = crate::harness::client();
+    let r = anonymous
+        .get(app.url("/admin/content/references?target=term&q=topic"))
+        .header(ACCEPT, HTML)
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    app.create_user("reader", PASSWORD, false).await;
+    let (reader, _) = app.browser_for("reader").await;
+    let r = candidates(&reader, &app, "target=user&q=a").await;
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+
+    // Items: only those the account may see.
+    let twin_a = app.create_item("Twin", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let twin_b = app.create_item("Twin", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let r = app
+        .post_item(
+            json!({"type": "article", "title": "Secret draft", "status": "unpublished",
+                   "fields": {"field_body": {"value": "text"}}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    app.create_user("writer", PASSWORD, false).await;
+    app.grant_authenticated("create content").await;
+    app.state.permissions.invalidate_all();
+    let (writer, writer_csrf) = app.browser_for("writer").await;
+    let v: Value = candidates(&admin, &app, "target=item&q=secret")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(labels(&v), ["Secret draft"]);
+    assert_eq!(v["candidates"][0]["detail"], json!("ARTICLE, unpublished"));
+    let v: Value = candidates(&writer, &app, "target=item&q=secret")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(labels(&v), Vec::<String>::new(), "not the writer's to see");
+    let v: Value = candidates(&writer, &app, "target=item&q=twin")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = v["candidates"]
+        .as_array()
+        .expect("candidates")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, [twin_a.as_str(), twin_b.as_str()]);
+    let v: Value = candidates(&writer, &app, "target=user&q=WRI")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(labels(&v), ["writer"]);
+
+    // Without the script: the exact title or name, or an id, on save.
+    let form = |related: &'static str| {
+        vec![
+            ("title", "A note"),
+            ("v.field_related.0", related),
+            ("id.field_related.0", ""),
+            ("v.field_editor.0", "Writer"),
+            ("id.field_editor.0", ""),
+            ("op", "save"),
+        ]
+    };
+    let url = app.url("/admin/content/new/note");
+    for (typed, error) in [
+        ("twin", "more than one item titled “twin”"),
+        ("No such thing", "no item titled “No such thing”"),
+        ("Secret draft", "no item titled “Secret draft”"),
+    ] {
+        let r = send_item_form(&writer, &url, &writer_csrf, &form(typed), &[]).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{typed}");
+        let page = r.text().await.expect("html");
+        let field = page.find("id=\"field-field_related\"").expect("field");
+        let shown = page[field..].find(error).map(|at| at + field);
+        assert!(shown.is_some(), "{error} next to its field: {page}");
+        assert!(
+            page.contains(&format!("value=\"{typed}\"")),
+            "the typed text is kept: {page}"
+        );
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM item WHERE type = 'note'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("count");
+    assert_eq!(count, 0, "nothing was written");
+    let twin_b_text = twin_b.clone();
+    let r = send_item_form(
+        &writer,
+        &url,
+        &writer_csrf,
+        &[
+            ("title", "A note"),
+            ("v.field_related.0", twin_b_text.as_str()),
+            ("id.field_related.0", ""),
+            ("v.field_editor.0", "Writer"),
+            ("id.field_editor.0", ""),
+            ("op", "save"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, fields, _, _) = item_row(&app, id_from_location(&r)).await.expect("row");
+    let writer_id: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE name = 'writer'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("writer");
+    assert_eq!(
+        fields,
+        json!({
+            "field_related": [{"target_id": twin_b}],
+            "field_editor": {"target_id": writer_id.to_string()},
+        })
+    );
+}

@@ -469,3 +469,125 @@ async fn people_roles_categories_and_plugins_are_run_from_their_pages() {
     browser.shots("admin-plugins").await;
     browser.close().await;
 }
+
+/// The values and labels of the options a reference input's list offers.
+async fn offered(c: &Client, input: &str) -> Vec<(String, String)> {
+    let options = c
+        .execute(
+            "const list = document.querySelector(arguments[0]).list;
+             return list ? Array.from(list.options).map(o => [o.value, o.label]) : [];",
+            vec![json!(input)],
+        )
+        .await
+        .expect("options");
+    serde_json::from_value(options).expect("pairs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_field_suggests_matches_as_the_editor_types_and_keeps_the_chosen_one() {
+    let app = TestApp::spawn_with_articles().await;
+    let r = app
+        .create_item_type(
+            "note",
+            json!([{"name": "field_related", "label": "Related", "kind": "reference", "target": "item", "cardinality": 0}]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first = app.create_item("Twin", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let second = app.create_item("Twin", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let other = app.create_item("Other <things>", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let browser = Browser::start().await;
+    let base = app.url("");
+    browser.log_in(&base, "admin", PASSWORD).await;
+    let c = &browser.client;
+    c.goto(&format!("{base}/admin/content/new/note"))
+        .await
+        .expect("form");
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("form.item-form"))
+        .await
+        .expect("form");
+    fill(c, "#title", "Linked").await;
+    let input = "input[name='v.field_related.0']";
+    fill(c, input, "twi").await;
+    let listed = eventually(PATIENCE, || async { offered(c, input).await.len() == 2 }).await;
+    assert!(
+        listed.is_some(),
+        "no suggestions: {:?}",
+        offered(c, input).await
+    );
+    // Two items share the title: their options are told apart by id.
+    assert_eq!(
+        offered(c, input).await,
+        [
+            (first.clone(), "Twin (ARTICLE)".to_owned()),
+            (second.clone(), "Twin (ARTICLE)".to_owned())
+        ]
+    );
+    browser.shots("admin-item-reference").await;
+    // Choosing an option puts its value in the input and fires `input`.
+    c.execute(
+        "const i = document.querySelector(arguments[0]);
+         i.value = arguments[1];
+         i.dispatchEvent(new Event('input', { bubbles: true }));",
+        vec![json!(input), json!(second)],
+    )
+    .await
+    .expect("choose");
+    let shown = c
+        .find(Locator::Css(input))
+        .await
+        .expect("input")
+        .prop("value")
+        .await
+        .expect("value");
+    assert_eq!(shown.as_deref(), Some("Twin"));
+    let kept = c
+        .find(Locator::Css("input[name='id.field_related.0']"))
+        .await
+        .expect("id input")
+        .prop("value")
+        .await
+        .expect("value");
+    assert_eq!(kept.as_deref(), Some(second.as_str()));
+    click(c, "button[value='add:field_related']").await;
+    let next = "input[name='v.field_related.1']";
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css(next))
+        .await
+        .expect("a second slot");
+    // A title typed in full that one item has takes that item's id.
+    fill(c, next, "other <th").await;
+    let listed = eventually(PATIENCE, || async {
+        offered(c, next).await
+            == [(
+                "Other <things>".to_owned(),
+                "Other <things> (ARTICLE)".to_owned(),
+            )]
+    })
+    .await;
+    assert!(listed.is_some(), "{:?}", offered(c, next).await);
+    fill(c, next, "Other <things>").await;
+    click(c, "form.item-form .actions:not(.top) button").await;
+    expect_notice(c, "The item was created.").await;
+    let fields: Value = sqlx::query_scalar("SELECT fields FROM item WHERE title = 'Linked'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("item");
+    assert_eq!(
+        fields["field_related"],
+        json!([{"target_id": second}, {"target_id": other}])
+    );
+    browser.close().await;
+}
