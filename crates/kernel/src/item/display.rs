@@ -240,22 +240,15 @@ pub fn show_value(def: &FieldDef, v: &Value, names: &Names) -> ShownValue {
                         .cloned()
                         .unwrap_or_else(|| "(deleted user)".into()),
                 ),
-                RefTarget::Term => {
-                    let name = names
+                RefTarget::Term => ShownValue {
+                    text: names
                         .terms
                         .get(&id)
                         .cloned()
-                        .unwrap_or_else(|| "(deleted term)".into());
-                    ShownValue {
-                        href: Some(format!(
-                            "/search?q={}",
-                            url::form_urlencoded::byte_serialize(name.as_bytes())
-                                .collect::<String>()
-                        )),
-                        text: name,
-                        image: None,
-                    }
-                }
+                        .unwrap_or_else(|| "(deleted term)".into()),
+                    href: Some(format!("/term/{id}")),
+                    image: None,
+                },
             }
         }
         FieldKind::File => match id_of(&def.kind, v).and_then(|id| names.files.get(&id)) {

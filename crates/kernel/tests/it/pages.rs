@@ -1621,3 +1621,152 @@ async fn the_reference_search_offers_bounded_visible_candidates_and_the_form_res
         })
     );
 }
+
+/// An anonymous visitor's view of `path`, as a page.
+async fn anonymous_html(app: &TestApp, path: &str) -> (StatusCode, String) {
+    let r = crate::harness::client()
+        .get(app.url(path))
+        .header(ACCEPT, HTML)
+        .send()
+        .await
+        .expect("GET");
+    let status = r.status();
+    (status, r.text().await.expect("html"))
+}
+
+/// Creates a published article tagged with `terms`; returns its id.
+async fn tagged(app: &TestApp, title: &str, terms: &[&str], status: &str) -> String {
+    let tags: Vec<Value> = terms.iter().map(|t| json!({"target_id": t})).collect();
+    let r = app
+        .post_item(
+            json!({"type": "article", "title": title, "status": status,
+                   "fields": {"field_body": {"value": "text"}, "field_tags": tags}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.expect("item");
+    v["id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test]
+async fn a_term_page_lists_the_published_live_items_using_it_and_follows_saves_and_renames() {
+    let app = TestApp::spawn_with_articles().await;
+    let rust = make_term(&app, "Rust").await;
+    let go = make_term(&app, "Go").await;
+    let alpha = tagged(&app, "Alpha", &[&rust], "published").await;
+    let beta = tagged(&app, "Beta", &[&go, &rust], "published").await;
+    tagged(&app, "Gamma draft", &[&rust], "unpublished").await;
+    let delta = tagged(&app, "Delta", &[&go], "published").await;
+    assert_eq!(
+        app.create_stage("draft").await.status(),
+        StatusCode::CREATED
+    );
+    let r = app
+        .post_item(
+            json!({"type": "article", "title": "Epsilon in a stage",
+                   "fields": {"field_body": {"value": "text"}, "field_tags": [{"target_id": rust}]}}),
+            Some("draft"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let path = format!("/term/{rust}");
+    let (status, page) = anonymous_html(&app, &path).await;
+    assert_eq!(status, StatusCode::OK);
+    for needle in ["<h1>Rust</h1>", "Tags · 2 items", ">Alpha</a>", ">Beta</a>"] {
+        assert!(page.contains(needle), "{needle}: {page}");
+    }
+    for absent in ["Gamma", "Delta", "Epsilon"] {
+        assert!(!page.contains(absent), "{absent}: {page}");
+    }
+    assert!(
+        page.find(">Beta</a>") < page.find(">Alpha</a>"),
+        "newest first: {page}"
+    );
+    // Served from the cache: a change that bypasses the write path (and
+    // so invalidates nothing) does not show.
+    sqlx::query("UPDATE item SET title = 'Alpha unseen' WHERE id = $1::uuid")
+        .bind(&alpha)
+        .execute(&app.state.db)
+        .await
+        .expect("direct update");
+    let (_, again) = anonymous_html(&app, &path).await;
+    assert!(again.contains(">Alpha</a>"), "{again}");
+    // Item pages link their terms here.
+    let (_, item_page) = anonymous_html(&app, &format!("/item/{alpha}")).await;
+    // (minijinja writes the slashes of an attribute as `&#x2f;`.)
+    assert!(
+        item_page.contains(&format!("<a href=\"&#x2f;term&#x2f;{rust}\">Rust</a>")),
+        "{item_page}"
+    );
+
+    // The cached list follows item saves and the term's rename.
+    let r = app
+        .update_item(
+            &delta,
+            json!({"fields": {"field_body": {"value": "text"}, "field_tags": [{"target_id": go}, {"target_id": rust}]}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    app.rename_item(&alpha, "Alpha, renamed", None).await;
+    let r = app
+        .update_item(&beta, json!({"status": "unpublished"}), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .json_request(reqwest::Method::PUT, &format!("/api/terms/{rust}"))
+        .json(&json!({"name": "Rust lang"}))
+        .send()
+        .await
+        .expect("rename term");
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, page) = anonymous_html(&app, &path).await;
+    for needle in [
+        "<h1>Rust lang</h1>",
+        ">Delta</a>",
+        ">Alpha, renamed</a>",
+        "2 items",
+    ] {
+        assert!(page.contains(needle), "{needle}: {page}");
+    }
+    assert!(
+        !page.contains("Beta"),
+        "unpublished leaves the list: {page}"
+    );
+
+    // Paged: 20 a page, the oldest on the last.
+    for n in 0..20 {
+        tagged(&app, &format!("Later {n:02}"), &[&rust], "published").await;
+    }
+    let (_, first) = anonymous_html(&app, &path).await;
+    assert!(
+        first.contains("22 items") && first.contains("Page 1 of 2"),
+        "{first}"
+    );
+    assert!(first.contains(">Later 19</a>") && !first.contains(">Delta</a>"));
+    let (status, second) = anonymous_html(&app, &format!("{path}?page=2")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        second.contains(">Alpha, renamed</a>") && second.contains(">Delta</a>"),
+        "{second}"
+    );
+    assert!(!second.contains(">Later 00</a>"), "{second}");
+
+    // An unknown term is an HTML 404; a bad page is refused.
+    for missing in [format!("/term/{}", Uuid::now_v7()), "/term/rust".to_owned()] {
+        let (status, page) = anonymous_html(&app, &missing).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+        assert!(page.contains("Page not found"), "{page}");
+    }
+    let (status, _) = anonymous_html(&app, &format!("{path}?page=0")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Deleting the term is refused while items use it; the page stays.
+    let r = app
+        .json_request(reqwest::Method::DELETE, &format!("/api/terms/{go}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+}

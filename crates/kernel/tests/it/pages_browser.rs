@@ -256,6 +256,20 @@ async fn a_site_team_builds_a_type_writes_an_item_edits_it_in_a_stage_and_publis
         .await
         .expect("item page");
     browser.shots("item-page").await;
+    c.find(Locator::LinkText("Gardening"))
+        .await
+        .expect("the term's link")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("article.term"))
+        .await
+        .expect("the term page");
+    assert_eq!(text_of(c, "h1").await, "Gardening");
+    assert!(text_of(c, "ul.teasers").await.contains("Tomatoes in May"));
+    browser.shots("term-page").await;
     let page = anonymous_page(&app, &format!("/item/{id}")).await;
     for needle in [
         "<dt>Topics</dt>",
