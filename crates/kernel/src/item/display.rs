@@ -54,12 +54,13 @@ pub struct Names {
 }
 
 impl Names {
-    /// The cache tags of the referenced items and terms: a page showing
-    /// their names goes stale when they change.
+    /// The cache tags of the referenced items, users and terms: a page
+    /// showing their names goes stale when they change.
     pub fn tags(&self) -> Vec<CacheTag> {
         self.items
             .keys()
             .map(|id| super::item_tag(*id))
+            .chain(self.users.keys().map(|id| crate::user::user_tag(*id)))
             .chain(self.terms.keys().map(|id| CacheTag::for_id("term", *id)))
             .collect()
     }

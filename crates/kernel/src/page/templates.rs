@@ -76,6 +76,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/admin/people.html"),
     ),
     (
+        "admin/person.html",
+        include_str!("../../templates/admin/person.html"),
+    ),
+    (
         "admin/roles.html",
         include_str!("../../templates/admin/roles.html"),
     ),

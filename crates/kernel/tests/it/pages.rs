@@ -1770,3 +1770,271 @@ async fn a_term_page_lists_the_published_live_items_using_it_and_follows_saves_a
         .expect("delete");
     assert_eq!(r.status(), StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn the_person_page_renames_readdresses_and_revokes_tokens_and_cached_pages_show_the_new_name()
+{
+    let app = TestApp::spawn_with_articles().await;
+    let r = app
+        .create_item_type(
+            "note",
+            json!([{"name": "field_editor", "label": "Editor", "kind": "reference", "target": "user"}]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let vera = app.create_user("vera", PASSWORD, false).await;
+    app.grant_authenticated("create content").await;
+    app.state.permissions.invalidate_all();
+    // An article by vera, and a note by the admin naming her as its editor.
+    let (as_vera, vera_csrf) = app.browser_for("vera").await;
+    let r = as_vera
+        .post(app.url("/api/items"))
+        .header("x-csrf-token", &vera_csrf)
+        .json(&json!({"type": "article", "title": "By Vera", "fields": {"field_body": {"value": "text"}}}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let article: Value = r.json().await.expect("item");
+    let article = article["id"].as_str().expect("id").to_owned();
+    let r = app
+        .post_item(
+            json!({"type": "note", "title": "Edited by Vera",
+                   "fields": {"field_editor": {"target_id": vera.id}}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let note: Value = r.json().await.expect("item");
+    let note = note["id"].as_str().expect("id").to_owned();
+    let (_, page) = anonymous_html(&app, &format!("/item/{article}")).await;
+    assert!(
+        page.contains("by <span class=\"author\">vera</span>"),
+        "{page}"
+    );
+    let (_, page) = anonymous_html(&app, &format!("/item/{note}")).await;
+    assert!(page.contains("<dd>vera</dd>"), "{page}");
+    let ci = trovato::user::token::create(&app.state.db, vera.id, "ci")
+        .await
+        .expect("token");
+    trovato::user::token::create(&app.state.db, vera.id, "laptop")
+        .await
+        .expect("token");
+
+    let (admin, csrf) = app.browser_for("admin").await;
+    let person = format!("/admin/people/{}", vera.id);
+    let r = admin.get(app.url(&person)).send().await.expect("GET");
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.expect("html");
+    for needle in [
+        "value=\"vera\"",
+        "value=\"vera@example.com\"",
+        "<td>ci</td>",
+        "<td>laptop</td>",
+        "never",
+    ] {
+        assert!(page.contains(needle), "{needle}: {page}");
+    }
+    let people = admin
+        .get(app.url("/admin/people"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        people.contains(&format!("href=\"/admin/people/{}\">vera</a>", vera.id)),
+        "the list links the person page: {people}"
+    );
+
+    // Refusals keep what was typed and change nothing.
+    for (name, email, status, reason) in [
+        ("admin", "vera@example.com", StatusCode::CONFLICT, "name"),
+        (
+            "Vera",
+            "not an address",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email",
+        ),
+        (
+            "  ",
+            "vera@example.com",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+    ] {
+        let r = post_form(
+            &admin,
+            app.url(&person),
+            &csrf,
+            &[("name", name), ("email", email)],
+        )
+        .await;
+        assert_eq!(r.status(), status, "{name} / {email}");
+        let page = r.text().await.expect("html");
+        assert!(page.contains("class=\"notice error\""), "{page}");
+        assert!(page.to_lowercase().contains(reason), "{reason}: {page}");
+        assert!(
+            page.contains(&format!("value=\"{}\"", email)),
+            "the typed address is kept: {page}"
+        );
+    }
+    let (name, email): (String, String) =
+        sqlx::query_as("SELECT name, email FROM users WHERE id = $1")
+            .bind(vera.id)
+            .fetch_one(&app.state.db)
+            .await
+            .expect("user");
+    assert_eq!(
+        (name.as_str(), email.as_str()),
+        ("vera", "vera@example.com")
+    );
+    let r = admin
+        .post(app.url(&person))
+        .form(&[("name", "Vera Lynn"), ("email", "vera@lynn.example")])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "no CSRF token");
+
+    // The rename, through the user module's update.
+    let r = post_form(
+        &admin,
+        app.url(&person),
+        &csrf,
+        &[("name", " Vera Lynn "), ("email", "vera@lynn.example")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert_eq!(to, format!("{person}?notice=account_saved"));
+    let (name, email): (String, String) =
+        sqlx::query_as("SELECT name, email FROM users WHERE id = $1")
+            .bind(vera.id)
+            .fetch_one(&app.state.db)
+            .await
+            .expect("user");
+    assert_eq!(
+        (name.as_str(), email.as_str()),
+        ("Vera Lynn", "vera@lynn.example")
+    );
+    let page = admin
+        .get(app.url(&to))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("The account was saved."), "{page}");
+    // The cached pages showing her name follow.
+    let (_, page) = anonymous_html(&app, &format!("/item/{article}")).await;
+    assert!(
+        page.contains("by <span class=\"author\">Vera Lynn</span>"),
+        "{page}"
+    );
+    let (_, page) = anonymous_html(&app, &format!("/item/{note}")).await;
+    assert!(page.contains("<dd>Vera Lynn</dd>"), "{page}");
+
+    // Revoking a token: it signs nobody in; the other stays.
+    let token_of = |label: &'static str| {
+        let db = app.state.db.clone();
+        async move {
+            sqlx::query_scalar::<_, Uuid>("SELECT id FROM api_token WHERE label = $1")
+                .bind(label)
+                .fetch_optional(&db)
+                .await
+                .expect("token row")
+        }
+    };
+    let ci_id = token_of("ci").await.expect("ci");
+    let revoke = format!("{person}/tokens/{ci_id}/revoke");
+    let r = post_form(&admin, app.url(&revoke), &csrf, &[]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()["location"],
+        format!("{person}?notice=token_revoked").as_str()
+    );
+    assert_eq!(token_of("ci").await, None);
+    assert!(token_of("laptop").await.is_some());
+    let r = crate::harness::client()
+        .get(app.url("/user/me"))
+        .bearer_auth(&ci)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "the revoked token is refused"
+    );
+    let page = admin
+        .get(app.url(&person))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(!page.contains("<td>ci</td>") && page.contains("<td>laptop</td>"));
+    for path in [revoke.clone(), format!("{person}/tokens/nope/revoke")] {
+        let r = admin
+            .post(app.url(&path))
+            .header(ACCEPT, HTML)
+            .form(&[("csrf_token", csrf.as_str())])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+
+    // Who may: a user manager is not an administrator, so not the admin's
+    // account; anonymous visitors go to the login form.
+    app.create_user("manager", PASSWORD, false).await;
+    app.grant_authenticated("administer users").await;
+    app.state.permissions.invalidate_all();
+    let (manager, manager_csrf) = app.browser_for("manager").await;
+    let admin_id: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE name = 'admin'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("admin");
+    let theirs = format!("/admin/people/{admin_id}");
+    let r = manager.get(app.url(&theirs)).send().await.expect("GET");
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = post_form(
+        &manager,
+        app.url(&theirs),
+        &manager_csrf,
+        &[("name", "taken over"), ("email", "x@example.com")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = manager.get(app.url(&person)).send().await.expect("GET");
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "others' accounts are theirs to manage"
+    );
+    let name: String = sqlx::query_scalar("SELECT name FROM users WHERE id = $1")
+        .bind(admin_id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("admin");
+    assert_eq!(name, "admin");
+    let r = crate::harness::client()
+        .get(app.url(&person))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = admin
+        .get(app.url(&format!("/admin/people/{}", Uuid::now_v7())))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}

@@ -460,6 +460,38 @@ async fn people_roles_categories_and_plugins_are_run_from_their_pages() {
     expect_notice(c, "The user was created.").await;
     assert!(text_of(c, "main").await.contains("rosa@example.com"));
     browser.shots("admin-people").await;
+    // Rosa's own page: a rename, and one of her API tokens revoked.
+    let rosa: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE name = 'Rosa'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("rosa");
+    trovato::user::token::create(&app.state.db, rosa, "deploy")
+        .await
+        .expect("token");
+    c.find(Locator::LinkText("Rosa"))
+        .await
+        .expect("the person link")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("table.tokens"))
+        .await
+        .expect("the person page");
+    fill(c, "#name", "Rosa Parks").await;
+    click(c, &format!("form[action='/admin/people/{rosa}'] button")).await;
+    expect_notice(c, "The account was saved.").await;
+    assert_eq!(text_of(c, "h1").await, "Rosa Parks");
+    browser.shots("admin-person").await;
+    click(c, "table.tokens button").await;
+    expect_notice(c, "The token was revoked: it signs nobody in any more.").await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM api_token WHERE user_id = $1")
+        .bind(rosa)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("tokens");
+    assert_eq!(left, 0);
     browser.open_admin_page(&base, "Roles", "table.grid").await;
     click(c, "input[name='authenticated'][value='upload files']").await;
     click(c, "form.grid-form > button").await;
