@@ -879,8 +879,9 @@ pub struct GridForm {
     csrf_token: Option<String>,
 }
 
-/// Save the grid: every role's permissions as ticked (the administrator
-/// role holds every permission and is left as it is).
+/// Save the grid: every role's permissions as ticked, all roles in one
+/// transaction (the administrator role holds every permission and is left
+/// as it is). A refused or failed save changes no role.
 #[utoipa::path(post, path = "/admin/roles", tag = "page",
     request_body(content = Option<GridForm>, description = "Empty when nothing is ticked", content_type = "application/x-www-form-urlencoded"),
     responses(
@@ -907,34 +908,35 @@ pub(crate) async fn save_roles_from_page(
         }
     }
     let all = roles::list(&state.db).await?;
-    // Every ticked permission is checked before any role changes, so a
-    // refused grid changes nothing.
     let every: Vec<String> = ticked.values().flatten().cloned().collect();
     let unknown = state.permissions.registry().unknown(&every);
-    let mut failed = if unknown.is_empty() {
-        None
+    let failed = if unknown.is_empty() {
+        // Every role in one transaction: a refusal or failure of any
+        // leaves them all as they were.
+        let updates: Vec<(String, RoleUpdate)> = all
+            .iter()
+            .filter(|r| r.name != role::ADMINISTRATOR)
+            .map(|r| {
+                let permissions = ticked
+                    .get(&r.name)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default();
+                (
+                    r.name.clone(),
+                    RoleUpdate {
+                        label: r.label.clone(),
+                        permissions,
+                    },
+                )
+            })
+            .collect();
+        match roles::update_all(&state.db, state.permissions.registry(), &updates).await {
+            Ok(_) => None,
+            Err(e) => Some(shown_refusal(e)?),
+        }
     } else {
         Some(shown_refusal(UserError::UnknownPermission(unknown))?)
     };
-    for r in all
-        .iter()
-        .filter(|r| r.name != role::ADMINISTRATOR && failed.is_none())
-    {
-        let permissions: Vec<String> = ticked
-            .get(&r.name)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        let update = RoleUpdate {
-            label: r.label.clone(),
-            permissions,
-        };
-        if let Err(e) =
-            roles::update(&state.db, state.permissions.registry(), &r.name, &update).await
-        {
-            failed = Some(shown_refusal(e)?);
-            break;
-        }
-    }
     state.permissions.invalidate_all();
     match failed {
         None => Ok(Redirect::to(&format!(

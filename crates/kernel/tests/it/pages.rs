@@ -2038,3 +2038,83 @@ async fn the_person_page_renames_readdresses_and_revokes_tokens_and_cached_pages
         .expect("GET");
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+/// Every `(role, permission)` granted, in order.
+async fn grants(app: &TestApp) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT role, permission FROM role_permission ORDER BY role, permission")
+        .fetch_all(&app.state.db)
+        .await
+        .expect("grants")
+}
+
+#[tokio::test]
+async fn the_permission_grid_saves_every_role_or_none() {
+    let app = TestApp::spawn_with_articles().await;
+    let (admin, csrf) = app.browser_for("admin").await;
+    let r = post_form(
+        &admin,
+        app.url("/admin/roles/new"),
+        &csrf,
+        &[("name", "zz_last"), ("label", "Last")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let before = grants(&app).await;
+    // The grid as saved: every role's current grants, plus `upload files`
+    // for authenticated users (saved before `zz_last`) and a first grant
+    // for `zz_last`, which the database is made to refuse.
+    let mut grid: Vec<(String, String)> = before.clone();
+    grid.push(("authenticated".into(), "upload files".into()));
+    grid.push(("zz_last".into(), "access content".into()));
+    let send = |grid: Vec<(String, String)>| {
+        let admin = admin.clone();
+        let url = app.url("/admin/roles");
+        let csrf = csrf.clone();
+        async move {
+            let mut form = vec![("csrf_token".to_owned(), csrf)];
+            form.extend(grid);
+            admin
+                .post(url)
+                .header(ACCEPT, HTML)
+                .form(&form)
+                .send()
+                .await
+                .expect("POST")
+        }
+    };
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_zz_last() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.role = 'zz_last' THEN RAISE EXCEPTION 'refused for the test'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_zz_last BEFORE INSERT ON role_permission
+             FOR EACH ROW EXECUTE FUNCTION refuse_zz_last();",
+    )
+    .execute(&app.state.db)
+    .await
+    .expect("trigger");
+    let r = send(grid.clone()).await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(grants(&app).await, before, "no role changed");
+
+    // A permission nobody declares is refused before anything is written.
+    let mut unknown = grid.clone();
+    unknown.push(("authenticated".into(), "fly".into()));
+    let r = send(unknown).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = r.text().await.expect("html");
+    assert!(page.contains("fly"), "{page}");
+    assert_eq!(grants(&app).await, before);
+
+    // Without the fault the same grid saves, every role.
+    sqlx::raw_sql("DROP TRIGGER refuse_zz_last ON role_permission")
+        .execute(&app.state.db)
+        .await
+        .expect("drop trigger");
+    let r = send(grid.clone()).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let mut expected = grid;
+    expected.sort();
+    assert_eq!(grants(&app).await, expected);
+}
