@@ -637,3 +637,74 @@ async fn a_reference_field_suggests_matches_as_the_editor_types_and_keeps_the_ch
     );
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_pages_read_at_desktop_and_phone_widths() {
+    let site = crate::files::Site::new().await;
+    let app = &site.app;
+    // Long words and names are where narrow pages break.
+    let long = "Notes on photosynthesisandotherunbreakablylongwords in the garden";
+    let file = site
+        .upload(
+            "public",
+            "a-rather-long-file-name-for-the-garden-photos-2024.png",
+            "image/png",
+            PNG,
+        )
+        .await;
+    let r = app
+        .post_item(
+            json!({"type": "article", "title": long, "promote": true,
+                   "fields": {"field_image": {"file_id": file["id"]}}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app
+        .json_request(reqwest::Method::POST, "/cron")
+        .send()
+        .await
+        .expect("cron");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .json_request(reqwest::Method::POST, "/api/batch")
+        .json(&json!({"operation": "cache.rebuild_listings", "params": {}}))
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let batch: Value = r.json().await.expect("batch");
+    let batch = batch["id"].as_str().expect("id").to_owned();
+
+    let browser = Browser::start().await;
+    let base = app.url("");
+    let c = &browser.client;
+    c.goto(&format!("{base}/user/login")).await.expect("login");
+    browser.shots("login").await;
+    browser.log_in(&base, "admin", PASSWORD).await;
+    for (path, ready, name) in [
+        ("/items/article".to_owned(), "ul.items", "items-page"),
+        ("/search?q=garden".to_owned(), "main", "search-page"),
+        ("/admin/content/new".to_owned(), "main", "admin-content-new"),
+        ("/admin/files".to_owned(), "main table", "admin-files"),
+        ("/admin/cron".to_owned(), "main table", "admin-cron"),
+        ("/admin/queues".to_owned(), "main", "admin-queues"),
+        ("/admin/batch".to_owned(), "main", "admin-batches"),
+        (format!("/admin/batch/{batch}"), "#batch", "admin-batch"),
+        ("/admin/search".to_owned(), "main", "admin-search"),
+    ] {
+        c.goto(&format!("{base}{path}")).await.expect("page");
+        c.wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css(ready))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: `{ready}`: {e}"));
+        let heading = text_of(c, "h1").await;
+        assert!(
+            !heading.is_empty() && heading != "Page not found" && heading != "Access denied",
+            "{path}: {heading}"
+        );
+        browser.shots(name).await;
+    }
+    browser.close().await;
+}
