@@ -165,7 +165,13 @@ async fn the_item_form_creates_an_item_with_a_term_named_and_an_uploaded_image()
     ] {
         assert!(page.contains(needle), "{needle} missing from {page}");
     }
-    assert!(!page.contains(&term), "the term is shown by name, not id");
+    // Shown by name, linking its page (minijinja writes `/` in attributes
+    // as `&#x2f;`).
+    assert!(
+        page.contains(&format!("<a href=\"&#x2f;term&#x2f;{term}\">Rust</a>")),
+        "the term is shown by name, linking its page: {page}"
+    );
+    assert!(!page.contains(&format!(">{term}<")), "not by its id");
 }
 
 #[tokio::test]
