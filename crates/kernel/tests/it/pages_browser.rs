@@ -445,6 +445,20 @@ async fn people_roles_categories_and_plugins_are_run_from_their_pages() {
             .expect("tomatoes");
     assert_eq!(parent, Some(garden));
     assert!(c.find(Locator::Css("li.term.depth-1")).await.is_ok());
+    // Each term links its public page.
+    click(c, &format!("#term-{garden} a[href='/term/{garden}']")).await;
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("article.term"))
+        .await
+        .expect("the term page");
+    assert_eq!(text_of(c, "h1").await, "Garden");
+    assert!(
+        text_of(c, "main")
+            .await
+            .contains("Nothing published uses this term yet.")
+    );
+    c.back().await.expect("back");
     browser.shots("admin-category").await;
     c.goto(&format!("{base}/admin/structure/categories"))
         .await
