@@ -42,6 +42,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(stage::admin::router())
         .merge(category::routes::router())
         .merge(category::admin::router())
+        .merge(category::page::router())
         .merge(file::routes::router())
         .merge(cron::routes::router())
         .merge(batch::routes::router())

@@ -10,6 +10,7 @@
 //! left unsaveable and no stage unpublishable.
 
 pub mod admin;
+pub mod page;
 pub mod routes;
 
 use bytes::Bytes;

@@ -7,8 +7,9 @@
 //! The form is `multipart/form-data` (its file fields upload with it,
 //! through the file subsystem's upload path) and usable without scripts:
 //! "Add another" buttons post the form back with one more slot, reference
-//! fields take a title or name (the browser suggests from a list) that is
-//! resolved on save. Saving is [`super::create`] / [`super::update`], the
+//! fields take a title, a name or an id that is resolved on save (with a
+//! script, the field also offers the matches of
+//! `/admin/content/references` as the editor types). Saving is [`super::create`] / [`super::update`], the
 //! one write path; a refusal shows the form again with each message next
 //! to its field and every value kept.
 
@@ -46,6 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(new_item_page, create_from_page))
         .routes(routes!(edit_item_page, update_from_page))
         .routes(routes!(delete_from_page))
+        .routes(routes!(reference_candidates))
 }
 
 /// The item form's routes bound their own body: the uploads in it may be
@@ -54,8 +56,10 @@ pub const OWN_BODY_LIMIT: &[&str] = &["/admin/content/new/{type}", "/admin/conte
 
 /// Items per page of the listing.
 const PER_PAGE: u32 = 50;
-/// Suggestions offered for a reference field.
-const SUGGESTIONS: i64 = 500;
+/// Candidates `/admin/content/references` answers at most.
+const CANDIDATES: usize = 20;
+/// Longest text `/admin/content/references` searches for.
+const CANDIDATE_QUERY_MAX: usize = 255;
 /// Room for the form's text parts around its files.
 const ENVELOPE: u64 = 256 * 1024;
 /// Largest text part of the form.
@@ -515,8 +519,8 @@ struct FormField {
     max: Option<i64>,
     slots: Vec<Slot>,
     errors: Vec<String>,
-    /// The datalist id for a reference field's suggestions.
-    suggestions: Option<&'static str>,
+    /// A reference field's target: `item`, `user` or `term`.
+    target: Option<&'static str>,
 }
 
 impl FormField {
@@ -538,18 +542,19 @@ fn input_of(kind: &FieldKind) -> &'static str {
     }
 }
 
-fn suggestions_of(kind: &FieldKind) -> Option<&'static str> {
+fn target_of(kind: &FieldKind) -> Option<&'static str> {
     match kind {
-        FieldKind::Reference {
-            target: RefTarget::Item,
-        } => Some("items"),
-        FieldKind::Reference {
-            target: RefTarget::User,
-        } => Some("users"),
-        FieldKind::Reference {
-            target: RefTarget::Term,
-        } => Some("terms"),
+        FieldKind::Reference { target } => Some(target_param(*target)),
         _ => None,
+    }
+}
+
+/// A target as `/admin/content/references?target=` names it.
+fn target_param(target: RefTarget) -> &'static str {
+    match target {
+        RefTarget::Item => "item",
+        RefTarget::User => "user",
+        RefTarget::Term => "term",
     }
 }
 
@@ -572,7 +577,7 @@ fn blank_field(def: &FieldDef) -> FormField {
         max,
         slots: vec![],
         errors: vec![],
-        suggestions: suggestions_of(&def.kind),
+        target: target_of(&def.kind),
     }
 }
 
@@ -777,10 +782,12 @@ fn indexes(sub: &Submitted, field: &str) -> Vec<usize> {
     out
 }
 
-/// Finds the id of the target titled or named `name`: `Ok(None)` when none
-/// is, an error naming the problem when several are.
+/// Finds the id of the target titled or named `name` (any case; items
+/// only where `account` may see them), or taken as an id: an error naming
+/// the problem when none or several are.
 async fn resolve(
     state: &AppState,
+    account: &Account,
     stage: &StageId,
     target: RefTarget,
     name: &str,
@@ -790,32 +797,36 @@ async fn resolve(
     }
     let (sql, what) = match target {
         RefTarget::Item => (
-            "SELECT id FROM item WHERE lower(title) = lower($1) AND stage_id IN ('live', $2) ORDER BY id LIMIT 2",
+            "SELECT id FROM item WHERE lower(title) = lower($1) AND stage_id IN ('live', $2)
+                 AND $3 AND (status = 1 OR $4 OR author = $5)
+             ORDER BY id LIMIT 2",
             "item titled",
         ),
         RefTarget::User => (
-            "SELECT id FROM users WHERE lower(name) = lower($1) AND $2 <> '' ORDER BY id LIMIT 2",
+            "SELECT id FROM users WHERE lower(name) = lower($1) ORDER BY id LIMIT 2",
             "user named",
         ),
         RefTarget::Term => (
-            "SELECT id FROM category_tag WHERE lower(name) = lower($1) AND $2 <> '' ORDER BY id LIMIT 2",
+            "SELECT id FROM category_tag WHERE lower(name) = lower($1) ORDER BY id LIMIT 2",
             "term named",
         ),
     };
-    let found: Vec<Uuid> = timed(
-        "reference.resolve",
-        sqlx::query_scalar(sql)
-            .bind(name)
+    let mut query = sqlx::query_scalar(sql).bind(name);
+    if target == RefTarget::Item {
+        query = query
             .bind(stage.as_str())
-            .fetch_all(&state.db),
-    )
-    .await
-    .map_err(ItemError::from)?;
+            .bind(account.has(permission::ACCESS_CONTENT))
+            .bind(account.has(permission::VIEW_UNPUBLISHED_CONTENT))
+            .bind(account.user.as_ref().map(|u| u.id));
+    }
+    let found: Vec<Uuid> = timed("reference.resolve", query.fetch_all(&state.db))
+        .await
+        .map_err(ItemError::from)?;
     Ok(match found.as_slice() {
         [id] => Ok(*id),
         [] => Err(format!("no {what} “{name}”")),
         _ => Err(format!(
-            "more than one {what} “{name}”: save the item once with the one you mean chosen from the list, or rename the others"
+            "more than one {what} “{name}”: choose the one you mean from the suggestions, or type its id"
         )),
     })
 }
@@ -833,6 +844,7 @@ struct Read {
 /// gets one more (empty) slot.
 async fn read_fields(
     state: &AppState,
+    account: &Account,
     stage: &StageId,
     t: &ItemType,
     sub: &Submitted,
@@ -930,7 +942,7 @@ async fn read_fields(
                         });
                         let found = match kept {
                             Some(k) => Ok(k),
-                            None => resolve(state, stage, *target, &name).await?,
+                            None => resolve(state, account, stage, *target, &name).await?,
                         };
                         match found {
                             Ok(target_id) => {
@@ -1057,41 +1069,6 @@ fn place_failures(fields: &mut [FormField], failures: &Failures) -> Vec<(String,
     rest
 }
 
-/// Suggestions for the reference fields: titles and names the browser
-/// offers while typing.
-async fn suggestions(
-    state: &AppState,
-    stage: &StageId,
-    fields: &[FormField],
-) -> Result<BTreeMap<&'static str, Vec<String>>, AppError> {
-    let mut out = BTreeMap::new();
-    for key in fields.iter().filter_map(|f| f.suggestions) {
-        if out.contains_key(key) {
-            continue;
-        }
-        let sql = match key {
-            "items" => {
-                "SELECT title FROM item WHERE stage_id IN ('live', $1) AND title <> '' ORDER BY changed DESC LIMIT $2"
-            }
-            "users" => {
-                "SELECT name FROM users WHERE status = 1 AND $1 <> '' ORDER BY lower(name) LIMIT $2"
-            }
-            _ => "SELECT name FROM category_tag WHERE $1 <> '' ORDER BY lower(name) LIMIT $2",
-        };
-        let list: Vec<String> = timed(
-            "reference.suggestions",
-            sqlx::query_scalar(sql)
-                .bind(stage.as_str())
-                .bind(SUGGESTIONS)
-                .fetch_all(&state.db),
-        )
-        .await
-        .map_err(ItemError::from)?;
-        out.insert(key, list);
-    }
-    Ok(out)
-}
-
 /// One revision as the form lists it.
 #[derive(Serialize)]
 struct RevisionRow {
@@ -1120,7 +1097,6 @@ async fn render_form(
     stage: &StageId,
     page: FormPage<'_>,
 ) -> Result<Html<String>, AppError> {
-    let suggestions = suggestions(state, stage, &page.fields).await?;
     let revisions = match page.item {
         Some(item) => {
             let mut list = super::revisions(&state.db, item.id).await?;
@@ -1197,7 +1173,6 @@ async fn render_form(
             title_errors => title_errors,
             other_errors => other_errors,
             error => has_errors.then_some("The item was not saved: correct the fields marked below."),
-            suggestions => suggestions,
             revisions => revisions,
             stage => stage.to_string(),
             may_delete => may_delete,
@@ -1365,7 +1340,7 @@ pub(crate) async fn create_from_page(
         Op::Add(f) => Some(f.as_str()),
         Op::Save => None,
     };
-    let mut read = read_fields(&state, &stage, &t, &sub, add).await?;
+    let mut read = read_fields(&state, &account, &stage, &t, &sub, add).await?;
     if let Op::Add(_) = op {
         let page = FormPage {
             t: &t,
@@ -1521,7 +1496,7 @@ pub(crate) async fn update_from_page(
         Op::Add(f) => Some(f.as_str()),
         Op::Save => None,
     };
-    let mut read = read_fields(&state, &stage, &t, &sub, add).await?;
+    let mut read = read_fields(&state, &account, &stage, &t, &sub, add).await?;
     if let Op::Add(_) = op {
         let page = FormPage {
             t: &t,
@@ -1623,6 +1598,160 @@ pub(crate) async fn delete_from_page(
         Notice::Deleted.param()
     ))
     .into_response())
+}
+
+// ---------------------------------------------------------------- reference search
+
+/// What `/admin/content/references` searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CandidateTarget {
+    Item,
+    User,
+    Term,
+}
+
+/// The search of a reference field's input.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReferenceQuery {
+    /// `item` (titles), `user` (names of active users) or `term` (names).
+    #[param(inline)]
+    target: CandidateTarget,
+    /// Text the title or name contains, in any case; blank: no candidates.
+    #[serde(default)]
+    #[param(max_length = 255)]
+    q: String,
+    /// The stage whose new items count too (read by the stage selection;
+    /// see `StageParams`).
+    #[serde(default)]
+    #[param(ignore)]
+    #[allow(dead_code)]
+    stage: Option<String>,
+}
+
+/// One title or name a reference field may take.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Candidate {
+    pub id: Uuid,
+    /// The title or name, as typed into the field.
+    pub label: String,
+    /// What tells candidates apart: an item's type (and `unpublished`), a
+    /// term's category; empty for a user.
+    pub detail: String,
+}
+
+/// The candidates of a search, best first: the exact title or name, then
+/// those starting with the text, then the rest, alphabetically.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Candidates {
+    /// At most 20.
+    pub candidates: Vec<Candidate>,
+    /// More match than are listed: type more of the title or name.
+    pub more: bool,
+}
+
+/// The titles or names a reference field of the item form may take,
+/// matching what the editor typed (the form's script asks as they type).
+/// Items are those the account may see, live or new in the working stage.
+#[utoipa::path(get, path = "/admin/content/references", tag = "page",
+    params(ReferenceQuery, StageParams),
+    responses(
+        (status = 200, description = "The candidates", body = Candidates),
+        (status = 400, description = "An unknown target, or a text longer than 255 characters", body = ErrorBody),
+        (status = 401, description = "Anonymous", body = ErrorBody),
+        (status = 403, description = "Lacks every content permission, or may not work in the stage", body = ErrorBody),
+        (status = 404, description = "No such stage", body = ErrorBody),
+        (status = 422, description = "A bad stage id", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
+pub(crate) async fn reference_candidates(
+    State(state): State<AppState>,
+    account: Account,
+    SelectedStage(stage): SelectedStage,
+    query: Result<Query<ReferenceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AppError> {
+    if !account.is_authenticated() {
+        return Err(AppError::Unauthenticated);
+    }
+    if !CONTENT_PERMISSIONS.iter().any(|p| account.has(p)) {
+        account.require(permission::CREATE_CONTENT)?;
+    }
+    let Query(q) = query?;
+    let text = q.q.trim();
+    if text.chars().count() > CANDIDATE_QUERY_MAX {
+        return Err(AppError::bad_request(
+            "bad_query",
+            format!("the text to search for is longer than {CANDIDATE_QUERY_MAX} characters"),
+        ));
+    }
+    let mut found = if text.is_empty() {
+        vec![]
+    } else {
+        search_candidates(&state, &account, &stage, q.target, text, CANDIDATES + 1).await?
+    };
+    let more = found.len() > CANDIDATES;
+    found.truncate(CANDIDATES);
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(Candidates {
+            candidates: found,
+            more,
+        }),
+    )
+        .into_response())
+}
+
+/// Up to `limit` targets whose title or name contains `text` (any case),
+/// best first. Items only where `account` may see them.
+async fn search_candidates(
+    state: &AppState,
+    account: &Account,
+    stage: &StageId,
+    target: CandidateTarget,
+    text: &str,
+    limit: usize,
+) -> Result<Vec<Candidate>, AppError> {
+    const ORDER: &str = "ORDER BY lower(label) = lower($1) DESC, strpos(lower(label), lower($1)) = 1 DESC, lower(label), id LIMIT $2";
+    let sql = match target {
+        CandidateTarget::Item => format!(
+            "SELECT id, label, detail FROM (
+                 SELECT i.id, i.title AS label,
+                        COALESCE(t.label, i.type) || CASE WHEN i.status = 1 THEN '' ELSE ', unpublished' END AS detail
+                 FROM item i LEFT JOIN item_type t ON t.type = i.type
+                 WHERE i.stage_id IN ('live', $3) AND i.title <> ''
+                   AND strpos(lower(i.title), lower($1)) > 0
+                   AND $4 AND (i.status = 1 OR $5 OR i.author = $6)
+             ) c {ORDER}"
+        ),
+        CandidateTarget::User => format!(
+            "SELECT id, label, detail FROM (
+                 SELECT id, name AS label, '' AS detail FROM users
+                 WHERE status = 1 AND strpos(lower(name), lower($1)) > 0
+             ) c {ORDER}"
+        ),
+        CandidateTarget::Term => format!(
+            "SELECT id, label, detail FROM (
+                 SELECT t.id, t.name AS label, c.label AS detail
+                 FROM category_tag t JOIN category c ON c.id = t.category_id
+                 WHERE strpos(lower(t.name), lower($1)) > 0
+             ) c {ORDER}"
+        ),
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut query = sqlx::query_as::<_, Candidate>(&sql).bind(text).bind(limit);
+    if target == CandidateTarget::Item {
+        query = query
+            .bind(stage.as_str())
+            .bind(account.has(permission::ACCESS_CONTENT))
+            .bind(account.has(permission::VIEW_UNPUBLISHED_CONTENT))
+            .bind(account.user.as_ref().map(|u| u.id));
+    }
+    let found = timed("reference.candidates", query.fetch_all(&state.db))
+        .await
+        .map_err(ItemError::from)?;
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -54,12 +54,13 @@ pub struct Names {
 }
 
 impl Names {
-    /// The cache tags of the referenced items and terms: a page showing
-    /// their names goes stale when they change.
+    /// The cache tags of the referenced items, users and terms: a page
+    /// showing their names goes stale when they change.
     pub fn tags(&self) -> Vec<CacheTag> {
         self.items
             .keys()
             .map(|id| super::item_tag(*id))
+            .chain(self.users.keys().map(|id| crate::user::user_tag(*id)))
             .chain(self.terms.keys().map(|id| CacheTag::for_id("term", *id)))
             .collect()
     }
@@ -240,22 +241,15 @@ pub fn show_value(def: &FieldDef, v: &Value, names: &Names) -> ShownValue {
                         .cloned()
                         .unwrap_or_else(|| "(deleted user)".into()),
                 ),
-                RefTarget::Term => {
-                    let name = names
+                RefTarget::Term => ShownValue {
+                    text: names
                         .terms
                         .get(&id)
                         .cloned()
-                        .unwrap_or_else(|| "(deleted term)".into());
-                    ShownValue {
-                        href: Some(format!(
-                            "/search?q={}",
-                            url::form_urlencoded::byte_serialize(name.as_bytes())
-                                .collect::<String>()
-                        )),
-                        text: name,
-                        image: None,
-                    }
-                }
+                        .unwrap_or_else(|| "(deleted term)".into()),
+                    href: Some(format!("/term/{id}")),
+                    image: None,
+                },
             }
         }
         FieldKind::File => match id_of(&def.kind, v).and_then(|id| names.files.get(&id)) {

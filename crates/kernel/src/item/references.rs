@@ -174,3 +174,65 @@ pub async fn references_to_user(
 ) -> Result<Vec<ItemReference>, ItemError> {
     uses_of(db, RefTarget::User, &[user], None).await
 }
+
+/// One published live item that references a term, as a term's page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct TermUse {
+    pub id: Uuid,
+    pub title: String,
+    #[sqlx(rename = "type")]
+    pub item_type: String,
+    pub created: chrono::DateTime<chrono::Utc>,
+}
+
+/// The published live items whose term reference fields hold `term`,
+/// sticky ones first, then the newest: `limit` from `offset`, and how many
+/// there are.
+pub async fn live_items_with_term(
+    db: &sqlx::PgPool,
+    term: Uuid,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<TermUse>, i64), ItemError> {
+    // Ids compared in their simple form, as in `uses_of`.
+    const HITS: &str = "WITH defs AS (
+             SELECT t.type, d ->> 'name' AS field
+             FROM item_type t CROSS JOIN LATERAL jsonb_array_elements(t.fields) d
+             WHERE d ->> 'kind' = 'reference' AND d ->> 'target' = 'term'
+         ),
+         hits AS (
+             SELECT DISTINCT i.id, i.title, i.type, i.created, i.sticky
+             FROM item i
+             JOIN defs d ON d.type = i.type
+             CROSS JOIN LATERAL jsonb_array_elements(
+                 CASE jsonb_typeof(i.fields -> d.field)
+                     WHEN 'array' THEN i.fields -> d.field
+                     ELSE jsonb_build_array(i.fields -> d.field)
+                 END) AS e
+             WHERE i.stage_id = 'live' AND i.status = 1
+               AND jsonb_typeof(e) = 'object' AND jsonb_typeof(e -> 'target_id') = 'string'
+               AND lower(replace(btrim(regexp_replace(e ->> 'target_id', '^urn:uuid:', '', 'i'),
+                                       '{}'), '-', '')) = $1
+         )";
+    let simple = term.simple().to_string();
+    let total: i64 = timed(
+        "item.term_uses_count",
+        sqlx::query_scalar(&format!("{HITS} SELECT count(*) FROM hits"))
+            .bind(&simple)
+            .fetch_one(db),
+    )
+    .await?;
+    let items = timed(
+        "item.term_uses",
+        sqlx::query_as::<_, TermUse>(&format!(
+            "{HITS} SELECT id, title, type, created FROM hits
+             ORDER BY sticky DESC, created DESC, id DESC LIMIT $2 OFFSET $3"
+        ))
+        .bind(&simple)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(db),
+    )
+    .await?;
+    Ok((items, total))
+}

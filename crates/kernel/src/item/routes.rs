@@ -587,7 +587,8 @@ async fn anonymous_may_access(state: &AppState) -> Result<bool, AppError> {
 
 /// Renders the item page: field labels and values formatted by kind, the
 /// author's name and the dates. Returns the page and the cache tags of what
-/// it shows besides the item (referenced items and terms).
+/// it shows besides the item (referenced items, users and terms, and the
+/// author).
 async fn render_item(
     state: &AppState,
     item: &Item,
@@ -621,7 +622,9 @@ async fn render_item(
             may_edit => may_edit,
         },
     )?;
-    Ok((html, names.tags()))
+    let mut tags = names.tags();
+    tags.extend(item.author.map(crate::user::user_tag));
+    Ok((html, tags))
 }
 
 /// The anonymous rendering of a published live item, cached as a page

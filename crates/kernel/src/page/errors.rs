@@ -26,6 +26,7 @@ pub const JSON_ROUTES: &[&str] = &[
     "/batch/{id}/status",
     "/stage/{id}/publish",
     "/user/me",
+    "/admin/content/references",
 ];
 
 /// Whether the request is a browser asking for a page. `path` is the

@@ -129,6 +129,10 @@ const ASSETS: &[(&str, &str)] = &[
         include_str!("../../assets/batch-progress.js"),
     ),
     (
+        "reference-picker.js",
+        include_str!("../../assets/reference-picker.js"),
+    ),
+    (
         "search-reindex.js",
         include_str!("../../assets/search-reindex.js"),
     ),

@@ -12,6 +12,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("front.html", include_str!("../../templates/front.html")),
     ("item.html", include_str!("../../templates/item.html")),
     ("items.html", include_str!("../../templates/items.html")),
+    ("term.html", include_str!("../../templates/term.html")),
     (
         "admin/layout.html",
         include_str!("../../templates/admin/layout.html"),
@@ -73,6 +74,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "admin/people.html",
         include_str!("../../templates/admin/people.html"),
+    ),
+    (
+        "admin/person.html",
+        include_str!("../../templates/admin/person.html"),
     ),
     (
         "admin/roles.html",

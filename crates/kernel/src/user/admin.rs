@@ -1,5 +1,7 @@
 //! The people pages: `/admin/people` (users: find, create, block, unblock,
-//! give roles; `administer users`, roles `administer permissions`) and
+//! give roles; `administer users`, roles `administer permissions`),
+//! `/admin/people/{id}` (one user: rename, change the email address, list
+//! and revoke their API tokens; `administer users`) and
 //! `/admin/roles` (every role's permissions as a grid of checkboxes from
 //! the permission registry, a new role; `administer permissions`). Every
 //! action is the user module's own operation ([`super::manage`],
@@ -26,6 +28,8 @@ use crate::state::AppState;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(people_page, create_user_from_page))
+        .routes(routes!(person_page, update_user_from_page))
+        .routes(routes!(revoke_token_from_page))
         .routes(routes!(block_from_page))
         .routes(routes!(unblock_from_page))
         .routes(routes!(user_roles_from_page))
@@ -46,6 +50,8 @@ pub enum Notice {
     PermissionsSaved,
     RoleCreated,
     Deleted,
+    AccountSaved,
+    TokenRevoked,
 }
 
 impl Notice {
@@ -58,6 +64,8 @@ impl Notice {
             Notice::PermissionsSaved => "The permissions were saved.",
             Notice::RoleCreated => "The role was created; tick its permissions below.",
             Notice::Deleted => "The user was deleted.",
+            Notice::AccountSaved => "The account was saved.",
+            Notice::TokenRevoked => "The token was revoked: it signs nobody in any more.",
         }
     }
 
@@ -70,6 +78,8 @@ impl Notice {
             Notice::PermissionsSaved => "permissions_saved",
             Notice::RoleCreated => "role_created",
             Notice::Deleted => "deleted",
+            Notice::AccountSaved => "account_saved",
+            Notice::TokenRevoked => "token_revoked",
         }
     }
 }
@@ -503,6 +513,215 @@ pub(crate) async fn delete_from_page(
     }
 }
 
+// ---------------------------------------------------------------- one user
+
+#[derive(Serialize)]
+struct TokenRow {
+    id: Uuid,
+    label: String,
+    created: String,
+    last_used: Option<String>,
+}
+
+/// What the person page shows besides the user.
+struct PersonView<'a> {
+    notice: Option<&'a str>,
+    error: Option<String>,
+    /// The account form's values (a refused save keeps what was typed).
+    form: Option<(String, String)>,
+}
+
+async fn render_person(
+    state: &AppState,
+    account: &Account,
+    id: Uuid,
+    v: PersonView<'_>,
+) -> Result<Html<String>, AppError> {
+    let person = manage::summary(&state.db, id).await?;
+    let tokens: Vec<TokenRow> = manage::tokens(state, id, account.is_admin())
+        .await?
+        .into_iter()
+        .map(|t| TokenRow {
+            id: t.id,
+            label: t.label,
+            created: crate::item::display::readable_time(t.created),
+            last_used: t.last_used.map(crate::item::display::readable_time),
+        })
+        .collect();
+    let (name, email) = v
+        .form
+        .unwrap_or_else(|| (person.name.clone(), person.email.clone()));
+    admin::render(
+        state,
+        account,
+        "/admin/people",
+        &person.name,
+        "admin/person.html",
+        minijinja::context! {
+            person => minijinja::Value::from_serialize(&person),
+            active => person.status == 1,
+            since => crate::item::display::readable_time(person.created),
+            tokens => tokens,
+            f_name => name,
+            f_email => email,
+            notice => v.notice,
+            error => v.error,
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PersonQuery {
+    /// What the last action did (set by the pages' own redirects).
+    #[param(inline)]
+    notice: Option<Notice>,
+}
+
+/// One user: their account (name and email address) and API tokens.
+#[utoipa::path(get, path = "/admin/people/{id}", tag = "page", params(UserPath, PersonQuery),
+    responses(
+        (status = 200, description = "The user's page", body = String, content_type = "text/html"),
+        (status = 303, description = "Anonymous: to the login form"),
+        (status = 400, description = "A bad query", body = ErrorBody),
+        (status = 403, description = "Lacks `administer users` (or, for an administrator's account, is not one)", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
+pub(crate) async fn person_page(
+    State(state): State<AppState>,
+    account: Account,
+    Path(raw): Path<String>,
+    query: Result<Query<PersonQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AppError> {
+    if let Some(r) = admin::refusal(&account, Some(permission::ADMINISTER_USERS)) {
+        return Ok(r);
+    }
+    let id = parse_user(&raw)?;
+    let Query(q) = query?;
+    let view = PersonView {
+        notice: q.notice.map(Notice::text),
+        error: None,
+        form: None,
+    };
+    Ok(render_person(&state, &account, id, view)
+        .await?
+        .into_response())
+}
+
+/// The account form.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct AccountForm {
+    /// The user's name (1 to 60 characters).
+    name: String,
+    /// The user's email address.
+    email: String,
+    csrf_token: String,
+}
+
+/// Rename a user or change their email address (the user module's
+/// `manage::update`, as `PATCH /api/users/{id}`); pages showing their
+/// name show the new one at once.
+#[utoipa::path(post, path = "/admin/people/{id}", tag = "page", params(UserPath),
+    request_body(content = AccountForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Saved: back to the user's page with a notice; anonymous: to the login form"),
+        (status = 403, description = "Lacks `administer users` (or, for an administrator's account, is not one), or a missing or wrong CSRF token", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "The name or address is taken: the form again, with the reason and the values typed", body = String, content_type = "text/html"),
+        (status = 422, description = "A bad name or address: the form again, with the reason and the values typed", body = String, content_type = "text/html"),
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
+pub(crate) async fn update_user_from_page(
+    State(state): State<AppState>,
+    account: Account,
+    Path(raw): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    if let Some(r) = admin::refusal(&account, Some(permission::ADMINISTER_USERS)) {
+        return Ok(r);
+    }
+    let id = parse_user(&raw)?;
+    let form = form_map(&body);
+    let name = form
+        .get("name")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let email = form
+        .get("email")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let change = manage::UserUpdate {
+        name: Some(name.clone()),
+        email: Some(email.clone()),
+    };
+    match manage::update(&state, id, &change, account.is_admin()).await {
+        Ok(_) => Ok(Redirect::to(&format!(
+            "/admin/people/{id}?notice={}",
+            Notice::AccountSaved.param()
+        ))
+        .into_response()),
+        Err(e) => {
+            // Not this account's to change, or gone: no form to show again.
+            let (status, _) = e.status_code();
+            if status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND {
+                return Err(e.into());
+            }
+            let (status, message) = shown_refusal(e)?;
+            let view = PersonView {
+                notice: None,
+                error: Some(message),
+                form: Some((name, email)),
+            };
+            let page = render_person(&state, &account, id, view).await?;
+            Ok((status, page).into_response())
+        }
+    }
+}
+
+/// A user's token in a path.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct UserTokenPath {
+    /// The user's id.
+    id: String,
+    /// The token's id.
+    token: String,
+}
+
+/// Revoke one of a user's API tokens: it signs nobody in from now on.
+#[utoipa::path(post, path = "/admin/people/{id}/tokens/{token}/revoke", tag = "page", params(UserTokenPath),
+    request_body(content = TokenOnly, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Revoked: back to the user's page with a notice; anonymous: to the login form"),
+        (status = 403, description = "Lacks `administer users` (or, for an administrator's account, is not one), or a missing or wrong CSRF token", body = ErrorBody),
+        (status = 404, description = "No such user, or no such token of theirs", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("session" = [])))]
+pub(crate) async fn revoke_token_from_page(
+    State(state): State<AppState>,
+    account: Account,
+    Path((raw, raw_token)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    if let Some(r) = admin::refusal(&account, Some(permission::ADMINISTER_USERS)) {
+        return Ok(r);
+    }
+    let id = parse_user(&raw)?;
+    let token: Uuid = raw_token
+        .parse()
+        .map_err(|_| UserError::TokenNotFound(raw_token.clone()))?;
+    manage::revoke_token(&state, id, token, account.is_admin()).await?;
+    Ok(Redirect::to(&format!(
+        "/admin/people/{id}?notice={}",
+        Notice::TokenRevoked.param()
+    ))
+    .into_response())
+}
+
 /// The roles form: `roles` once per ticked role.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[allow(dead_code)]
@@ -660,8 +879,9 @@ pub struct GridForm {
     csrf_token: Option<String>,
 }
 
-/// Save the grid: every role's permissions as ticked (the administrator
-/// role holds every permission and is left as it is).
+/// Save the grid: every role's permissions as ticked, all roles in one
+/// transaction (the administrator role holds every permission and is left
+/// as it is). A refused or failed save changes no role.
 #[utoipa::path(post, path = "/admin/roles", tag = "page",
     request_body(content = Option<GridForm>, description = "Empty when nothing is ticked", content_type = "application/x-www-form-urlencoded"),
     responses(
@@ -688,34 +908,35 @@ pub(crate) async fn save_roles_from_page(
         }
     }
     let all = roles::list(&state.db).await?;
-    // Every ticked permission is checked before any role changes, so a
-    // refused grid changes nothing.
     let every: Vec<String> = ticked.values().flatten().cloned().collect();
     let unknown = state.permissions.registry().unknown(&every);
-    let mut failed = if unknown.is_empty() {
-        None
+    let failed = if unknown.is_empty() {
+        // Every role in one transaction: a refusal or failure of any
+        // leaves them all as they were.
+        let updates: Vec<(String, RoleUpdate)> = all
+            .iter()
+            .filter(|r| r.name != role::ADMINISTRATOR)
+            .map(|r| {
+                let permissions = ticked
+                    .get(&r.name)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default();
+                (
+                    r.name.clone(),
+                    RoleUpdate {
+                        label: r.label.clone(),
+                        permissions,
+                    },
+                )
+            })
+            .collect();
+        match roles::update_all(&state.db, state.permissions.registry(), &updates).await {
+            Ok(_) => None,
+            Err(e) => Some(shown_refusal(e)?),
+        }
     } else {
         Some(shown_refusal(UserError::UnknownPermission(unknown))?)
     };
-    for r in all
-        .iter()
-        .filter(|r| r.name != role::ADMINISTRATOR && failed.is_none())
-    {
-        let permissions: Vec<String> = ticked
-            .get(&r.name)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        let update = RoleUpdate {
-            label: r.label.clone(),
-            permissions,
-        };
-        if let Err(e) =
-            roles::update(&state.db, state.permissions.registry(), &r.name, &update).await
-        {
-            failed = Some(shown_refusal(e)?);
-            break;
-        }
-    }
     state.permissions.invalidate_all();
     match failed {
         None => Ok(Redirect::to(&format!(

@@ -304,7 +304,8 @@ pub async fn create(state: &AppState, new: &NewUserRequest) -> Result<UserSummar
     summary(&state.db, user.id).await
 }
 
-/// Changes a user's name or email address.
+/// Changes a user's name or email address; after the commit, the cached
+/// pages showing their name ([`super::user_tag`]) are invalidated.
 pub async fn update(
     state: &AppState,
     id: Uuid,
@@ -333,6 +334,9 @@ pub async fn update(
     .map_err(super::unique_violation)?;
     let user = summary(&mut *tx, id).await?;
     tx.commit().await?;
+    if name.is_some() {
+        state.cache.invalidate(&[super::user_tag(id)]).await;
+    }
     Ok(user)
 }
 

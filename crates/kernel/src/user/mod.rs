@@ -345,6 +345,12 @@ pub async fn find_credentials(
     Ok(row.map(|r| (r.user, r.pass)))
 }
 
+/// The cache tag of what shows a user's name (item pages of their items,
+/// user reference values): a rename invalidates it.
+pub fn user_tag(id: Uuid) -> crate::cache::CacheTag {
+    crate::cache::CacheTag::for_id("user", id)
+}
+
 pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<User>, UserError> {
     Ok(timed(
         "user.find_by_id",

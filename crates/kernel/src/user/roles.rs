@@ -167,6 +167,35 @@ pub async fn update(
     name: &str,
     update: &RoleUpdate,
 ) -> Result<Role, UserError> {
+    let mut tx = db.begin().await?;
+    let role = update_in(&mut tx, registry, name, update).await?;
+    tx.commit().await?;
+    Ok(role)
+}
+
+/// Sets the label and permissions of each role in `updates`, all in one
+/// transaction: when one is refused or fails, none changes.
+pub async fn update_all(
+    db: &PgPool,
+    registry: &Registry,
+    updates: &[(String, RoleUpdate)],
+) -> Result<Vec<Role>, UserError> {
+    let mut tx = db.begin().await?;
+    let mut out = Vec::with_capacity(updates.len());
+    for (name, update) in updates {
+        out.push(update_in(&mut tx, registry, name, update).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// [`update`] inside the caller's transaction.
+async fn update_in(
+    tx: &mut PgConnection,
+    registry: &Registry,
+    name: &str,
+    update: &RoleUpdate,
+) -> Result<Role, UserError> {
     check_text("label", &update.label)?;
     for p in &update.permissions {
         check_text("permission", p)?;
@@ -183,7 +212,6 @@ pub async fn update(
     let mut permissions = update.permissions.clone();
     permissions.sort();
     permissions.dedup();
-    let mut tx = db.begin().await?;
     let found = timed(
         "role.update",
         sqlx::query("UPDATE role SET label = $2 WHERE name = $1")
@@ -210,7 +238,6 @@ pub async fn update(
             .execute(&mut *tx),
     )
     .await?;
-    tx.commit().await?;
     Ok(Role {
         name: name.to_owned(),
         label: update.label.clone(),

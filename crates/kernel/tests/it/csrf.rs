@@ -687,6 +687,22 @@ async fn target(app: &TestApp, method: &Method, template: &str, other_user: &str
             format!("/admin/people/{}/password", new_user(app, false).await),
             None,
         ),
+        ("POST", "/admin/people/{id}") => form(
+            format!("/admin/people/{}", new_user(app, false).await),
+            vec![
+                ("name", unique("renamed_")),
+                ("email", format!("{}@example.com", unique("r"))),
+            ],
+        ),
+        ("POST", "/admin/people/{id}/tokens/{token}/revoke") => t(
+            format!(
+                "{}/revoke",
+                new_token(app)
+                    .await
+                    .replacen("/api/users/", "/admin/people/", 1)
+            ),
+            None,
+        ),
         ("POST", "/admin/people/{id}/delete") => t(
             format!("/admin/people/{}/delete", new_user(app, false).await),
             None,

@@ -165,7 +165,13 @@ async fn the_item_form_creates_an_item_with_a_term_named_and_an_uploaded_image()
     ] {
         assert!(page.contains(needle), "{needle} missing from {page}");
     }
-    assert!(!page.contains(&term), "the term is shown by name, not id");
+    // Shown by name, linking its page (minijinja writes `/` in attributes
+    // as `&#x2f;`).
+    assert!(
+        page.contains(&format!("<a href=\"&#x2f;term&#x2f;{term}\">Rust</a>")),
+        "the term is shown by name, linking its page: {page}"
+    );
+    assert!(!page.contains(&format!(">{term}<")), "not by its id");
 }
 
 #[tokio::test]
@@ -1388,4 +1394,733 @@ async fn the_item_form_route_bounds_a_body_that_is_not_multipart_like_any_other(
     )
     .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
+
+/// `GET /admin/content/references` as the form's script asks it.
+async fn candidates(client: &Client, app: &TestApp, query: &str) -> reqwest::Response {
+    client
+        .get(app.url(&format!("/admin/content/references?{query}")))
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .expect("GET references")
+}
+
+fn labels(v: &Value) -> Vec<String> {
+    v["candidates"]
+        .as_array()
+        .expect("candidates")
+        .iter()
+        .map(|c| c["label"].as_str().expect("label").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_reference_search_offers_bounded_visible_candidates_and_the_form_resolves_exact_names()
+{
+    let app = TestApp::spawn_with_articles().await;
+    let r = app
+        .create_item_type(
+            "note",
+            json!([
+                {"name": "field_related", "label": "Related", "kind": "reference", "target": "item", "cardinality": 0},
+                {"name": "field_editor", "label": "Editor", "kind": "reference", "target": "user"},
+            ]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    for n in 1..=25 {
+        make_term(&app, &format!("Topic {n:02}")).await;
+    }
+    let bold = make_term(&app, "<b>Bold</b> & co").await;
+    let (admin, _) = app.browser_for("admin").await;
+
+    // Bounded, best first: the exact name, then those starting with the text.
+    let r = candidates(&admin, &app, "target=term&q=topic").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .starts_with("application/json")
+    );
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let v: Value = r.json().await.expect("json");
+    let listed = labels(&v);
+    assert_eq!(listed.len(), 20, "{v}");
+    assert_eq!(listed[0], "Topic 01");
+    assert_eq!(v["more"], json!(true));
+    assert_eq!(v["candidates"][0]["detail"], json!("Tags"));
+    let v: Value = candidates(&admin, &app, "target=term&q=TOPIC%202")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        labels(&v),
+        [
+            "Topic 20", "Topic 21", "Topic 22", "Topic 23", "Topic 24", "Topic 25"
+        ]
+    );
+    assert_eq!(v["more"], json!(false));
+    let v: Value = candidates(&admin, &app, "target=term&q=pic%2012")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(labels(&v), ["Topic 12"], "the text may be anywhere");
+    // Names come back as they are, for the script to set as text.
+    let v: Value = candidates(&admin, &app, "target=term&q=%3Cb%3E")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        v["candidates"],
+        json!([{"id": bold, "label": "<b>Bold</b> & co", "detail": "Tags"}])
+    );
+    let v: Value = candidates(&admin, &app, "target=term&q=%20%20")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        v,
+        json!({"candidates": [], "more": false}),
+        "blank: nothing"
+    );
+
+    // Refusals: a bad target, an over-long text, no account, no permission.
+    let r = candidates(&admin, &app, "target=file&q=x").await;
+    error_body(r, StatusCode::BAD_REQUEST, "invalid_query").await;
+    let r = candidates(&admin, &app, "q=x").await;
+    error_body(r, StatusCode::BAD_REQUEST, "invalid_query").await;
+    let long = "x".repeat(256);
+    let r = candidates(&admin, &app, &format!("target=term&q={long}")).await;
+    error_body(r, StatusCode::BAD_REQUEST, "bad_query").await;
+    let anonymous = crate::harness::client();
+    let r = anonymous
+        .get(app.url("/admin/content/references?target=term&q=topic"))
+        .header(ACCEPT, HTML)
+        .send()
+        .await
+        .expect("GET");
+    error_body(r, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    app.create_user("reader", PASSWORD, false).await;
+    let (reader, _) = app.browser_for("reader").await;
+    let r = candidates(&reader, &app, "target=user&q=a").await;
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+
+    // Items: only those the account may see.
+    let twin_a = app.create_item("Twin", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let twin_b = app.create_item("Twin", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let r = app
+        .post_item(
+            json!({"type": "article", "title": "Secret draft", "status": "unpublished",
+                   "fields": {"field_body": {"value": "text"}}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    app.create_user("writer", PASSWORD, false).await;
+    app.grant_authenticated("create content").await;
+    app.state.permissions.invalidate_all();
+    let (writer, writer_csrf) = app.browser_for("writer").await;
+    let v: Value = candidates(&admin, &app, "target=item&q=secret")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(labels(&v), ["Secret draft"]);
+    assert_eq!(v["candidates"][0]["detail"], json!("ARTICLE, unpublished"));
+    let v: Value = candidates(&writer, &app, "target=item&q=secret")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(labels(&v), Vec::<String>::new(), "not the writer's to see");
+    let v: Value = candidates(&writer, &app, "target=item&q=twin")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = v["candidates"]
+        .as_array()
+        .expect("candidates")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, [twin_a.as_str(), twin_b.as_str()]);
+    let v: Value = candidates(&writer, &app, "target=user&q=WRI")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(labels(&v), ["writer"]);
+
+    // Without the script: the exact title or name, or an id, on save.
+    let form = |related: &'static str| {
+        vec![
+            ("title", "A note"),
+            ("v.field_related.0", related),
+            ("id.field_related.0", ""),
+            ("v.field_editor.0", "Writer"),
+            ("id.field_editor.0", ""),
+            ("op", "save"),
+        ]
+    };
+    let url = app.url("/admin/content/new/note");
+    for (typed, error) in [
+        ("twin", "more than one item titled “twin”"),
+        ("No such thing", "no item titled “No such thing”"),
+        ("Secret draft", "no item titled “Secret draft”"),
+    ] {
+        let r = send_item_form(&writer, &url, &writer_csrf, &form(typed), &[]).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{typed}");
+        let page = r.text().await.expect("html");
+        let field = page.find("id=\"field-field_related\"").expect("field");
+        let shown = page[field..].find(error).map(|at| at + field);
+        assert!(shown.is_some(), "{error} next to its field: {page}");
+        assert!(
+            page.contains(&format!("value=\"{typed}\"")),
+            "the typed text is kept: {page}"
+        );
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM item WHERE type = 'note'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("count");
+    assert_eq!(count, 0, "nothing was written");
+    let twin_b_text = twin_b.clone();
+    let r = send_item_form(
+        &writer,
+        &url,
+        &writer_csrf,
+        &[
+            ("title", "A note"),
+            ("v.field_related.0", twin_b_text.as_str()),
+            ("id.field_related.0", ""),
+            ("v.field_editor.0", "Writer"),
+            ("id.field_editor.0", ""),
+            ("op", "save"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, fields, _, _) = item_row(&app, id_from_location(&r)).await.expect("row");
+    let writer_id: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE name = 'writer'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("writer");
+    assert_eq!(
+        fields,
+        json!({
+            "field_related": [{"target_id": twin_b}],
+            "field_editor": {"target_id": writer_id.to_string()},
+        })
+    );
+}
+
+/// An anonymous visitor's view of `path`, as a page.
+async fn anonymous_html(app: &TestApp, path: &str) -> (StatusCode, String) {
+    let r = crate::harness::client()
+        .get(app.url(path))
+        .header(ACCEPT, HTML)
+        .send()
+        .await
+        .expect("GET");
+    let status = r.status();
+    (status, r.text().await.expect("html"))
+}
+
+/// Creates a published article tagged with `terms`; returns its id.
+async fn tagged(app: &TestApp, title: &str, terms: &[&str], status: &str) -> String {
+    let tags: Vec<Value> = terms.iter().map(|t| json!({"target_id": t})).collect();
+    let r = app
+        .post_item(
+            json!({"type": "article", "title": title, "status": status,
+                   "fields": {"field_body": {"value": "text"}, "field_tags": tags}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.expect("item");
+    v["id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test]
+async fn a_term_page_lists_the_published_live_items_using_it_and_follows_saves_and_renames() {
+    let app = TestApp::spawn_with_articles().await;
+    let rust = make_term(&app, "Rust").await;
+    let go = make_term(&app, "Go").await;
+    let alpha = tagged(&app, "Alpha", &[&rust], "published").await;
+    let beta = tagged(&app, "Beta", &[&go, &rust], "published").await;
+    tagged(&app, "Gamma draft", &[&rust], "unpublished").await;
+    let delta = tagged(&app, "Delta", &[&go], "published").await;
+    assert_eq!(
+        app.create_stage("draft").await.status(),
+        StatusCode::CREATED
+    );
+    let r = app
+        .post_item(
+            json!({"type": "article", "title": "Epsilon in a stage",
+                   "fields": {"field_body": {"value": "text"}, "field_tags": [{"target_id": rust}]}}),
+            Some("draft"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let path = format!("/term/{rust}");
+    let (status, page) = anonymous_html(&app, &path).await;
+    assert_eq!(status, StatusCode::OK);
+    for needle in ["<h1>Rust</h1>", "Tags · 2 items", ">Alpha</a>", ">Beta</a>"] {
+        assert!(page.contains(needle), "{needle}: {page}");
+    }
+    for absent in ["Gamma", "Delta", "Epsilon"] {
+        assert!(!page.contains(absent), "{absent}: {page}");
+    }
+    assert!(
+        page.find(">Beta</a>") < page.find(">Alpha</a>"),
+        "newest first: {page}"
+    );
+    // Served from the cache: a change that bypasses the write path (and
+    // so invalidates nothing) does not show.
+    sqlx::query("UPDATE item SET title = 'Alpha unseen' WHERE id = $1::uuid")
+        .bind(&alpha)
+        .execute(&app.state.db)
+        .await
+        .expect("direct update");
+    let (_, again) = anonymous_html(&app, &path).await;
+    assert!(again.contains(">Alpha</a>"), "{again}");
+    // Item pages link their terms here.
+    let (_, item_page) = anonymous_html(&app, &format!("/item/{alpha}")).await;
+    // (minijinja writes the slashes of an attribute as `&#x2f;`.)
+    assert!(
+        item_page.contains(&format!("<a href=\"&#x2f;term&#x2f;{rust}\">Rust</a>")),
+        "{item_page}"
+    );
+
+    // The cached list follows item saves and the term's rename.
+    let r = app
+        .update_item(
+            &delta,
+            json!({"fields": {"field_body": {"value": "text"}, "field_tags": [{"target_id": go}, {"target_id": rust}]}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    app.rename_item(&alpha, "Alpha, renamed", None).await;
+    let r = app
+        .update_item(&beta, json!({"status": "unpublished"}), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .json_request(reqwest::Method::PUT, &format!("/api/terms/{rust}"))
+        .json(&json!({"name": "Rust lang"}))
+        .send()
+        .await
+        .expect("rename term");
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, page) = anonymous_html(&app, &path).await;
+    for needle in [
+        "<h1>Rust lang</h1>",
+        ">Delta</a>",
+        ">Alpha, renamed</a>",
+        "2 items",
+    ] {
+        assert!(page.contains(needle), "{needle}: {page}");
+    }
+    assert!(
+        !page.contains("Beta"),
+        "unpublished leaves the list: {page}"
+    );
+
+    // Paged: 20 a page, the oldest on the last.
+    for n in 0..20 {
+        tagged(&app, &format!("Later {n:02}"), &[&rust], "published").await;
+    }
+    let (_, first) = anonymous_html(&app, &path).await;
+    assert!(
+        first.contains("22 items") && first.contains("Page 1 of 2"),
+        "{first}"
+    );
+    assert!(first.contains(">Later 19</a>") && !first.contains(">Delta</a>"));
+    let (status, second) = anonymous_html(&app, &format!("{path}?page=2")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        second.contains(">Alpha, renamed</a>") && second.contains(">Delta</a>"),
+        "{second}"
+    );
+    assert!(!second.contains(">Later 00</a>"), "{second}");
+
+    // An unknown term is an HTML 404; a bad page is refused.
+    for missing in [format!("/term/{}", Uuid::now_v7()), "/term/rust".to_owned()] {
+        let (status, page) = anonymous_html(&app, &missing).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+        assert!(page.contains("Page not found"), "{page}");
+    }
+    let (status, _) = anonymous_html(&app, &format!("{path}?page=0")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Deleting the term is refused while items use it; the page stays.
+    let r = app
+        .json_request(reqwest::Method::DELETE, &format!("/api/terms/{go}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn the_person_page_renames_readdresses_and_revokes_tokens_and_cached_pages_show_the_new_name()
+{
+    let app = TestApp::spawn_with_articles().await;
+    let r = app
+        .create_item_type(
+            "note",
+            json!([{"name": "field_editor", "label": "Editor", "kind": "reference", "target": "user"}]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let vera = app.create_user("vera", PASSWORD, false).await;
+    app.grant_authenticated("create content").await;
+    app.state.permissions.invalidate_all();
+    // An article by vera, and a note by the admin naming her as its editor.
+    let (as_vera, vera_csrf) = app.browser_for("vera").await;
+    let r = as_vera
+        .post(app.url("/api/items"))
+        .header("x-csrf-token", &vera_csrf)
+        .json(&json!({"type": "article", "title": "By Vera", "fields": {"field_body": {"value": "text"}}}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let article: Value = r.json().await.expect("item");
+    let article = article["id"].as_str().expect("id").to_owned();
+    let r = app
+        .post_item(
+            json!({"type": "note", "title": "Edited by Vera",
+                   "fields": {"field_editor": {"target_id": vera.id}}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let note: Value = r.json().await.expect("item");
+    let note = note["id"].as_str().expect("id").to_owned();
+    let (_, page) = anonymous_html(&app, &format!("/item/{article}")).await;
+    assert!(
+        page.contains("by <span class=\"author\">vera</span>"),
+        "{page}"
+    );
+    let (_, page) = anonymous_html(&app, &format!("/item/{note}")).await;
+    assert!(page.contains("<dd>vera</dd>"), "{page}");
+    let ci = trovato::user::token::create(&app.state.db, vera.id, "ci")
+        .await
+        .expect("token");
+    trovato::user::token::create(&app.state.db, vera.id, "laptop")
+        .await
+        .expect("token");
+
+    let (admin, csrf) = app.browser_for("admin").await;
+    let person = format!("/admin/people/{}", vera.id);
+    let r = admin.get(app.url(&person)).send().await.expect("GET");
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.expect("html");
+    for needle in [
+        "value=\"vera\"",
+        "value=\"vera@example.com\"",
+        "<td>ci</td>",
+        "<td>laptop</td>",
+        "never",
+    ] {
+        assert!(page.contains(needle), "{needle}: {page}");
+    }
+    let people = admin
+        .get(app.url("/admin/people"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        people.contains(&format!("href=\"/admin/people/{}\">vera</a>", vera.id)),
+        "the list links the person page: {people}"
+    );
+
+    // Refusals keep what was typed and change nothing.
+    for (name, email, status, reason) in [
+        ("admin", "vera@example.com", StatusCode::CONFLICT, "name"),
+        (
+            "Vera",
+            "not an address",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email",
+        ),
+        (
+            "  ",
+            "vera@example.com",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+    ] {
+        let r = post_form(
+            &admin,
+            app.url(&person),
+            &csrf,
+            &[("name", name), ("email", email)],
+        )
+        .await;
+        assert_eq!(r.status(), status, "{name} / {email}");
+        let page = r.text().await.expect("html");
+        assert!(page.contains("class=\"notice error\""), "{page}");
+        assert!(page.to_lowercase().contains(reason), "{reason}: {page}");
+        assert!(
+            page.contains(&format!("value=\"{}\"", email)),
+            "the typed address is kept: {page}"
+        );
+    }
+    let (name, email): (String, String) =
+        sqlx::query_as("SELECT name, email FROM users WHERE id = $1")
+            .bind(vera.id)
+            .fetch_one(&app.state.db)
+            .await
+            .expect("user");
+    assert_eq!(
+        (name.as_str(), email.as_str()),
+        ("vera", "vera@example.com")
+    );
+    let r = admin
+        .post(app.url(&person))
+        .form(&[("name", "Vera Lynn"), ("email", "vera@lynn.example")])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "no CSRF token");
+
+    // The rename, through the user module's update.
+    let r = post_form(
+        &admin,
+        app.url(&person),
+        &csrf,
+        &[("name", " Vera Lynn "), ("email", "vera@lynn.example")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert_eq!(to, format!("{person}?notice=account_saved"));
+    let (name, email): (String, String) =
+        sqlx::query_as("SELECT name, email FROM users WHERE id = $1")
+            .bind(vera.id)
+            .fetch_one(&app.state.db)
+            .await
+            .expect("user");
+    assert_eq!(
+        (name.as_str(), email.as_str()),
+        ("Vera Lynn", "vera@lynn.example")
+    );
+    let page = admin
+        .get(app.url(&to))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("The account was saved."), "{page}");
+    // The cached pages showing her name follow.
+    let (_, page) = anonymous_html(&app, &format!("/item/{article}")).await;
+    assert!(
+        page.contains("by <span class=\"author\">Vera Lynn</span>"),
+        "{page}"
+    );
+    let (_, page) = anonymous_html(&app, &format!("/item/{note}")).await;
+    assert!(page.contains("<dd>Vera Lynn</dd>"), "{page}");
+
+    // Revoking a token: it signs nobody in; the other stays.
+    let token_of = |label: &'static str| {
+        let db = app.state.db.clone();
+        async move {
+            sqlx::query_scalar::<_, Uuid>("SELECT id FROM api_token WHERE label = $1")
+                .bind(label)
+                .fetch_optional(&db)
+                .await
+                .expect("token row")
+        }
+    };
+    let ci_id = token_of("ci").await.expect("ci");
+    let revoke = format!("{person}/tokens/{ci_id}/revoke");
+    let r = post_form(&admin, app.url(&revoke), &csrf, &[]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()["location"],
+        format!("{person}?notice=token_revoked").as_str()
+    );
+    assert_eq!(token_of("ci").await, None);
+    assert!(token_of("laptop").await.is_some());
+    let r = crate::harness::client()
+        .get(app.url("/user/me"))
+        .bearer_auth(&ci)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "the revoked token is refused"
+    );
+    let page = admin
+        .get(app.url(&person))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("html");
+    assert!(!page.contains("<td>ci</td>") && page.contains("<td>laptop</td>"));
+    for path in [revoke.clone(), format!("{person}/tokens/nope/revoke")] {
+        let r = admin
+            .post(app.url(&path))
+            .header(ACCEPT, HTML)
+            .form(&[("csrf_token", csrf.as_str())])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+
+    // Who may: a user manager is not an administrator, so not the admin's
+    // account; anonymous visitors go to the login form.
+    app.create_user("manager", PASSWORD, false).await;
+    app.grant_authenticated("administer users").await;
+    app.state.permissions.invalidate_all();
+    let (manager, manager_csrf) = app.browser_for("manager").await;
+    let admin_id: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE name = 'admin'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("admin");
+    let theirs = format!("/admin/people/{admin_id}");
+    let r = manager.get(app.url(&theirs)).send().await.expect("GET");
+    error_body(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = post_form(
+        &manager,
+        app.url(&theirs),
+        &manager_csrf,
+        &[("name", "taken over"), ("email", "x@example.com")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = manager.get(app.url(&person)).send().await.expect("GET");
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "others' accounts are theirs to manage"
+    );
+    let name: String = sqlx::query_scalar("SELECT name FROM users WHERE id = $1")
+        .bind(admin_id)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("admin");
+    assert_eq!(name, "admin");
+    let r = crate::harness::client()
+        .get(app.url(&person))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = admin
+        .get(app.url(&format!("/admin/people/{}", Uuid::now_v7())))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+/// Every `(role, permission)` granted, in order.
+async fn grants(app: &TestApp) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT role, permission FROM role_permission ORDER BY role, permission")
+        .fetch_all(&app.state.db)
+        .await
+        .expect("grants")
+}
+
+#[tokio::test]
+async fn the_permission_grid_saves_every_role_or_none() {
+    let app = TestApp::spawn_with_articles().await;
+    let (admin, csrf) = app.browser_for("admin").await;
+    let r = post_form(
+        &admin,
+        app.url("/admin/roles/new"),
+        &csrf,
+        &[("name", "zz_last"), ("label", "Last")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let before = grants(&app).await;
+    // The grid as saved: every role's current grants, plus `upload files`
+    // for authenticated users (saved before `zz_last`) and a first grant
+    // for `zz_last`, which the database is made to refuse.
+    let mut grid: Vec<(String, String)> = before.clone();
+    grid.push(("authenticated".into(), "upload files".into()));
+    grid.push(("zz_last".into(), "access content".into()));
+    let send = |grid: Vec<(String, String)>| {
+        let admin = admin.clone();
+        let url = app.url("/admin/roles");
+        let csrf = csrf.clone();
+        async move {
+            let mut form = vec![("csrf_token".to_owned(), csrf)];
+            form.extend(grid);
+            admin
+                .post(url)
+                .header(ACCEPT, HTML)
+                .form(&form)
+                .send()
+                .await
+                .expect("POST")
+        }
+    };
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_zz_last() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.role = 'zz_last' THEN RAISE EXCEPTION 'refused for the test'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_zz_last BEFORE INSERT ON role_permission
+             FOR EACH ROW EXECUTE FUNCTION refuse_zz_last();",
+    )
+    .execute(&app.state.db)
+    .await
+    .expect("trigger");
+    let r = send(grid.clone()).await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(grants(&app).await, before, "no role changed");
+
+    // A permission nobody declares is refused before anything is written.
+    let mut unknown = grid.clone();
+    unknown.push(("authenticated".into(), "fly".into()));
+    let r = send(unknown).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = r.text().await.expect("html");
+    assert!(page.contains("fly"), "{page}");
+    assert_eq!(grants(&app).await, before);
+
+    // Without the fault the same grid saves, every role.
+    sqlx::raw_sql("DROP TRIGGER refuse_zz_last ON role_permission")
+        .execute(&app.state.db)
+        .await
+        .expect("drop trigger");
+    let r = send(grid.clone()).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let mut expected = grid;
+    expected.sort();
+    assert_eq!(grants(&app).await, expected);
 }

@@ -256,6 +256,20 @@ async fn a_site_team_builds_a_type_writes_an_item_edits_it_in_a_stage_and_publis
         .await
         .expect("item page");
     browser.shots("item-page").await;
+    c.find(Locator::LinkText("Gardening"))
+        .await
+        .expect("the term's link")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("article.term"))
+        .await
+        .expect("the term page");
+    assert_eq!(text_of(c, "h1").await, "Gardening");
+    assert!(text_of(c, "ul.teasers").await.contains("Tomatoes in May"));
+    browser.shots("term-page").await;
     let page = anonymous_page(&app, &format!("/item/{id}")).await;
     for needle in [
         "<dt>Topics</dt>",
@@ -431,6 +445,20 @@ async fn people_roles_categories_and_plugins_are_run_from_their_pages() {
             .expect("tomatoes");
     assert_eq!(parent, Some(garden));
     assert!(c.find(Locator::Css("li.term.depth-1")).await.is_ok());
+    // Each term links its public page.
+    click(c, &format!("#term-{garden} a[href='/term/{garden}']")).await;
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("article.term"))
+        .await
+        .expect("the term page");
+    assert_eq!(text_of(c, "h1").await, "Garden");
+    assert!(
+        text_of(c, "main")
+            .await
+            .contains("Nothing published uses this term yet.")
+    );
+    c.back().await.expect("back");
     browser.shots("admin-category").await;
     c.goto(&format!("{base}/admin/structure/categories"))
         .await
@@ -446,6 +474,38 @@ async fn people_roles_categories_and_plugins_are_run_from_their_pages() {
     expect_notice(c, "The user was created.").await;
     assert!(text_of(c, "main").await.contains("rosa@example.com"));
     browser.shots("admin-people").await;
+    // Rosa's own page: a rename, and one of her API tokens revoked.
+    let rosa: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE name = 'Rosa'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("rosa");
+    trovato::user::token::create(&app.state.db, rosa, "deploy")
+        .await
+        .expect("token");
+    c.find(Locator::LinkText("Rosa"))
+        .await
+        .expect("the person link")
+        .click()
+        .await
+        .expect("click");
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("table.tokens"))
+        .await
+        .expect("the person page");
+    fill(c, "#name", "Rosa Parks").await;
+    click(c, &format!("form[action='/admin/people/{rosa}'] button")).await;
+    expect_notice(c, "The account was saved.").await;
+    assert_eq!(text_of(c, "h1").await, "Rosa Parks");
+    browser.shots("admin-person").await;
+    click(c, "table.tokens button").await;
+    expect_notice(c, "The token was revoked: it signs nobody in any more.").await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM api_token WHERE user_id = $1")
+        .bind(rosa)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("tokens");
+    assert_eq!(left, 0);
     browser.open_admin_page(&base, "Roles", "table.grid").await;
     click(c, "input[name='authenticated'][value='upload files']").await;
     click(c, "form.grid-form > button").await;
@@ -467,5 +527,198 @@ async fn people_roles_categories_and_plugins_are_run_from_their_pages() {
     click(c, "#plugin-no_alloc button").await;
     expect_notice(c, "The plugin was disabled: no tap is dispatched to it.").await;
     browser.shots("admin-plugins").await;
+    browser.close().await;
+}
+
+/// The values and labels of the options a reference input's list offers.
+async fn offered(c: &Client, input: &str) -> Vec<(String, String)> {
+    let options = c
+        .execute(
+            "const list = document.querySelector(arguments[0]).list;
+             return list ? Array.from(list.options).map(o => [o.value, o.label]) : [];",
+            vec![json!(input)],
+        )
+        .await
+        .expect("options");
+    serde_json::from_value(options).expect("pairs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_field_suggests_matches_as_the_editor_types_and_keeps_the_chosen_one() {
+    let app = TestApp::spawn_with_articles().await;
+    let r = app
+        .create_item_type(
+            "note",
+            json!([{"name": "field_related", "label": "Related", "kind": "reference", "target": "item", "cardinality": 0}]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first = app.create_item("Twin", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let second = app.create_item("Twin", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let other = app.create_item("Other <things>", None).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let browser = Browser::start().await;
+    let base = app.url("");
+    browser.log_in(&base, "admin", PASSWORD).await;
+    let c = &browser.client;
+    c.goto(&format!("{base}/admin/content/new/note"))
+        .await
+        .expect("form");
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css("form.item-form"))
+        .await
+        .expect("form");
+    fill(c, "#title", "Linked").await;
+    let input = "input[name='v.field_related.0']";
+    fill(c, input, "twi").await;
+    let listed = eventually(PATIENCE, || async { offered(c, input).await.len() == 2 }).await;
+    assert!(
+        listed.is_some(),
+        "no suggestions: {:?}",
+        offered(c, input).await
+    );
+    // Two items share the title: their options are told apart by id.
+    assert_eq!(
+        offered(c, input).await,
+        [
+            (first.clone(), "Twin (ARTICLE)".to_owned()),
+            (second.clone(), "Twin (ARTICLE)".to_owned())
+        ]
+    );
+    browser.shots("admin-item-reference").await;
+    // Choosing an option puts its value in the input and fires `input`.
+    c.execute(
+        "const i = document.querySelector(arguments[0]);
+         i.value = arguments[1];
+         i.dispatchEvent(new Event('input', { bubbles: true }));",
+        vec![json!(input), json!(second)],
+    )
+    .await
+    .expect("choose");
+    let shown = c
+        .find(Locator::Css(input))
+        .await
+        .expect("input")
+        .prop("value")
+        .await
+        .expect("value");
+    assert_eq!(shown.as_deref(), Some("Twin"));
+    let kept = c
+        .find(Locator::Css("input[name='id.field_related.0']"))
+        .await
+        .expect("id input")
+        .prop("value")
+        .await
+        .expect("value");
+    assert_eq!(kept.as_deref(), Some(second.as_str()));
+    click(c, "button[value='add:field_related']").await;
+    let next = "input[name='v.field_related.1']";
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css(next))
+        .await
+        .expect("a second slot");
+    // A title typed in full that one item has takes that item's id.
+    fill(c, next, "other <th").await;
+    let listed = eventually(PATIENCE, || async {
+        offered(c, next).await
+            == [(
+                "Other <things>".to_owned(),
+                "Other <things> (ARTICLE)".to_owned(),
+            )]
+    })
+    .await;
+    assert!(listed.is_some(), "{:?}", offered(c, next).await);
+    fill(c, next, "Other <things>").await;
+    click(c, "form.item-form .actions:not(.top) button").await;
+    expect_notice(c, "The item was created.").await;
+    let fields: Value = sqlx::query_scalar("SELECT fields FROM item WHERE title = 'Linked'")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("item");
+    assert_eq!(
+        fields["field_related"],
+        json!([{"target_id": second}, {"target_id": other}])
+    );
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_pages_read_at_desktop_and_phone_widths() {
+    let site = crate::files::Site::new().await;
+    let app = &site.app;
+    // Long words and names are where narrow pages break.
+    let long = "Notes on photosynthesisandotherunbreakablylongwords in the garden";
+    let file = site
+        .upload(
+            "public",
+            "a-rather-long-file-name-for-the-garden-photos-2024.png",
+            "image/png",
+            PNG,
+        )
+        .await;
+    let r = app
+        .post_item(
+            json!({"type": "article", "title": long, "promote": true,
+                   "fields": {"field_image": {"file_id": file["id"]}}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app
+        .json_request(reqwest::Method::POST, "/cron")
+        .send()
+        .await
+        .expect("cron");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .json_request(reqwest::Method::POST, "/api/batch")
+        .json(&json!({"operation": "cache.rebuild_listings", "params": {}}))
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let batch: Value = r.json().await.expect("batch");
+    let batch = batch["id"].as_str().expect("id").to_owned();
+
+    let browser = Browser::start().await;
+    let base = app.url("");
+    let c = &browser.client;
+    c.goto(&format!("{base}/user/login")).await.expect("login");
+    browser.shots("login").await;
+    browser.log_in(&base, "admin", PASSWORD).await;
+    for (path, ready, name) in [
+        ("/items/article".to_owned(), "ul.items", "items-page"),
+        ("/search?q=garden".to_owned(), "main", "search-page"),
+        ("/admin/content/new".to_owned(), "main", "admin-content-new"),
+        ("/admin/files".to_owned(), "main table", "admin-files"),
+        ("/admin/cron".to_owned(), "main table", "admin-cron"),
+        ("/admin/queues".to_owned(), "main", "admin-queues"),
+        ("/admin/batch".to_owned(), "main", "admin-batches"),
+        (format!("/admin/batch/{batch}"), "#batch", "admin-batch"),
+        ("/admin/search".to_owned(), "main", "admin-search"),
+    ] {
+        c.goto(&format!("{base}{path}")).await.expect("page");
+        c.wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css(ready))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: `{ready}`: {e}"));
+        let heading = text_of(c, "h1").await;
+        assert!(
+            !heading.is_empty() && heading != "Page not found" && heading != "Access denied",
+            "{path}: {heading}"
+        );
+        browser.shots(name).await;
+    }
     browser.close().await;
 }
