@@ -58,6 +58,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Cache::start(kv.clone(), &url, settings, Duration::from_secs(5), &tasks).await?;
     let b = Cache::start(kv.clone(), &url, settings, Duration::from_secs(5), &tasks).await?;
 
+    // Reads are judged by the stamp mirror once its first reload is done.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(a.stamps_mirrored() && b.stamps_mirrored()) {
+        if Instant::now() > deadline {
+            return Err("the cache's stamp mirror never became ready".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
     // ---- 1. L2 hit vs raw GET of the same size.
     let key = CacheKey::new("item:bench")?;
     let tags = vec![

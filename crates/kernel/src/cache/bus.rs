@@ -1,10 +1,13 @@
 //! The invalidation bus: one dedicated pub/sub connection per process,
-//! subscribed to `<prefix>cache:bus`. Each message is `origin tag tag ...`;
-//! messages from other instances drop the tagged L1 entries here.
+//! subscribed to `<prefix>cache:bus`. Each message is `origin stamp tag
+//! tag ...`: every message moves the tags' stamps in the mirror
+//! ([`super::stamps`]), and messages from other instances also drop the
+//! tagged L1 entries here.
 //!
-//! The task reconnects by itself (50 ms doubling to 1 s) and clears L1 on
-//! every reconnect, since messages sent while it was away are lost. It
-//! stops when the kernel's tasks are cancelled or the last
+//! The task reconnects by itself (50 ms doubling to 1 s). Messages sent
+//! while it was away are lost, so on every loss the mirror stops being
+//! trusted, and on every reconnect L1 is cleared and the mirror reloaded
+//! from Redis. It stops when the kernel's tasks are cancelled or the last
 //! [`super::Cache`] clone is dropped.
 
 use std::sync::Weak;
@@ -61,6 +64,18 @@ pub(crate) fn spawn(
                     }
                     first = false;
                     strong.bus_up.store(true, Ordering::Relaxed);
+                    // Subscribed before the reload starts, so every stamp
+                    // is either in what it reads or in a message to come.
+                    let generation = strong.l2.stamps().resubscribed();
+                    let reload = super::Cache {
+                        inner: strong.clone(),
+                    };
+                    replays.spawn("cache stamps reload", move |token| async move {
+                        tokio::select! {
+                            () = reload.reload_stamps(generation) => {},
+                            () = token.cancelled() => {},
+                        }
+                    });
                     // Invalidations this process could not send while Redis
                     // was away go out now, not at its next cache call: other
                     // instances may read the stale L2 entries before then.
@@ -96,6 +111,7 @@ pub(crate) fn spawn(
                         // dropped at reconnect (and age out by TTL before).
                         // Cleared before the flag drops, so whoever sees
                         // `bus_connected()` false finds this clear done.
+                        strong.l2.stamps().lost();
                         strong.local.clear();
                         strong.bus_up.store(false, Ordering::Release);
                     }
@@ -116,8 +132,19 @@ pub(crate) fn spawn(
 }
 
 fn apply(inner: &Inner, origin: &str, payload: &str) {
-    let mut parts = payload.split(' ');
-    if parts.next() == Some(origin) {
+    let mut parts = payload.split(' ').peekable();
+    let from = parts.next();
+    match parts.peek().and_then(|s| s.parse::<u64>().ok()) {
+        Some(stamp) => {
+            parts.next();
+            inner.l2.stamps().apply(parts.clone(), stamp);
+        }
+        // A message without its stamp (from an older kernel during a
+        // rolling upgrade): the mirror cannot follow it, so it is no
+        // longer trusted until the bus reconnects.
+        None => inner.l2.stamps().lost(),
+    }
+    if from == Some(origin) {
         return;
     }
     let tags: Vec<CacheTag> = parts

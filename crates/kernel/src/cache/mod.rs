@@ -7,20 +7,22 @@
 //!   Concurrent misses for one key in one process share a single load
 //!   ([`flight`]).
 //! - **Tags** are versioned, not enumerated: invalidating a tag stamps it
-//!   with the next value of one global counter (`cache:seq`), and every L2
-//!   entry records the stamps its tags had when it was written. A read
-//!   compares them in the same Lua script that fetches the entry, so an
-//!   entry whose tag moved on is never served. Tag memory is one small key
-//!   per recently invalidated tag, expiring after the L2 TTL; there are no
-//!   tag → key sets to leak.
+//!   with the next value of one global counter, and every L2 entry records
+//!   the stamps its tags had when it was written. Each process mirrors the
+//!   current stamps in memory ([`stamps`]), so an L2 read is one `GET`
+//!   compared locally, and an entry whose tag moved on is never served.
+//!   Tag memory is one small key per recently invalidated tag, expiring
+//!   after the L2 TTL; there are no tag → key sets to leak.
 //! - **Stale fills** cannot survive: a filler remembers the counter before
-//!   it loads, and the fill script refuses to write when any of the entry's
-//!   tags was stamped after that ([`redis`]). L1 uses the same idea with a
-//!   local epoch ([`local`]).
-//! - **Coherence**: the invalidation script publishes the tags on a
-//!   namespaced channel in the same round trip; every instance's subscriber
-//!   ([`bus`]) drops its L1 copies. After the subscriber loses Redis, it
-//!   clears L1 on reconnect (it may have missed messages).
+//!   it loads, and the fill is refused when any of the entry's tags was
+//!   stamped after that ([`redis`]). L1 uses the same idea with a local
+//!   epoch ([`local`]).
+//! - **Coherence**: the invalidation script publishes the tags and their
+//!   stamp on a namespaced channel in the same round trip; every instance's
+//!   subscriber ([`bus`]) moves its mirror and drops its L1 copies. After
+//!   the subscriber loses Redis, reads ask Redis for the stamps until it
+//!   has reconnected, cleared L1 (it may have missed messages) and
+//!   reloaded the mirror.
 //! - **Redis outage**: reads fall back to L1 and the loader (no errors),
 //!   invalidations are applied to L1 at once and remembered (bounded) to be
 //!   replayed on L2 when Redis answers again. L1 entries never outlive the
@@ -30,6 +32,7 @@ mod bus;
 mod flight;
 mod local;
 mod redis;
+mod stamps;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -483,6 +486,32 @@ impl Cache {
             Ok(()) => tracing::info!(tags = tags.len(), "replayed missed cache invalidations"),
             Err(_) => self.inner.pending.add(&tags),
         }
+    }
+
+    /// Loads the mirror of tag stamps for bus generation `generation`,
+    /// retrying (50 ms doubling to 1 s) until it succeeds or the bus moves
+    /// on; until then L2 reads ask Redis for the stamps.
+    async fn reload_stamps(&self, generation: u64) {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.inner.l2.reload_stamps(generation).await {
+                Ok(true) => return,
+                // Emptied after Redis lost its data: read it afresh.
+                Ok(false) => continue,
+                Err(e) => backend_error("reload", &e),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+            if !self.inner.l2.stamps().is_current(generation) {
+                return;
+            }
+        }
+    }
+
+    /// Whether L2 reads are judged by this process's mirror of the tag
+    /// stamps (one `GET`), rather than by stamps read from Redis.
+    pub fn stamps_mirrored(&self) -> bool {
+        self.inner.l2.stamps().seq().is_some()
     }
 
     /// The L1 copy of `key`, if any (no L2, no load). For tests and

@@ -94,7 +94,7 @@ async fn tag_bookkeeping_in_redis_is_bounded_and_expires() {
     }
     // Filling writes no per-tag structures at all: only entries and the counter.
     let kv = &app.state.kv;
-    let pattern = kv.key("cache:t:*");
+    let pattern = stamp_key(kv, "*");
     let (_, tags): (u64, Vec<String>) = kv
         .query(
             redis::cmd("SCAN")
@@ -109,10 +109,19 @@ async fn tag_bookkeeping_in_redis_is_bounded_and_expires() {
     assert!(tags.is_empty(), "{tags:?}");
     cache.invalidate(&[tag("shared")]).await;
     let ttl: i64 = kv
-        .query(redis::cmd("TTL").arg(kv.key("cache:t:shared")))
+        .query(redis::cmd("TTL").arg(stamp_key(kv, "shared")))
         .await
         .expect("TTL");
     assert!(ttl > 0, "tag stamps expire (ttl {ttl})");
+    // The stamp index the mirrors reload from lists it, and expires too.
+    let index = kv.key(&format!("cache:{{{}}}:tags", kv.prefix()));
+    let listed: Option<f64> = kv
+        .query(redis::cmd("ZSCORE").arg(&index).arg("shared"))
+        .await
+        .expect("ZSCORE");
+    assert!(listed.is_some(), "the stamp index lists the tag");
+    let ttl: i64 = kv.query(redis::cmd("TTL").arg(&index)).await.expect("TTL");
+    assert!(ttl > 0, "the stamp index expires (ttl {ttl})");
     for i in 0..50 {
         assert!(
             cache
@@ -164,9 +173,72 @@ async fn every_cache_key_lives_under_the_namespace_prefix() {
     assert!(!ours.is_empty());
     assert!(ours.iter().all(|k| k.starts_with(kv.prefix())), "{ours:?}");
     assert!(
-        ours.contains(&kv.key(&format!("cache:t:item:{marker}"))),
+        ours.contains(&stamp_key(kv, &format!("item:{marker}"))),
         "{ours:?}"
     );
+}
+
+/// The Redis key of a tag's stamp (one hash slot per namespace).
+fn stamp_key(kv: &trovato::kv::Kv, tag: &str) -> String {
+    kv.key(&format!("cache:{{{}}}:t:{tag}", kv.prefix()))
+}
+
+/// Waits until `cache` judges L2 entries by its own mirror of the stamps.
+async fn mirrored(cache: &Cache) {
+    let ready = eventually(PATIENCE, || async { cache.stamps_mirrored() }).await;
+    assert!(ready.is_some(), "the stamp mirror was never loaded");
+}
+
+#[tokio::test]
+async fn a_mirrored_read_judges_entries_without_reading_stamps_from_redis() {
+    let app = TestApp::spawn().await;
+    let cache = &app.state.cache;
+    mirrored(cache).await;
+    fill(cache, "m:k", "old", &["m:t"]).await;
+    cache.invalidate(&[tag("m:t")]).await;
+    // Were the stamp read from Redis, the entry (which recorded no stamp
+    // for the tag) would look current again once the stamp is gone.
+    let kv = &app.state.kv;
+    let _: i64 = kv
+        .query(redis::cmd("DEL").arg(stamp_key(kv, "m:t")))
+        .await
+        .expect("DEL");
+    assert!(cache.peek_l2(&key("m:k")).await.expect("redis").is_none());
+    assert_eq!(fill(cache, "m:k", "new", &["m:t"]).await, "new");
+    assert!(cache.peek_l2(&key("m:k")).await.expect("redis").is_some());
+}
+
+#[tokio::test]
+async fn an_instance_started_after_an_invalidation_loads_its_stamp() {
+    let app = TestApp::spawn().await;
+    let a = &app.state.cache;
+    fill(a, "late:k", "old", &["late:t"]).await;
+    a.invalidate(&[tag("late:t")]).await;
+    // B never received the message: only the reload tells it the entry,
+    // still in Redis, recorded an older stamp.
+    let b = other_instance(&app).await;
+    mirrored(&b).await;
+    assert!(b.peek_l2(&key("late:k")).await.expect("redis").is_none());
+    assert_eq!(fill(&b, "late:k", "new", &["late:t"]).await, "new");
+    assert_eq!(fill(a, "late:k", "unused", &["late:t"]).await, "new");
+}
+
+#[tokio::test]
+async fn another_instance_rejects_the_old_l2_entry_once_the_invalidation_reaches_it() {
+    let app = TestApp::spawn().await;
+    let a = app.state.cache.clone();
+    let b = other_instance(&app).await;
+    mirrored(&b).await;
+    fill(&a, "l2:k", "old", &["l2:t"]).await;
+    assert!(b.peek_l2(&key("l2:k")).await.expect("redis").is_some());
+    let mut applied = b.remote_invalidations();
+    let before = *applied.borrow_and_update();
+    a.invalidate(&[tag("l2:t")]).await;
+    tokio::time::timeout(PATIENCE, applied.wait_for(|n| *n > before))
+        .await
+        .expect("A's invalidation never reached B's bus")
+        .expect("cache alive");
+    assert!(b.peek_l2(&key("l2:k")).await.expect("redis").is_none());
 }
 
 /// Waits until `n` readers in all have joined another reader's load.
