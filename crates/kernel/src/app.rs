@@ -173,6 +173,116 @@ pub async fn serve(
     }
 }
 
+/// Binds `loops` listening sockets to `addr` with `SO_REUSEPORT`, so each
+/// HTTP event loop of [`serve_loops`] accepts its own share of the
+/// connections (the kernel spreads them by address). The first bind
+/// resolves port 0; the others join the port it got.
+pub async fn bind_loops(addr: SocketAddr, loops: usize) -> std::io::Result<Vec<TcpListener>> {
+    let mut listeners: Vec<TcpListener> = Vec::with_capacity(loops.max(1));
+    let mut at = addr;
+    for _ in 0..loops.max(1) {
+        let socket = if at.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(at)?;
+        let listener = socket.listen(1024)?;
+        at = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Serves `app(state)` with one event loop per listener: a thread running
+/// a current-thread runtime. A request's connection, parsing, handler and
+/// response then stay on one thread (no work stealing, no wake-ups across
+/// threads on the cached-page path); background tasks stay on the
+/// kernel's runtime ([`crate::tasks`]). Shutdown works as in [`serve`],
+/// for every loop at once; a loop that fails stops the others.
+///
+/// `finally` (the kernel's own shutdown) runs once serving has stopped but
+/// before the loops' runtimes are dropped: connections to PostgreSQL or
+/// Redis a loop opened stay usable by the tasks that finish in it.
+pub async fn serve_loops(
+    listeners: Vec<TcpListener>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    finally: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    use futures::StreamExt;
+    use tokio::sync::{oneshot, watch};
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (release_tx, release_rx) = watch::channel(false);
+    let mut served = futures::stream::FuturesUnordered::new();
+    let mut threads = Vec::with_capacity(listeners.len());
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let listener = listener.into_std()?;
+        let state = state.clone();
+        let mut stop = stop_rx.clone();
+        let mut release = release_rx.clone();
+        let (done_tx, done_rx) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("trovato-http-{i}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = done_tx.send(Err(e));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let result = match TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            serve(listener, state, async move {
+                                let _ = stop.wait_for(|s| *s).await;
+                            })
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = done_tx.send(result);
+                    // Keeps this loop's I/O driver running until released.
+                    let _ = release.wait_for(|r| *r).await;
+                });
+            })?;
+        threads.push(thread);
+        served.push(done_rx);
+    }
+    let mut result = Ok(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => {},
+        Some(first) = served.next() => {
+            result = first.unwrap_or(Ok(()));
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(done) = served.next().await {
+        if let Ok(Err(e)) = done
+            && result.is_ok()
+        {
+            result = Err(e);
+        }
+    }
+    finally.await;
+    let _ = release_tx.send(true);
+    for thread in threads {
+        if thread.join().is_err() {
+            tracing::error!("an HTTP event loop panicked");
+        }
+    }
+    result
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -65,6 +65,14 @@ pub struct ServerSettings {
         value_name = "SECS"
     )]
     pub shutdown_grace_secs: u64,
+    /// HTTP event loops, each a thread with its own listening socket on the same address (SO_REUSEPORT); 0: one per CPU.
+    #[arg(
+        id = "server.http_loops",
+        long = "http-loops",
+        env = "TROVATO_HTTP_LOOPS",
+        value_name = "N"
+    )]
+    pub http_loops: usize,
 }
 
 impl Default for ServerSettings {
@@ -75,6 +83,7 @@ impl Default for ServerSettings {
             data_dir: PathBuf::from("./var"),
             connect_timeout_secs: 5,
             shutdown_grace_secs: 10,
+            http_loops: 0,
         }
     }
 }
@@ -83,6 +92,14 @@ impl ServerSettings {
     /// How long start-up waits for PostgreSQL and Redis.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    /// How many HTTP event loops `serve` runs.
+    pub fn http_loops(&self) -> usize {
+        match self.http_loops {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// How long a shutdown waits for what is still running.
@@ -95,6 +112,12 @@ impl ServerSettings {
             return Err(ConfigError::invalid::<Self>(
                 "server.max_body_bytes",
                 "must be at least 1 byte",
+            ));
+        }
+        if self.http_loops > 1024 {
+            return Err(ConfigError::invalid::<Self>(
+                "server.http_loops",
+                "must be at most 1024",
             ));
         }
         if self.connect_timeout_secs == 0 {

@@ -725,26 +725,31 @@ async fn cron_status(kernel: &Kernel, last: u32) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen;
+    let loops = config.server.http_loops();
     let kernel = Kernel::boot(config).await?;
-    let listener = match tokio::net::TcpListener::bind(listen).await {
+    let listeners = match trovato::app::bind_loops(listen, loops).await {
         Ok(l) => l,
         Err(e) => {
             kernel.shutdown().await;
             anyhow::bail!("server.listen (TROVATO_LISTEN): cannot bind {listen}: {e}");
         }
     };
-    let addr = listener
-        .local_addr()
-        .context("server.listen (TROVATO_LISTEN)")?;
-    tracing::info!(%addr, "listening");
+    let addr = listeners
+        .first()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()
+        .context("server.listen (TROVATO_LISTEN)")?
+        .unwrap_or(listen);
+    tracing::info!(%addr, loops = listeners.len(), "listening");
     trovato::search::Search::spawn_indexer(&kernel.state);
-    let result = trovato::serve(
-        listener,
-        kernel.state.clone(),
+    let state = kernel.state.clone();
+    let result = trovato::app::serve_loops(
+        listeners,
+        state,
         trovato::app::shutdown_signal(),
+        kernel.shutdown(),
     )
     .await;
-    kernel.shutdown().await;
     tracing::info!("stopped");
     result.context("HTTP server")
 }

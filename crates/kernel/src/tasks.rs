@@ -9,6 +9,11 @@
 //! [`Tasks::finish`]: it runs to the end even if the request that started
 //! it is dropped because the client went away.
 //!
+//! Tasks run on the runtime the kernel was built on, whichever runtime
+//! starts them: HTTP event loops of their own ([`crate::app::serve_loops`])
+//! stop before the kernel does, and must not take post-commit work with
+//! them.
+//!
 //! [`Tasks::shutdown`] cancels the token, waits for every task up to a
 //! grace period, and names the tasks that did not finish.
 
@@ -36,8 +41,9 @@ pub struct Tasks {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
+    /// The runtime current when the tasks were created.
+    runtime: Option<tokio::runtime::Handle>,
     tracker: TaskTracker,
     cancel: CancellationToken,
     next_id: AtomicU64,
@@ -57,7 +63,30 @@ impl Drop for Running {
     }
 }
 
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            tracker: TaskTracker::default(),
+            cancel: CancellationToken::default(),
+            next_id: AtomicU64::default(),
+            running: Mutex::default(),
+        }
+    }
+}
+
 impl Inner {
+    fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.runtime {
+            Some(rt) => self.tracker.spawn_on(fut, rt),
+            None => self.tracker.spawn(fut),
+        }
+    }
+
     fn lock_running(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, &'static str>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -96,7 +125,7 @@ impl Tasks {
     {
         let running = self.inner.register(name);
         let fut = task(self.token());
-        self.inner.tracker.spawn(async move {
+        self.inner.spawn(async move {
             let _running = running;
             fut.await;
         });
@@ -114,7 +143,7 @@ impl Tasks {
             return Err(TaskError::ShuttingDown(name));
         }
         let running = self.inner.register(name);
-        let handle = self.inner.tracker.spawn(async move {
+        let handle = self.inner.spawn(async move {
             let _running = running;
             work.await
         });

@@ -287,3 +287,51 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     app.shut_down().await;
     assert!(reqwest::get(app.url("/healthz")).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_http_loops_share_one_port_and_stop_together() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let app = TestApp::spawn().await;
+    let listeners = trovato::app::bind_loops("127.0.0.1:0".parse().expect("addr"), 3)
+        .await
+        .expect("bind");
+    let addrs: Vec<_> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr"))
+        .collect();
+    assert_eq!(addrs.len(), 3);
+    assert!(addrs.iter().all(|a| *a == addrs[0]), "{addrs:?}");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let finished = Arc::new(AtomicBool::new(false));
+    let flag = finished.clone();
+    let server = tokio::spawn(trovato::app::serve_loops(
+        listeners,
+        app.state.clone(),
+        async move {
+            let _ = stop_rx.await;
+        },
+        async move { flag.store(true, Ordering::SeqCst) },
+    ));
+    // A new connection per request, so the kernel spreads them over the loops.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let url = format!("http://{}/healthz", addrs[0]);
+    for _ in 0..30 {
+        let resp = client.get(&url).send().await.expect("answered");
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    stop_tx.send(()).expect("server running");
+    tokio::time::timeout(PATIENCE, server)
+        .await
+        .expect("the loops stopped")
+        .expect("join")
+        .expect("served without error");
+    assert!(finished.load(Ordering::SeqCst), "finally never ran");
+    assert!(
+        client.get(&url).send().await.is_err(),
+        "a loop still listens"
+    );
+}
