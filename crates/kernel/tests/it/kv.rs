@@ -16,14 +16,35 @@ async fn kv() -> Kv {
     .expect("kv connects")
 }
 
-/// Whether a client named `name` is blocked in a command right now.
+/// Whether a client named `name` is blocked in a command right now (on
+/// any node of a cluster: `CLIENT LIST` answers for one server).
 async fn is_blocked(kv: &Kv, name: &str) -> bool {
-    let list: String = kv
-        .query(redis::cmd("CLIENT").arg("LIST"))
-        .await
-        .expect("CLIENT LIST");
-    list.lines()
-        .any(|l| l.contains(&format!(" name={name} ")) && l.contains("flags=b"))
+    let mut lists: Vec<String> = Vec::new();
+    match trovato::kv::cluster_nodes(&services().await.redis_url) {
+        Some(nodes) => {
+            for node in nodes.expect("cluster URL") {
+                let client = redis::Client::open(node).expect("node URL");
+                let mut conn = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("node connection");
+                let list: String = redis::cmd("CLIENT")
+                    .arg("LIST")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("CLIENT LIST");
+                lists.push(list);
+            }
+        }
+        None => lists.push(
+            kv.query(redis::cmd("CLIENT").arg("LIST"))
+                .await
+                .expect("CLIENT LIST"),
+        ),
+    }
+    lists.iter().flat_map(|l| l.lines()).any(|l| {
+        l.contains(&format!(" name={name} ")) && l.contains("flags=b")
+    })
 }
 
 #[tokio::test]
