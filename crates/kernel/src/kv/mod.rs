@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
@@ -351,10 +353,11 @@ impl Kv {
             Mode::Cluster { nodes, .. } => {
                 let client =
                     cluster_client(nodes, self.connect_timeout, None).map_err(unavailable)?;
-                let conn = tokio::time::timeout(self.connect_timeout, client.get_async_connection())
-                    .await
-                    .map_err(|_| KvError::Unavailable("cluster connect timed out".into()))?
-                    .map_err(unavailable)?;
+                let conn =
+                    tokio::time::timeout(self.connect_timeout, client.get_async_connection())
+                        .await
+                        .map_err(|_| KvError::Unavailable("cluster connect timed out".into()))?
+                        .map_err(unavailable)?;
                 Conn::Cluster(conn)
             }
         };

@@ -373,7 +373,10 @@ return n";
                 continue;
             };
             // All but the digest: the same for every key of one group.
-            let group = key.rsplit_once(':').map_or(key.as_str(), |(g, _)| g).to_owned();
+            let group = key
+                .rsplit_once(':')
+                .map_or(key.as_str(), |(g, _)| g)
+                .to_owned();
             groups.entry(group).or_default().push((key, session_key));
         }
         for pairs in groups.values() {

@@ -60,8 +60,11 @@ fn bucket_of_user(user_id: Uuid) -> String {
 /// cookie is client input: anything else finds no session).
 fn bucket_of_token(token: &str) -> Option<&str> {
     let (bucket, _) = token.split_once('.')?;
-    (bucket.len() == 4 && bucket.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-        .then_some(bucket)
+    (bucket.len() == 4
+        && bucket
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    .then_some(bucket)
 }
 
 fn group(bucket: &str) -> String {
@@ -102,7 +105,10 @@ pub fn session_of_companion(kv: &Kv, key: &str, name: &str) -> Option<String> {
 
 /// The set of the digests of `user_id`'s sessions.
 fn index_key(kv: &Kv, user_id: Uuid) -> String {
-    kv.slot_key(&group(&bucket_of_user(user_id)), &format!(":user:{user_id}"))
+    kv.slot_key(
+        &group(&bucket_of_user(user_id)),
+        &format!(":user:{user_id}"),
+    )
 }
 
 /// Stores a session (KEYS[1] = its key, KEYS[2] = its user's index,
@@ -185,12 +191,7 @@ pub async fn load(kv: &Kv, token: &str, idle: Duration) -> Result<Option<Session
         return Ok(None);
     };
     let raw: Option<String> = kv
-        .query(
-            redis::cmd("GETEX")
-                .arg(key)
-                .arg("EX")
-                .arg(ttl_secs(idle)),
-        )
+        .query(redis::cmd("GETEX").arg(key).arg("EX").arg(ttl_secs(idle)))
         .await?;
     Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
 }
