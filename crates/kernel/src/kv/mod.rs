@@ -465,7 +465,7 @@ impl Kv {
     /// The cluster's primaries as `(host, port)`, from `CLUSTER SLOTS`
     /// (the table the cluster connection routes by).
     async fn primaries(&self) -> Result<Vec<(String, u16)>, KvError> {
-        let slots: Vec<Vec<Value>> = self.query(&redis::cmd("CLUSTER").arg("SLOTS")).await?;
+        let slots: Vec<Vec<Value>> = self.query(redis::cmd("CLUSTER").arg("SLOTS")).await?;
         let mut primaries: Vec<(String, u16)> = Vec::new();
         for range in slots {
             // [start, end, [host, port, id, ...], replicas...]
