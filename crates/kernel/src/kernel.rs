@@ -134,7 +134,14 @@ impl Kernel {
                     crate::plugin::STATUS_REFRESH,
                     &tasks,
                 );
-                Cache::start(kv.clone(), redis_url, config.cache, timeout, &tasks).await?
+                // The invalidation bus subscribes on one server: on a
+                // cluster any node receives every PUBLISH.
+                let bus_url = match crate::kv::cluster_nodes(redis_url) {
+                    Some(Ok(nodes)) => nodes.first().cloned(),
+                    _ => None,
+                }
+                .unwrap_or_else(|| redis_url.clone());
+                Cache::start(kv.clone(), &bus_url, config.cache, timeout, &tasks).await?
             }
             Role::Command => Cache::without_bus(kv.clone(), config.cache),
         };

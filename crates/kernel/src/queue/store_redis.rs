@@ -1,6 +1,6 @@
 //! The Redis queue backend: reliable fetch with scripts.
 //!
-//! Per queue, under the kernel's prefix (`<prefix>queue:<name>:...`):
+//! Per queue, under the kernel's prefix (`<prefix>{queue}:<name>:...`):
 //! `ready` (a sorted set of ids by the time they become available; delayed
 //! items and retries wait there too), `lease` (ids by the end of their
 //! lease), `dead` (ids by when they died), and hashes from id to payload,
@@ -10,7 +10,12 @@
 //! where the next pop after the lease's end takes it back. Times are the
 //! Redis server's clock (`TIME`), the same for every worker.
 //!
-//! A set `<prefix>queue:names` lists the queues that hold items.
+//! A set `<prefix>{queue}:names` lists the queues that hold items.
+//!
+//! Every queue's keys and the names set share the hash tag `{queue}`: the
+//! scripts update a queue and the names set in one step, and a Redis
+//! Cluster runs a script only on keys of one slot. So on a cluster the
+//! queues live on one node, as they would on a single server.
 
 use std::time::Duration;
 
@@ -169,6 +174,9 @@ impl Scripts {
     }
 }
 
+/// The hash tag of every queue key (see the module docs).
+const SLOT_GROUP: &str = "queue";
+
 #[derive(Clone)]
 pub struct RedisQueue {
     kv: Kv,
@@ -186,12 +194,12 @@ impl RedisQueue {
     }
 
     fn names_key(&self) -> String {
-        self.kv.key("queue:names")
+        self.kv.slot_key(SLOT_GROUP, ":names")
     }
 
     /// The nine keys of `queue`, in the scripts' order.
     fn keys(&self, queue: &str) -> [String; 9] {
-        let k = |part: &str| self.kv.key(&format!("queue:{queue}:{part}"));
+        let k = |part: &str| self.kv.slot_key(SLOT_GROUP, &format!(":{queue}:{part}"));
         [
             k("ready"),
             k("lease"),

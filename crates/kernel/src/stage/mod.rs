@@ -302,14 +302,14 @@ pub async fn publish(state: &AppState, stage: &StageId) -> Result<PublishReport,
 }
 
 /// The Redis key holding the stage a browser session works in, beside the
-/// session itself (same token hash, same idle lifetime).
-fn session_stage_key(state: &AppState, token: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(token.as_bytes());
-    state
-        .kv
-        .key(&format!("stage:session:{}", crate::text::hex(&digest)))
+/// session itself (same slot, same token hash, same idle lifetime); `None`
+/// for a token no session can have.
+fn session_stage_key(state: &AppState, token: &str) -> Option<String> {
+    crate::user::session::companion_key(&state.kv, token, STAGE_COMPANION)
 }
+
+/// The name of the stage choice among a session's companion keys.
+const STAGE_COMPANION: &str = "stage";
 
 fn idle_secs(state: &AppState) -> u64 {
     state.config.session.idle_timeout_secs.max(1)
@@ -321,7 +321,9 @@ pub async fn select_for_session(
     token: &str,
     stage: &StageId,
 ) -> Result<(), crate::kv::KvError> {
-    let key = session_stage_key(state, token);
+    let Some(key) = session_stage_key(state, token) else {
+        return Ok(());
+    };
     if stage.is_live() {
         let _: i64 = state.kv.query(redis::cmd("DEL").arg(key)).await?;
     } else {
@@ -339,12 +341,13 @@ pub async fn select_for_session(
     Ok(())
 }
 
-/// Deletes each `stage:session:<hash>` whose `session:<hash>` is gone
-/// (the session ended by logout, or expired while its stage choice was
-/// slid by reads): cron's session bookkeeping. Returns how many it forgot.
+/// Deletes each session's stage choice whose session is gone (ended by
+/// logout, or expired while its stage choice was slid by reads): cron's
+/// session bookkeeping. Returns how many it forgot.
 pub async fn forget_ended_sessions(state: &AppState) -> Result<u64, crate::kv::KvError> {
-    // Pairs of (stage choice, session) keys; deletes a choice whose
-    // session is gone, atomically per pair.
+    use crate::user::session;
+    // Pairs of (stage choice, session) keys, all of one slot; deletes a
+    // choice whose session is gone, atomically per pair.
     const FORGET: &str = r"
 local n = 0
 for i = 1, #KEYS, 2 do
@@ -353,44 +356,45 @@ for i = 1, #KEYS, 2 do
   end
 end
 return n";
-    let choice_prefix = state.kv.key("stage:session:");
-    let session_prefix = state.kv.key("session:");
-    let pattern = format!("{choice_prefix}*");
     let script = redis::Script::new(FORGET);
-    let mut cursor: u64 = 0;
+    let mut scan = state
+        .kv
+        .scan(&session::companion_pattern(STAGE_COMPANION))
+        .await?;
     let mut forgotten = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = state
-            .kv
-            .query(
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(500),
-            )
-            .await?;
-        if !keys.is_empty() {
+    while let Some(keys) = scan.next_batch().await? {
+        // One invocation per slot group: on a cluster a script's keys
+        // must share a slot.
+        let mut groups: std::collections::BTreeMap<String, Vec<(String, String)>> =
+            Default::default();
+        for key in keys {
+            let Some(session_key) = session::session_of_companion(&state.kv, &key, STAGE_COMPANION)
+            else {
+                continue;
+            };
+            // All but the digest: the same for every key of one group.
+            let group = key
+                .rsplit_once(':')
+                .map_or(key.as_str(), |(g, _)| g)
+                .to_owned();
+            groups.entry(group).or_default().push((key, session_key));
+        }
+        for pairs in groups.values() {
             let mut inv = script.prepare_invoke();
-            for key in &keys {
-                let hash = key.strip_prefix(&choice_prefix).unwrap_or_default();
-                inv.key(key).key(format!("{session_prefix}{hash}"));
+            for (choice, session) in pairs {
+                inv.key(choice).key(session);
             }
             let n: u64 = state.kv.script(inv).await?;
             forgotten += n;
         }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(forgotten);
-        }
     }
+    Ok(forgotten)
 }
 
 /// The session's working stage, if one was selected (sliding its lifetime
 /// like the session's). Without Redis the session works in live.
 async fn session_stage(state: &AppState, token: &str) -> Option<String> {
-    let key = session_stage_key(state, token);
+    let key = session_stage_key(state, token)?;
     match state
         .kv
         .query::<Option<String>>(redis::cmd("GETEX").arg(key).arg("EX").arg(idle_secs(state)))

@@ -103,9 +103,12 @@ impl Attempt {
         // Names match case-insensitively at login, so they count so too;
         // hashed, so any name makes a short key.
         let name = crate::text::hex(&Sha256::digest(name.to_lowercase().as_bytes())[..16]);
+        // Both counts of an address share its hash tag: the scripts touch
+        // them together, which a Redis Cluster allows within one slot.
+        let group = format!("flood:login:{}", bucket(client));
         Self {
-            address_key: kv.key(&format!("flood:login:addr:{}", bucket(client))),
-            name_key: kv.key(&format!("flood:login:name:{}:{name}", bucket(client))),
+            address_key: kv.slot_key(&group, ":addr"),
+            name_key: kv.slot_key(&group, &format!(":name:{name}")),
         }
     }
 

@@ -340,7 +340,7 @@ async fn the_kernel_steps_clean_expired_uploads_and_stage_choices_of_ended_sessi
         let _: () = kv
             .query(
                 redis::cmd("SET")
-                    .arg(kv.key(&format!("stage:session:{hash}")))
+                    .arg(kv.slot_key("session:0000", &format!(":stage:{hash}")))
                     .arg("draft"),
             )
             .await
@@ -349,7 +349,7 @@ async fn the_kernel_steps_clean_expired_uploads_and_stage_choices_of_ended_sessi
     let _: () = kv
         .query(
             redis::cmd("SET")
-                .arg(kv.key(&format!("session:{alive}")))
+                .arg(kv.slot_key("session:0000", &format!(":{alive}")))
                 .arg("{}"),
         )
         .await
@@ -371,7 +371,7 @@ async fn the_kernel_steps_clean_expired_uploads_and_stage_choices_of_ended_sessi
     assert!(!object.exists(), "and its bytes");
     let exists = |hash: String| async move {
         let n: i64 = kv
-            .query(redis::cmd("EXISTS").arg(kv.key(&format!("stage:session:{hash}"))))
+            .query(redis::cmd("EXISTS").arg(kv.slot_key("session:0000", &format!(":stage:{hash}"))))
             .await
             .expect("exists");
         n == 1

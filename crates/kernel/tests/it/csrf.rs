@@ -186,24 +186,9 @@ async fn snapshot(app: &TestApp) -> (Vec<(String, Option<String>)>, Vec<(String,
     }
     let kv = &app.state.kv;
     let mut keys: Vec<String> = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = kv
-            .query(
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{}*", kv.prefix()))
-                    .arg("COUNT")
-                    .arg(1000),
-            )
-            .await
-            .expect("scan");
+    let mut scan = kv.scan("*").await.expect("scan");
+    while let Some(batch) = scan.next_batch().await.expect("scan") {
         keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
     }
     keys.sort();
     let mut values = Vec::new();
@@ -1136,9 +1121,7 @@ fn form_token(html: &str) -> String {
 
 /// Number of sessions in Redis.
 async fn sessions(app: &TestApp) -> usize {
-    let (_, keys) = snapshot(app).await;
-    let prefix = format!("{}session:", app.state.kv.prefix());
-    keys.iter().filter(|(k, _)| k.starts_with(&prefix)).count()
+    crate::harness::session_keys(&app.state.kv).await.len()
 }
 
 async fn form_login(app: &TestApp, cookie: Option<&str>, token: Option<&str>) -> reqwest::Response {

@@ -27,11 +27,7 @@ async fn spawn(customise: impl FnOnce(&mut trovato::Config) + Send) -> TestApp {
 
 /// Every session key under this test's prefix.
 async fn sessions(app: &TestApp) -> Vec<String> {
-    app.state
-        .kv
-        .query(redis::cmd("KEYS").arg(app.state.kv.key("session:*")))
-        .await
-        .expect("KEYS")
+    crate::harness::session_keys(&app.state.kv).await
 }
 
 /// Checks a 429 with its JSON body and Retry-After, and that it started no
@@ -109,17 +105,23 @@ async fn a_successful_login_clears_the_count_of_its_name() {
         cmd.arg(kv.key(pattern));
         cmd
     };
-    let counted: Vec<String> = kv.query(&keys("flood:login:name:*")).await.expect("keys");
+    let counted: Vec<String> = kv
+        .query(&keys("{flood:login:*}:name:*"))
+        .await
+        .expect("keys");
     assert_eq!(counted.len(), 1, "{counted:?}");
 
     assert_eq!(
         login_from(&app, addr, "kim", PASSWORD).await.status(),
         StatusCode::OK
     );
-    let counted: Vec<String> = kv.query(&keys("flood:login:name:*")).await.expect("keys");
+    let counted: Vec<String> = kv
+        .query(&keys("{flood:login:*}:name:*"))
+        .await
+        .expect("keys");
     assert!(counted.is_empty(), "the name's count survived: {counted:?}");
     let addr_count: Option<i64> = kv
-        .query(redis::cmd("GET").arg(kv.key(&format!("flood:login:addr:{addr}"))))
+        .query(redis::cmd("GET").arg(kv.slot_key(&format!("flood:login:{addr}"), ":addr")))
         .await
         .expect("get");
     assert_eq!(

@@ -9,20 +9,12 @@ const PASSWORD: &str = "correct horse battery";
 
 /// The Redis key of the session whose cookie token is `token`.
 fn session_key(app: &TestApp, token: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(token.as_bytes());
-    app.state
-        .kv
-        .key(&format!("session:{}", trovato::text::hex(&digest)))
+    trovato::user::session::companion_key(&app.state.kv, token, "").expect("a session token")
 }
 
 /// Every session key under this test's prefix.
 async fn session_keys(app: &TestApp) -> Vec<String> {
-    app.state
-        .kv
-        .query(redis::cmd("KEYS").arg(app.state.kv.key("session:*")))
-        .await
-        .expect("KEYS")
+    crate::harness::session_keys(&app.state.kv).await
 }
 
 /// A refused login left nothing behind: no session cookie in the answer,
@@ -458,12 +450,12 @@ async fn session_keys_live_under_the_configured_prefix() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(
         keys.iter()
-            .any(|k| k.starts_with(&format!("{prefix}session:"))),
+            .any(|k| k.starts_with(&format!("{prefix}{{session:")) && !k.contains("}:user:")),
         "{keys:?}"
     );
     assert!(
         keys.iter()
-            .any(|k| k.starts_with(&format!("{prefix}user-sessions:"))),
+            .any(|k| k.starts_with(&format!("{prefix}{{session:")) && k.contains("}:user:")),
         "{keys:?}"
     );
 }

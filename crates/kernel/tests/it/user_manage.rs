@@ -181,13 +181,10 @@ async fn blocking_a_user_ends_their_sessions_and_revokes_their_tokens_at_once() 
         !session_exists(&app, &laptop_session).await,
         "a session survived"
     );
-    let index: i64 = app
-        .state
-        .kv
-        .query(redis::cmd("EXISTS").arg(app.state.kv.key(&format!("user-sessions:{}", erin.id))))
+    let indexed = trovato::user::session::indexed(&app.state.kv, erin.id)
         .await
         .expect("redis");
-    assert_eq!(index, 0, "the session index survived");
+    assert_eq!(indexed, 0, "the session index survived");
     assert_eq!(token_count(&app, erin.id).await, 0, "a token survived");
     assert_eq!(
         phone

@@ -46,6 +46,21 @@ pub fn test_prefix() -> String {
     format!("trovato-test:{}:", uuid::Uuid::now_v7().simple())
 }
 
+/// Every session key under `kv`'s prefix (not the users' session indexes
+/// nor the sessions' companion keys), from every node of a cluster.
+pub async fn session_keys(kv: &trovato::kv::Kv) -> Vec<String> {
+    let mut scan = kv.scan("{session:*}:*").await.expect("scan");
+    let mut keys = Vec::new();
+    while let Some(batch) = scan.next_batch().await.expect("scan") {
+        keys.extend(batch.into_iter().filter(|k| {
+            // `<prefix>{session:<bucket>}:<digest>`: one colon after the tag.
+            k.rsplit_once('}')
+                .is_some_and(|(_, rest)| rest.matches(':').count() == 1)
+        }));
+    }
+    keys
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)

@@ -1,6 +1,8 @@
 //! Where the tests' PostgreSQL and Redis come from: `TEST_DATABASE_URL` /
 //! `TEST_REDIS_URL` when set, else the same embedded launcher `serve` uses
 //! (data under the temp directory, left running for the next test run).
+//! `TEST_REDIS_URL` may name a Redis Cluster (`redis+cluster://...`, as
+//! `scripts/redis-cluster start` prints): every test then runs on it.
 //!
 //! Each test gets its own database, cloned from a migrated template, and its
 //! own Redis key prefix; both are removed when the test's app is dropped.
