@@ -55,8 +55,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let kv = Kv::connect(&url, &prefix, Duration::from_secs(5)).await?;
     let settings = CacheSettings::default();
     let tasks = trovato::tasks::Tasks::new();
-    let a = Cache::start(kv.clone(), &url, settings, Duration::from_secs(5), &tasks).await?;
-    let b = Cache::start(kv.clone(), &url, settings, Duration::from_secs(5), &tasks).await?;
+    let a = Cache::start(kv.clone(), settings, Duration::from_secs(5), &tasks).await?;
+    let b = Cache::start(kv.clone(), settings, Duration::from_secs(5), &tasks).await?;
 
     // Reads are judged by the stamp mirror once its first reload is done.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -134,14 +134,7 @@ impl Kernel {
                     crate::plugin::STATUS_REFRESH,
                     &tasks,
                 );
-                // The invalidation bus subscribes on one server: on a
-                // cluster any node receives every PUBLISH.
-                let bus_url = match crate::kv::cluster_nodes(redis_url) {
-                    Some(Ok(nodes)) => nodes.first().cloned(),
-                    _ => None,
-                }
-                .unwrap_or_else(|| redis_url.clone());
-                Cache::start(kv.clone(), &bus_url, config.cache, timeout, &tasks).await?
+                Cache::start(kv.clone(), config.cache, timeout, &tasks).await?
             }
             Role::Command => Cache::without_bus(kv.clone(), config.cache),
         };

@@ -22,7 +22,7 @@ use crate::tasks::Tasks;
 
 pub(crate) fn spawn(
     inner: Weak<Inner>,
-    client: redis::Client,
+    kv: crate::kv::Kv,
     channel: String,
     origin: &str,
     mut stop: watch::Receiver<()>,
@@ -44,7 +44,8 @@ pub(crate) fn spawn(
         let mut first = true;
         loop {
             let session = async {
-                let mut pubsub = client.get_async_pubsub().await?;
+                // On a cluster, each attempt tries the next node.
+                let mut pubsub = kv.subscriber_client().get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };

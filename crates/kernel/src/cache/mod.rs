@@ -44,7 +44,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::config::{ConfigError, redact_url};
+use crate::config::ConfigError;
 use crate::error::HttpError;
 use crate::kv::{Kv, KvError};
 use crate::tasks::Tasks;
@@ -286,22 +286,21 @@ mod pending {
 
 impl Cache {
     /// Builds the cache on the shared [`Kv`] connection and starts the
-    /// invalidation subscriber on its own connection to `redis_url`
-    /// (waiting up to `timeout` for the first subscription).
+    /// invalidation subscriber on a connection of its own (on a cluster,
+    /// to one node: every node receives every `PUBLISH`), waiting up to
+    /// `timeout` for the first subscription.
     pub async fn start(
         kv: Kv,
-        redis_url: &str,
         settings: CacheSettings,
         timeout: Duration,
         tasks: &Tasks,
     ) -> Result<Self, CacheError> {
-        let client = ::redis::Client::open(redis_url)
-            .map_err(|e| KvError::Unavailable(redact_url(&e.to_string())))?;
         let channel = kv.key("cache:bus");
+        let subscriber = kv.clone();
         let (cache, stop_rx) = Self::build(kv, settings);
         let ready = bus::spawn(
             Arc::downgrade(&cache.inner),
-            client,
+            subscriber,
             channel,
             cache.inner.local.origin(),
             stop_rx,

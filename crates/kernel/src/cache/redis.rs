@@ -25,8 +25,8 @@
 //! lives longer than any entry.
 //!
 //! Keys, all under the Kv prefix: entries `cache:e:*` anywhere; the
-//! counter, the stamp index and the stamps `cache:{prefix}:*`, whose hash
-//! tag puts them in one Redis Cluster slot, since the invalidation script
+//! counter, the stamp index and the stamps `{cache}:*`, whose hash tag
+//! puts them in one Redis Cluster slot, since the invalidation script
 //! writes them together. `cache:bus` is the channel.
 
 use std::sync::{Arc, LazyLock};
@@ -101,11 +101,10 @@ impl L2 {
         let ttl_secs = ttl.as_secs().max(1);
         // Outlives every entry written before the stamp.
         let tag_ttl_secs = ttl_secs + 60;
-        let group = format!("cache:{{{}}}:", kv.prefix());
         Self {
-            seq_key: kv.key(&format!("{group}seq")),
-            index_key: kv.key(&format!("{group}tags")),
-            tag_prefix: kv.key(&format!("{group}t:")),
+            seq_key: kv.slot_key("cache", ":seq"),
+            index_key: kv.slot_key("cache", ":tags"),
+            tag_prefix: kv.slot_key("cache", ":t:"),
             channel: kv.key("cache:bus"),
             kv,
             ttl_secs,

@@ -54,7 +54,6 @@ async fn fill(cache: &Cache, k: &str, value: &str, tags: &[&str]) -> String {
 async fn other_instance(app: &TestApp) -> Cache {
     Cache::start(
         app.state.kv.clone(),
-        app.state.config.redis.url.as_deref().expect("redis url"),
         CacheSettings::default(),
         Duration::from_secs(5),
         &app.state.tasks,
@@ -95,17 +94,7 @@ async fn tag_bookkeeping_in_redis_is_bounded_and_expires() {
     // Filling writes no per-tag structures at all: only entries and the counter.
     let kv = &app.state.kv;
     let pattern = stamp_key(kv, "*");
-    let (_, tags): (u64, Vec<String>) = kv
-        .query(
-            redis::cmd("SCAN")
-                .arg(0)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(10_000),
-        )
-        .await
-        .expect("SCAN");
+    let tags = scan_all(kv, &pattern).await;
     assert!(tags.is_empty(), "{tags:?}");
     cache.invalidate(&[tag("shared")]).await;
     let ttl: i64 = kv
@@ -114,7 +103,7 @@ async fn tag_bookkeeping_in_redis_is_bounded_and_expires() {
         .expect("TTL");
     assert!(ttl > 0, "tag stamps expire (ttl {ttl})");
     // The stamp index the mirrors reload from lists it, and expires too.
-    let index = kv.key(&format!("cache:{{{}}}:tags", kv.prefix()));
+    let index = kv.slot_key("cache", ":tags");
     let listed: Option<f64> = kv
         .query(redis::cmd("ZSCORE").arg(&index).arg("shared"))
         .await
@@ -147,29 +136,7 @@ async fn every_cache_key_lives_under_the_namespace_prefix() {
     .await;
     cache.invalidate(&[tag(&format!("item:{marker}"))]).await;
     let kv = &app.state.kv;
-    let scan = |pattern: String| async move {
-        let mut cursor = 0u64;
-        let mut found = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = kv
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000),
-                )
-                .await
-                .expect("SCAN");
-            found.extend(keys);
-            cursor = next;
-            if cursor == 0 {
-                return found;
-            }
-        }
-    };
-    let ours = scan(format!("*{marker}*")).await;
+    let ours = scan_all(kv, &format!("*{marker}*")).await;
     assert!(!ours.is_empty());
     assert!(ours.iter().all(|k| k.starts_with(kv.prefix())), "{ours:?}");
     assert!(
@@ -178,9 +145,19 @@ async fn every_cache_key_lives_under_the_namespace_prefix() {
     );
 }
 
+/// Every key matching `pattern`, on every node of a cluster.
+async fn scan_all(kv: &trovato::kv::Kv, pattern: &str) -> Vec<String> {
+    let mut scan = kv.scan(pattern).await.expect("SCAN");
+    let mut found = Vec::new();
+    while let Some(keys) = scan.next_batch().await.expect("SCAN") {
+        found.extend(keys);
+    }
+    found
+}
+
 /// The Redis key of a tag's stamp (one hash slot per namespace).
 fn stamp_key(kv: &trovato::kv::Kv, tag: &str) -> String {
-    kv.key(&format!("cache:{{{}}}:t:{tag}", kv.prefix()))
+    kv.slot_key("cache", &format!(":t:{tag}"))
 }
 
 /// Waits until `cache` judges L2 entries by its own mirror of the stamps.
