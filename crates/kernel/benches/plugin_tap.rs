@@ -123,6 +123,51 @@ fn main() {
     runtime.block_on(run(root));
 }
 
+/// Calls one operation in a loop at concurrency 1, for a profiler:
+/// `TROVATO_BENCH_PROFILE=wasm|native|noop`, `TROVATO_BENCH_CALLS` calls
+/// (default 200 000). Prints the p50 and nothing else.
+async fn profile_one<W, WF, N, NF>(only: &str, wasm: W, nat: N, bounds: &Bounds, input: Arc<String>)
+where
+    W: Fn() -> WF + Send + Sync + 'static,
+    WF: Future<Output = bool> + Send,
+    N: Fn() -> NF + Send + Sync + 'static,
+    NF: Future<Output = bool> + Send,
+{
+    let calls = std::env::var("TROVATO_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let (lat, errors) = match only {
+        "wasm" => measure(1, calls, wasm).await,
+        "native" => measure(1, calls, nat).await,
+        "noop" => {
+            let plugins = Plugins::load_blocking(&fixtures(), bounds.clone());
+            measure(1, calls, move || {
+                let (plugins, input) = (plugins.clone(), input.clone());
+                async move {
+                    plugins
+                        .invoke_json("fresh_memory", "tap_run", &input)
+                        .await
+                        .is_ok()
+                }
+            })
+            .await
+        }
+        other => {
+            eprintln!("TROVATO_BENCH_PROFILE is wasm, native or noop, not {other:?}");
+            std::process::exit(2);
+        }
+    };
+    println!(
+        "{only}: p50 {} over {calls} calls, {errors} errors",
+        us(percentile(&lat, 0.5))
+    );
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/plugins")
+}
+
 async fn run(root: PathBuf) {
     // Metrics are recorded as in the server; no log subscriber is installed,
     // so the per-invocation log line costs only its level check.
@@ -160,6 +205,11 @@ async fn run(root: PathBuf) {
         }
     };
 
+    if let Ok(only) = std::env::var("TROVATO_BENCH_PROFILE") {
+        profile_one(&only, wasm, nat, &bounds, input.clone()).await;
+        return;
+    }
+
     // Warm-up: page in the code and the pool's slots.
     measure(1, 2_000, wasm.clone()).await;
     measure(100, 10_000, wasm.clone()).await;
@@ -168,8 +218,7 @@ async fn run(root: PathBuf) {
 
     // The fixed cost of an invocation: a fresh instance of a tiny module
     // whose tap does nothing but return one byte of JSON.
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/plugins");
-    let noop_plugins = Plugins::load_blocking(&fixtures, bounds.clone());
+    let noop_plugins = Plugins::load_blocking(&fixtures(), bounds.clone());
     let noop = {
         let (plugins, input) = (noop_plugins.clone(), input.clone());
         move || {

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 use wasmtime::{
-    Engine, EngineWeak, ExternType, FuncType, InstanceAllocationStrategy, InstancePre, Linker,
-    Module, PoolingAllocationConfig, Store, Trap, UpdateDeadline, ValType,
+    Engine, EngineWeak, Extern, ExternType, FuncType, Instance, InstanceAllocationStrategy,
+    InstancePre, Linker, Module, ModuleExport, PoolingAllocationConfig, Store, Trap, TypedFunc,
+    UpdateDeadline, ValType,
 };
 
 use super::PluginError;
@@ -213,7 +214,21 @@ fn start_epoch_ticker(engine: &Engine) {
 pub struct Compiled {
     pre: InstancePre<Host>,
     uses_wasi: bool,
-    has_free: bool,
+    /// The plugin's name, shared by every invocation's [`Host`].
+    plugin: Arc<str>,
+    /// The ABI exports, resolved once: looking an export up by index in a
+    /// fresh instance skips the by-name search.
+    memory: ModuleExport,
+    alloc: ModuleExport,
+    free: Option<ModuleExport>,
+    /// Each tap checked at compile time, with its name as [`Host`] holds it.
+    taps: Vec<(Arc<str>, ModuleExport)>,
+}
+
+impl Compiled {
+    fn tap(&self, name: &str) -> Option<&(Arc<str>, ModuleExport)> {
+        self.taps.iter().find(|(t, _)| &**t == name)
+    }
 }
 
 /// Compiles plugins and invokes their taps under [`Bounds`].
@@ -349,10 +364,34 @@ impl Runtime {
                 plugin: plugin.to_owned(),
                 import: format!("{e:#}"),
             })?;
+        // Every name below was checked against the module above.
+        let index = |name: &str| {
+            module
+                .get_export_index(name)
+                .ok_or_else(|| PluginError::InvalidModule {
+                    plugin: plugin.to_owned(),
+                    reason: format!("export {name} has no index"),
+                })
+        };
+        let memory = index("memory")?;
+        let alloc = index("trovato_alloc")?;
+        let free = if has_free {
+            Some(index("trovato_free")?)
+        } else {
+            None
+        };
+        let taps = taps
+            .iter()
+            .map(|t| Ok((Arc::from(t.as_str()), index(t)?)))
+            .collect::<Result<_, PluginError>>()?;
         Ok(Compiled {
             pre,
             uses_wasi,
-            has_free,
+            plugin: Arc::from(plugin),
+            memory,
+            alloc,
+            free,
+            taps,
         })
     }
 
@@ -370,8 +409,14 @@ impl Runtime {
         // The semaphore is never closed, so acquiring only waits.
         let _slot = self.pool.slots.acquire().await.ok();
         let host = Host {
-            plugin: Arc::from(plugin),
-            tap: Arc::from(tap),
+            plugin: if *module.plugin == *plugin {
+                module.plugin.clone()
+            } else {
+                Arc::from(plugin)
+            },
+            tap: module
+                .tap(tap)
+                .map_or_else(|| Arc::from(tap), |(t, _)| t.clone()),
             limits: Limits {
                 memory_bytes: self.bounds.memory_bytes,
                 exceeded: false,
@@ -532,11 +577,19 @@ async fn call(
     };
     let instance = module.pre.instantiate_async(&mut *store).await?;
     let _live = LiveInstance::new(instances);
-    let memory = instance
-        .get_memory(&mut *store, "memory")
-        .ok_or_else(|| plugin_err(store, |plugin, _| PluginError::MissingMemory { plugin }))?;
-    let alloc = instance.get_typed_func::<i32, i32>(&mut *store, "trovato_alloc")?;
-    let tap_fn = instance.get_typed_func::<(i32, i32), i64>(&mut *store, tap)?;
+    let memory = match instance.get_module_export(&mut *store, &module.memory) {
+        Some(Extern::Memory(m)) => m,
+        _ => {
+            return Err(plugin_err(store, |plugin, _| PluginError::MissingMemory {
+                plugin,
+            }));
+        }
+    };
+    let alloc = typed_export::<i32, i32>(store, instance, &module.alloc, "trovato_alloc")?;
+    let tap_fn = match module.tap(tap) {
+        Some((_, export)) => typed_export::<(i32, i32), i64>(store, instance, export, tap)?,
+        None => instance.get_typed_func::<(i32, i32), i64>(&mut *store, tap)?,
+    };
 
     let Ok(len) = i32::try_from(input.len()) else {
         let h = store.data();
@@ -605,10 +658,29 @@ async fn call(
             }
         }
     };
-    if module.has_free {
-        let free = instance.get_typed_func::<(i32, i32), ()>(&mut *store, "trovato_free")?;
+    if let Some(export) = &module.free {
+        let free = typed_export::<(i32, i32), ()>(store, instance, export, "trovato_free")?;
         free.call_async(&mut *store, (out_ptr as i32, out_len as i32))
             .await?;
     }
     Ok(Some(output))
+}
+
+/// The function `export` of `instance`, with its signature checked.
+fn typed_export<P, R>(
+    store: &mut Store<Host>,
+    instance: Instance,
+    export: &ModuleExport,
+    name: &str,
+) -> Result<TypedFunc<P, R>, Failure>
+where
+    P: wasmtime::WasmParams,
+    R: wasmtime::WasmResults,
+{
+    match instance.get_module_export(&mut *store, export) {
+        Some(Extern::Func(f)) => Ok(f.typed::<P, R>(&*store)?),
+        _ => Err(Failure::Wasm(wasmtime::format_err!(
+            "export {name} is not a function"
+        ))),
+    }
 }
