@@ -53,7 +53,7 @@ trap cleanup EXIT
 echo "building (release)..." >&2
 cargo build -q --release -p trovato-kernel --bin trovato
 cargo bench -q -p trovato-kernel --bench cache --no-run 2>/dev/null
-BIN=target/release/trovato
+BIN="${CARGO_TARGET_DIR:-target}/release/trovato"
 
 echo "| measure | ours | limit | ratio |"
 echo "| --- | --- | --- | --- |"
