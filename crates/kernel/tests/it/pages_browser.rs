@@ -32,6 +32,17 @@ async fn click(c: &Client, css: &str) {
         .expect("click");
 }
 
+/// Clicks a form's submit button and waits until the browser has replaced
+/// the page, so what follows reads the answer, not the form (whose notice
+/// may already say the same thing).
+async fn submit(c: &Client, css: &str) {
+    let before = c.find(Locator::Css("html")).await.expect("the page");
+    click(c, css).await;
+    // The old page's root goes stale once the next page has loaded.
+    let replaced = eventually(PATIENCE, || async { before.tag_name().await.is_err() }).await;
+    assert!(replaced.is_some(), "submitting {css} never loaded a page");
+}
+
 async fn choose(c: &Client, css: &str, value: &str) {
     c.find(Locator::Css(css))
         .await
@@ -86,7 +97,7 @@ async fn add_field(c: &Client, label: &str, kind: &str, values: &str, required: 
     if required {
         click(c, "#new-req").await;
     }
-    click(c, "form.type-form .actions button").await;
+    submit(c, "form.type-form .actions button").await;
     expect_notice(c, "The item type was saved.").await;
 }
 
@@ -135,7 +146,7 @@ async fn a_site_team_builds_a_type_writes_an_item_edits_it_in_a_stage_and_publis
         .await;
     fill(c, "#new-type-label", "Story").await;
     fill(c, "#new-type-name", "story").await;
-    click(c, "form[action='/admin/structure/types'] button").await;
+    submit(c, "form[action='/admin/structure/types'] button").await;
     expect_notice(c, "The item type was created; add its fields below.").await;
     add_field(c, "Body", "text", "1", true).await;
     add_field(c, "Rating", "integer", "1", false).await;
@@ -230,7 +241,7 @@ async fn a_site_team_builds_a_type_writes_an_item_edits_it_in_a_stage_and_publis
     )
     .await;
     click(c, "#promote").await;
-    click(c, "form.item-form .actions:not(.top) button").await;
+    submit(c, "form.item-form .actions:not(.top) button").await;
     expect_notice(c, "The item was created.").await;
     let url = c.current_url().await.expect("url");
     let id: Uuid = url
@@ -287,7 +298,7 @@ async fn a_site_team_builds_a_type_writes_an_item_edits_it_in_a_stage_and_publis
     browser.open_admin_page(&base, "Stages", "#new-label").await;
     fill(c, "#new-label", "Summer issue").await;
     fill(c, "#new-id", "summer").await;
-    click(c, "form[action='/admin/stages'] button").await;
+    submit(c, "form[action='/admin/stages'] button").await;
     expect_notice(c, "The stage was created.").await;
     choose(c, "#working-stage", "summer").await;
     click(c, "form.switcher button").await;
@@ -297,7 +308,7 @@ async fn a_site_team_builds_a_type_writes_an_item_edits_it_in_a_stage_and_publis
         .expect("edit");
     fill(c, "#title", "Tomatoes in June").await;
     fill(c, "#log", "later this year").await;
-    click(c, "form.item-form .actions:not(.top) button").await;
+    submit(c, "form.item-form .actions:not(.top) button").await;
     expect_notice(c, "The item was saved.").await;
     assert!(
         text_of(c, "table.revisions").await.contains("summer"),
@@ -324,7 +335,7 @@ async fn a_site_team_builds_a_type_writes_an_item_edits_it_in_a_stage_and_publis
     );
     browser.shots("admin-stage").await;
     click(c, "#confirm").await;
-    click(c, "form.publish button").await;
+    submit(c, "form.publish button").await;
     expect_notice(c, "The stage was published: its changes are live.").await;
     let live: String = sqlx::query_scalar("SELECT title FROM item WHERE id = $1")
         .bind(id)
@@ -417,7 +428,7 @@ async fn people_roles_categories_and_plugins_are_run_from_their_pages() {
         .await;
     fill(c, "#cat-label", "Topics").await;
     fill(c, "#cat-id", "topics").await;
-    click(c, "form[action='/admin/structure/categories'] button").await;
+    submit(c, "form[action='/admin/structure/categories'] button").await;
     expect_notice(c, "The category was created; add its terms below.").await;
     fill(c, "#term-name", "Garden").await;
     click(
@@ -470,7 +481,7 @@ async fn people_roles_categories_and_plugins_are_run_from_their_pages() {
     fill(c, "#new-name", "Rosa").await;
     fill(c, "#new-email", "rosa@example.com").await;
     fill(c, "#new-password", PASSWORD).await;
-    click(c, "form[method='post'][action='/admin/people'] button").await;
+    submit(c, "form[method='post'][action='/admin/people'] button").await;
     expect_notice(c, "The user was created.").await;
     assert!(text_of(c, "main").await.contains("rosa@example.com"));
     browser.shots("admin-people").await;
@@ -494,11 +505,11 @@ async fn people_roles_categories_and_plugins_are_run_from_their_pages() {
         .await
         .expect("the person page");
     fill(c, "#name", "Rosa Parks").await;
-    click(c, &format!("form[action='/admin/people/{rosa}'] button")).await;
+    submit(c, &format!("form[action='/admin/people/{rosa}'] button")).await;
     expect_notice(c, "The account was saved.").await;
     assert_eq!(text_of(c, "h1").await, "Rosa Parks");
     browser.shots("admin-person").await;
-    click(c, "table.tokens button").await;
+    submit(c, "table.tokens button").await;
     expect_notice(c, "The token was revoked: it signs nobody in any more.").await;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM api_token WHERE user_id = $1")
         .bind(rosa)
@@ -508,7 +519,7 @@ async fn people_roles_categories_and_plugins_are_run_from_their_pages() {
     assert_eq!(left, 0);
     browser.open_admin_page(&base, "Roles", "table.grid").await;
     click(c, "input[name='authenticated'][value='upload files']").await;
-    click(c, "form.grid-form > button").await;
+    submit(c, "form.grid-form > button").await;
     expect_notice(c, "The permissions were saved.").await;
     let granted: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM role_permission WHERE role = 'authenticated' AND permission = 'upload files'",
@@ -524,7 +535,7 @@ async fn people_roles_categories_and_plugins_are_run_from_their_pages() {
         .open_admin_page(&base, "Plugins", "section.plugin")
         .await;
     assert!(text_of(c, "#plugin-no_alloc").await.contains("failed"));
-    click(c, "#plugin-no_alloc button").await;
+    submit(c, "#plugin-no_alloc button").await;
     expect_notice(c, "The plugin was disabled: no tap is dispatched to it.").await;
     browser.shots("admin-plugins").await;
     browser.close().await;
@@ -639,7 +650,7 @@ async fn a_reference_field_suggests_matches_as_the_editor_types_and_keeps_the_ch
     .await;
     assert!(listed.is_some(), "{:?}", offered(c, next).await);
     fill(c, next, "Other <things>").await;
-    click(c, "form.item-form .actions:not(.top) button").await;
+    submit(c, "form.item-form .actions:not(.top) button").await;
     expect_notice(c, "The item was created.").await;
     let fields: Value = sqlx::query_scalar("SELECT fields FROM item WHERE title = 'Linked'")
         .fetch_one(&app.state.db)
