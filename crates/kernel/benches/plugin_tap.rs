@@ -123,6 +123,23 @@ fn main() {
     runtime.block_on(run(root));
 }
 
+/// The no-op tap of the `fresh_memory` fixture, one fresh instance per call.
+fn noop_tap(
+    plugins: Plugins,
+    input: Arc<String>,
+) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Clone + Send + Sync + 'static
+{
+    move || {
+        let (plugins, input) = (plugins.clone(), input.clone());
+        Box::pin(async move {
+            plugins
+                .invoke_json("fresh_memory", "tap_run", &input)
+                .await
+                .is_ok()
+        })
+    }
+}
+
 /// Calls one operation in a loop at concurrency 1, for a profiler:
 /// `TROVATO_BENCH_PROFILE=wasm|native|noop`, `TROVATO_BENCH_CALLS` calls
 /// (default 200 000). Prints the p50 and nothing else.
@@ -142,16 +159,7 @@ where
         "native" => measure(1, calls, nat).await,
         "noop" => {
             let plugins = Plugins::load_blocking(&fixtures(), bounds.clone());
-            measure(1, calls, move || {
-                let (plugins, input) = (plugins.clone(), input.clone());
-                async move {
-                    plugins
-                        .invoke_json("fresh_memory", "tap_run", &input)
-                        .await
-                        .is_ok()
-                }
-            })
-            .await
+            measure(1, calls, noop_tap(plugins, input)).await
         }
         other => {
             eprintln!("TROVATO_BENCH_PROFILE is wasm, native or noop, not {other:?}");
@@ -219,18 +227,7 @@ async fn run(root: PathBuf) {
     // The fixed cost of an invocation: a fresh instance of a tiny module
     // whose tap does nothing but return one byte of JSON.
     let noop_plugins = Plugins::load_blocking(&fixtures(), bounds.clone());
-    let noop = {
-        let (plugins, input) = (noop_plugins.clone(), input.clone());
-        move || {
-            let (plugins, input) = (plugins.clone(), input.clone());
-            async move {
-                plugins
-                    .invoke_json("fresh_memory", "tap_run", &input)
-                    .await
-                    .is_ok()
-            }
-        }
-    };
+    let noop = noop_tap(noop_plugins.clone(), input.clone());
     measure(1, 2_000, noop.clone()).await;
     let (z1, _) = measure(1, 20_000, noop.clone()).await;
 

@@ -144,7 +144,11 @@ impl L2 {
             v => (v, None),
         };
         if verdict == Verdict::Fresh {
-            return Ok(ReadOutcome::Hit(Arc::new(decode(raw, nl)?)));
+            let tags = tags_of(header)?;
+            return Ok(ReadOutcome::Hit(Arc::new(Entry {
+                bytes: Bytes::from(raw).slice(nl + 1..),
+                tags,
+            })));
         }
         let seq = match seq {
             Some(s) => s,
@@ -292,19 +296,13 @@ fn with_all(tags: &[CacheTag]) -> Vec<CacheTag> {
     all
 }
 
-fn decode(raw: Vec<u8>, nl: usize) -> Result<Entry, CacheError> {
-    let raw = Bytes::from(raw);
-    let header = std::str::from_utf8(&raw[..nl])
-        .map_err(|_| CacheError::Corrupt("header is not UTF-8".into()))?;
-    let tags = recorded(header)
+/// The tags a header names, without the implicit `_all`.
+fn tags_of(header: &str) -> Result<Vec<CacheTag>, CacheError> {
+    recorded(header)
         .map(|(t, _)| t)
         .filter(|t| *t != "_all")
         .map(CacheTag::new)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Entry {
-        bytes: raw.slice(nl + 1..),
-        tags,
-    })
+        .collect()
 }
 
 #[cfg(test)]
@@ -315,10 +313,11 @@ mod tests {
     fn headers_read_back_as_the_pairs_written() {
         let pairs: Vec<_> = recorded("_all=0 item:1=42 x=junk").collect();
         assert_eq!(pairs, [("_all", 0), ("item:1", 42), ("x", u64::MAX)]);
-        let raw = b"_all=3 item:1=4\npayload".to_vec();
-        let nl = header_end(&raw).unwrap();
-        let entry = decode(raw, nl).unwrap();
-        assert_eq!(&entry.bytes[..], b"payload");
-        assert_eq!(entry.tags, [CacheTag::new("item:1").unwrap()]);
+        let raw = b"_all=3 item:1=4\npayload";
+        assert_eq!(header_end(raw), Some(15));
+        assert_eq!(
+            tags_of("_all=3 item:1=4").unwrap(),
+            [CacheTag::new("item:1").unwrap()]
+        );
     }
 }

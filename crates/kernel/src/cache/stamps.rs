@@ -61,6 +61,18 @@ struct State {
     dropped_until: Option<Instant>,
 }
 
+impl State {
+    /// A tag's current stamp (`0`: never stamped, or expired); `None` when
+    /// it may have been dropped early.
+    fn stamp_of(&self, tag: &str, now: Instant) -> Option<u64> {
+        match self.tags.get(tag) {
+            Some(s) if s.expires > now => Some(s.seq),
+            _ if self.dropped_until.is_some_and(|t| t > now) => None,
+            _ => Some(0),
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Stamp {
     seq: u64,
@@ -97,19 +109,12 @@ impl Stamps {
             return Verdict::Unknown;
         }
         let now = Instant::now();
-        let maybe_dropped = state.dropped_until.is_some_and(|t| t > now);
         let mut verdict = Verdict::Fresh;
         for (tag, seq) in recorded {
-            let current = match state.tags.get(tag) {
-                Some(s) if s.expires > now => s.seq,
-                _ if maybe_dropped => {
-                    verdict = Verdict::Unknown;
-                    continue;
-                }
-                _ => 0,
-            };
-            if current != seq {
-                return Verdict::Stale;
+            match state.stamp_of(tag, now) {
+                Some(current) if current != seq => return Verdict::Stale,
+                Some(_) => {}
+                None => verdict = Verdict::Unknown,
             }
         }
         verdict
@@ -123,13 +128,8 @@ impl Stamps {
             return None;
         }
         let now = Instant::now();
-        let maybe_dropped = state.dropped_until.is_some_and(|t| t > now);
         tags.iter()
-            .map(|t| match state.tags.get(t.as_str()) {
-                Some(s) if s.expires > now => Some(s.seq),
-                _ if maybe_dropped => None,
-                _ => Some(0),
-            })
+            .map(|t| state.stamp_of(t.as_str(), now))
             .collect()
     }
 
