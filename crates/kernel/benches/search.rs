@@ -433,7 +433,7 @@ async fn main() {
         tstate
             .search
             .backend()
-            .reindex(&tstate, &mut tx, chunk)
+            .reindex(&mut tx, chunk)
             .await
             .expect("tantivy reindex");
         tx.commit().await.expect("commit");
@@ -454,7 +454,7 @@ async fn main() {
                 let mut out = Vec::with_capacity(reqs.len());
                 for r in &reqs {
                     let t = Instant::now();
-                    st.search.backend().search(&st, r).await.expect("search");
+                    st.search.backend().search(r).await.expect("search");
                     out.push(t.elapsed());
                 }
                 out.sort();

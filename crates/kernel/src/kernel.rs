@@ -139,9 +139,9 @@ impl Kernel {
             Role::Command => Cache::without_bus(kv.clone(), config.cache),
         };
         let files = crate::file::Files::open(&config.files, &config.server.data_dir).await?;
-        let search = crate::search::Search::open(&config.search, &config.server.data_dir)?;
+        let search = crate::search::Search::open(&config.search, &config.server.data_dir, &db)?;
         let mut kernel_queues = vec![crate::batch::queue_info()];
-        kernel_queues.extend(search.queues());
+        kernel_queues.extend(crate::search::feed::queues(&search));
         let queues = crate::queue::Queues::new(&config.queue, &db, &kv, kernel_queues);
         plugins.set_queue_sink(Arc::new(crate::queue::PluginPushes::new(queues.clone())));
         let mut probes = Probes::kernel(&db, &kv);

@@ -741,7 +741,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("server.listen (TROVATO_LISTEN)")?
         .unwrap_or(listen);
     tracing::info!(%addr, loops = listeners.len(), "listening");
-    trovato::search::Search::spawn_indexer(&kernel.state);
+    trovato::search::feed::spawn_indexer(&kernel.state);
     let state = kernel.state.clone();
     let result = trovato::app::serve_loops(
         listeners,

@@ -18,16 +18,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::CacheSettings;
 use crate::config::{ConfigError, redact_url};
-use crate::cron::CronSettings;
+use crate::cron::settings::CronSettings;
 use crate::db::DbSettings;
-use crate::file::FileSettings;
+use crate::file::settings::FileSettings;
 use crate::http::ServerSettings;
 use crate::kv::RedisSettings;
 use crate::observe::ObserveSettings;
-use crate::page::SiteSettings;
+use crate::page::settings::SiteSettings;
 use crate::plugin::PluginSettings;
-use crate::queue::QueueSettings;
-use crate::search::SearchSettings;
+use crate::queue::settings::QueueSettings;
+use crate::search::settings::SearchSettings;
 use crate::user::settings::{LoginSettings, SessionSettings};
 
 /// The configuration the kernel runs with: one field per section, each a

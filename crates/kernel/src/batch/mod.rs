@@ -18,6 +18,7 @@
 //! its targets failed and the batch goes on, unless its operation aborts
 //! on failure. Cancelling stops the chunks not yet begun.
 
+pub mod error;
 pub mod ops;
 pub mod progress;
 pub mod routes;
@@ -30,58 +31,18 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::db::{DbError, timed};
+use crate::db::timed;
 use crate::queue::worker::{QueueInfo, Verdict, Worker};
 use crate::queue::{Failure, Job, NewJob, Queue, QueueBackend, QueueError};
 use crate::state::AppState;
 
+pub use error::{BatchError, MAX_TARGETS};
 pub use ops::{Operation, TargetFailure};
 
 /// The kernel queue every chunk goes through.
 pub const QUEUE: &str = "batch";
-/// Targets one batch may have.
-pub const MAX_TARGETS: usize = 1_000_000;
 /// Errors a batch keeps (the newest).
 pub const ERRORS_KEPT: usize = 20;
-
-#[derive(Debug, thiserror::Error)]
-pub enum BatchError {
-    #[error("batch {0} not found")]
-    NotFound(String),
-    #[error("no batch operation named `{0}`")]
-    UnknownOperation(String),
-    #[error("invalid parameters for `{operation}`: {message}")]
-    BadParams { operation: String, message: String },
-    #[error("a batch has at most {MAX_TARGETS} targets; this one would have {0}")]
-    TooManyTargets(usize),
-    #[error("batch {0} has already ended")]
-    Ended(Uuid),
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-}
-
-impl From<sqlx::Error> for BatchError {
-    fn from(e: sqlx::Error) -> Self {
-        BatchError::Db(e.into())
-    }
-}
-
-impl crate::error::HttpError for BatchError {
-    fn status_code(&self) -> (axum::http::StatusCode, &'static str) {
-        use axum::http::StatusCode as S;
-        match self {
-            BatchError::NotFound(_) => (S::NOT_FOUND, "batch_not_found"),
-            BatchError::UnknownOperation(_) => (S::UNPROCESSABLE_ENTITY, "unknown_operation"),
-            BatchError::BadParams { .. } => (S::UNPROCESSABLE_ENTITY, "invalid_params"),
-            BatchError::TooManyTargets(_) => (S::UNPROCESSABLE_ENTITY, "too_many_targets"),
-            BatchError::Ended(_) => (S::CONFLICT, "batch_ended"),
-            BatchError::Db(e) => e.status_code(),
-            BatchError::Queue(e) => e.status_code(),
-        }
-    }
-}
 
 /// Where a batch is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -243,7 +243,7 @@ pub(crate) async fn delete_from_page(
     }
     let notice = match id.parse::<Uuid>() {
         Err(_) => Notice::Missing,
-        Ok(id) => match super::release(&state, id).await {
+        Ok(id) => match super::usage::release(&state, id).await {
             Ok(()) => Notice::Deleted,
             Err(FileError::InUse(_)) => Notice::InUse,
             Err(FileError::NotFound(_)) => Notice::Missing,

@@ -116,6 +116,6 @@ pub(crate) async fn delete_file(
             "only file administrators delete a permanent file".into(),
         ));
     }
-    super::release(&state, file.id).await?;
+    super::usage::release(&state, file.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

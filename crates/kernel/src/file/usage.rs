@@ -341,3 +341,39 @@ pub async fn uses_of(
     )
     .await?)
 }
+
+/// Deletes an unused file: released in a transaction (refused while an
+/// item revision uses it), then its object and row, as one task that runs
+/// to the end even if the request is dropped.
+pub async fn release(state: &AppState, id: Uuid) -> Result<(), FileError> {
+    let mut tx = state.db.begin().await?;
+    let status: Option<i16> =
+        sqlx::query_scalar("SELECT status FROM file_managed WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if status.is_none_or(|s| FileStatus::from_db(s) == FileStatus::Released) {
+        return Err(FileError::NotFound(id));
+    }
+    let used: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM file_usage WHERE file_id = $1)")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if used {
+        return Err(FileError::InUse(id));
+    }
+    sqlx::query("UPDATE file_managed SET status = 2, changed = now() WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let st = state.clone();
+    state
+        .tasks
+        .finish("file delete", async move {
+            tx.commit().await?;
+            purge_released(&st, Some(&[id]), 1).await?;
+            Ok::<_, FileError>(())
+        })
+        .await?
+}

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod display;
 pub mod field;
+pub mod list;
 pub mod references;
 pub mod routes;
 pub mod schema;
@@ -34,6 +35,7 @@ use crate::state::AppState;
 use crate::tasks::TaskError;
 
 pub use field::{Failures, FieldDef, FieldKind, FieldValues};
+pub use list::{ListSpec, SortKey, SortOrder};
 pub use references::{ItemReference, references_to_user};
 pub use schema::TypeConflicts;
 pub use write::{Change, ChangeKind, Effects, Write, WriteHook};
@@ -207,41 +209,7 @@ pub struct ItemPage {
     pub per_page: u32,
 }
 
-/// Sort column of a listing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SortKey {
-    Created,
-    Changed,
-    Title,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SortOrder {
-    Asc,
-    Desc,
-}
-
-/// A validated listing request.
-#[derive(Debug, Clone)]
-pub struct ListSpec {
-    /// `None`: every type.
-    pub item_type: Option<String>,
-    pub sort: SortKey,
-    pub order: SortOrder,
-    pub page: u32,
-    pub per_page: u32,
-    /// Promoted items first (sticky ones first among them), then the rest,
-    /// each group in `sort` order: the front page.
-    pub promoted_first: bool,
-}
-
 impl ListSpec {
-    pub const MAX_PER_PAGE: u32 = 100;
-    /// Listing pages beyond this one are not cached.
-    pub const MAX_CACHED_PAGE: u32 = 50;
-
     fn cache_key(&self, stage: &StageId) -> Result<CacheKey, ItemError> {
         // `type:{name}` and `any` cannot collide, even for a type named
         // `all`.

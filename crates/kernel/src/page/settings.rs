@@ -45,10 +45,10 @@ impl SiteSettings {
                 "must be 1-100 characters without control characters",
             ));
         }
-        if !(1..=crate::item::ListSpec::MAX_PER_PAGE).contains(&self.front_page_items) {
+        if !(1..=crate::item::list::ListSpec::MAX_PER_PAGE).contains(&self.front_page_items) {
             return Err(ConfigError::invalid::<Self>(
                 "site.front_page_items",
-                format!("must be 1 to {}", crate::item::ListSpec::MAX_PER_PAGE),
+                format!("must be 1 to {}", crate::item::list::ListSpec::MAX_PER_PAGE),
             ));
         }
         Ok(())

@@ -337,7 +337,7 @@ pub async fn update(
         .await?;
     }
     let batch = start_reindex_in(state, tx, owner, Some(item_type)).await?;
-    super::forget_results(state).await;
+    super::query::forget_results(state).await;
     tracing::info!(item_type, batch = %batch.id, "search configuration changed; reindexing");
     Ok(ConfigOutcome {
         config: load(&state.db, item_type).await?,
@@ -454,7 +454,7 @@ async fn prune_fields(
         return Ok(None);
     }
     let batch = start_reindex_in(state, tx, None, Some(item_type)).await?;
-    super::forget_results(state).await;
+    super::query::forget_results(state).await;
     tracing::info!(item_type, removed, batch = %batch.id, "indexed fields left with the type's fields; reindexing");
     Ok(Some(batch))
 }
@@ -560,7 +560,7 @@ pub async fn sync_plugins(state: &AppState) -> Result<Vec<BatchStatus>, SearchEr
         }
     }
     if !started.is_empty() {
-        super::forget_results(state).await;
+        super::query::forget_results(state).await;
     }
     Ok(started)
 }
@@ -645,7 +645,7 @@ impl crate::batch::ops::Operation for Reindex {
             state
                 .search
                 .backend()
-                .reindex(state, tx, &ids)
+                .reindex(tx, &ids)
                 .await
                 .map_err(|e| e.to_string())?;
             if let Ok(tag) = CacheTag::new(SEARCH_TAG) {

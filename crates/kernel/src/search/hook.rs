@@ -59,12 +59,12 @@ impl WriteHook for SearchIndex {
                     .await
                     .map_err(to_item_error)?;
             }
-            state
-                .search
-                .backend()
-                .on_write(state, tx, change, effects)
-                .await
-                .map_err(to_item_error)
+            if row_written && state.search.backend().fed_by_queue() {
+                super::feed::on_write(state, tx, change, effects)
+                    .await
+                    .map_err(to_item_error)?;
+            }
+            Ok(())
         })
     }
 }

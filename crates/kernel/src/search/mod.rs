@@ -1,5 +1,6 @@
 //! Search (spec §13), live only: what is indexed, how a query is read, the
-//! engines behind [`SearchBackend`], and the cached entry point [`search`].
+//! engines behind [`SearchBackend`], and the cached entry point
+//! [`query::search`].
 //!
 //! - [`config`]: `search_field_config` and each type's language, managed
 //!   by administrators and by plugins' `tap_item_update_index`; a change
@@ -9,7 +10,9 @@
 //! - [`pg`]: the PostgreSQL engine (the default): the `item_search_update`
 //!   trigger of migration `0008_search.sql` keeps `item.search_vector`
 //!   equal to what the configuration says, in the write's transaction.
-//! - [`tantivy`]: an embedded tantivy index fed through the `search` queue.
+//! - [`tantivy`]: an embedded tantivy index fed through the `search` queue
+//!   ([`feed`]).
+//! - [`query`]: the cached entry point every page and the API use.
 //! - [`routes`]: `GET /search`, `GET /api/search`, the configuration API
 //!   and `/admin/search`.
 //!
@@ -17,27 +20,26 @@
 //! `status = 1`. A stage preview searches live (the page says so).
 
 pub mod config;
+pub mod feed;
 pub mod hook;
 pub mod pg;
+pub mod query;
 pub mod routes;
 pub mod settings;
 pub mod tantivy;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::batch::BatchError;
-use crate::cache::{CacheError, CacheKey, CacheTag, Loaded};
+use crate::batch::error::BatchError;
+use crate::cache::{CacheError, CacheKey};
 use crate::db::DbError;
-use crate::item::{Change, Effects};
 use crate::observe::health::{ProbeName, Probes};
 use crate::queue::QueueError;
-use crate::state::AppState;
 
 pub use settings::{SearchBackendKind, SearchSettings};
 
@@ -52,7 +54,7 @@ pub const MAX_PAGE: u32 = 1_000;
 
 /// Pages beyond this one are read without the cache, so the keys one
 /// visitor can create stay bounded (as listings do).
-pub const MAX_CACHED_PAGE: u32 = crate::item::ListSpec::MAX_CACHED_PAGE;
+pub const MAX_CACHED_PAGE: u32 = crate::item::list::ListSpec::MAX_CACHED_PAGE;
 
 /// The probe `/health` runs for an engine other than PostgreSQL.
 pub const SEARCH_PROBE: ProbeName = ProbeName::new("search");
@@ -369,41 +371,38 @@ pub async fn documents(
 }
 
 /// A search engine. The PostgreSQL one is the default; another is a new
-/// file implementing this trait and a [`SearchBackendKind`].
+/// file implementing this trait and a [`SearchBackendKind`]. An engine
+/// holds what it reads and writes (the database pool, its own index), so
+/// it sees none of the kernel's other state.
 pub trait SearchBackend: Send + Sync {
     fn name(&self) -> &'static str;
 
-    /// The queues this process should work for the engine (none for an
-    /// engine indexed in the write's transaction).
-    fn queues(&self) -> Vec<crate::queue::worker::QueueInfo> {
-        Vec::new()
+    /// Whether item writes reach the engine through the kernel's `search`
+    /// queue ([`feed`]): an engine of its own is fed after the write, so a
+    /// write never waits for it. The PostgreSQL engine needs no feed: its
+    /// trigger indexes the row in the write's transaction.
+    fn fed_by_queue(&self) -> bool {
+        false
     }
 
-    /// Follows one item write inside its transaction (before the commit):
-    /// the PostgreSQL engine has nothing to do (the trigger indexed the
-    /// row); an engine of its own enqueues the item, in the transaction
-    /// where the queue allows it, else with `effects.after_commit`.
-    fn on_write<'a>(
-        &'a self,
-        state: &'a AppState,
-        tx: &'a mut PgConnection,
-        change: &'a Change,
-        effects: &'a mut Effects,
-    ) -> BoxFuture<'a, Result<(), SearchError>>;
+    /// Whether this process should work the feed (where it can write the
+    /// index).
+    fn works_feed(&self) -> bool {
+        false
+    }
 
     /// Indexes item `id` from its stored row (removing it from the index
     /// when it is not live and published, or gone).
-    fn index_item(&self, state: &AppState, id: Uuid) -> BoxFuture<'_, Result<(), SearchError>>;
+    fn index_item(&self, id: Uuid) -> BoxFuture<'_, Result<(), SearchError>>;
 
     /// Removes item `id` from the index.
-    fn delete_item(&self, state: &AppState, id: Uuid) -> BoxFuture<'_, Result<(), SearchError>>;
+    fn delete_item(&self, id: Uuid) -> BoxFuture<'_, Result<(), SearchError>>;
 
     /// Recomputes the index entries of `ids` from their rows read through
     /// `tx` (a reindex batch chunk's transaction). Returns how many items
     /// were indexed.
     fn reindex<'a>(
         &'a self,
-        state: &'a AppState,
         tx: &'a mut PgConnection,
         ids: &'a [Uuid],
     ) -> BoxFuture<'a, Result<u64, SearchError>>;
@@ -411,7 +410,6 @@ pub trait SearchBackend: Send + Sync {
     /// One page of live, published items matching `req`, best first.
     fn search<'a>(
         &'a self,
-        state: &'a AppState,
         req: &'a SearchRequest,
     ) -> BoxFuture<'a, Result<SearchResults, SearchError>>;
 
@@ -428,17 +426,22 @@ pub struct Search {
 }
 
 impl Search {
-    /// Opens the engine `settings` name (the tantivy index under
-    /// `data_dir`).
+    /// Opens the engine `settings` name over `db` (the tantivy index
+    /// under `data_dir`).
     pub fn open(
         settings: &SearchSettings,
         data_dir: &std::path::Path,
+        db: &sqlx::PgPool,
     ) -> Result<Self, SearchError> {
         let backend: Arc<dyn SearchBackend> = match settings.backend {
-            SearchBackendKind::Postgres => Arc::new(pg::PgSearch),
+            SearchBackendKind::Postgres => Arc::new(pg::PgSearch {
+                db: db.clone(),
+                max_ranked: settings.max_ranked,
+            }),
             SearchBackendKind::Tantivy => Arc::new(tantivy::TantivySearch::open(
                 &data_dir.join("search").join("tantivy"),
                 settings,
+                db.clone(),
             )?),
         };
         Ok(Self {
@@ -460,33 +463,6 @@ impl Search {
         &self.settings
     }
 
-    /// The kernel queues the engine needs worked in this process: the
-    /// tantivy feed, where this process holds the index writer.
-    pub fn queues(&self) -> Vec<crate::queue::worker::QueueInfo> {
-        self.backend.queues()
-    }
-
-    /// Works the engine's queues in the background of a server process
-    /// (so writes are indexed without a separate worker), until shutdown.
-    pub fn spawn_indexer(state: &AppState) {
-        let queues = state.search.queues();
-        if queues.is_empty() {
-            return;
-        }
-        let limits = crate::queue::worker::RunLimits {
-            concurrency: queues.iter().map(|q| q.concurrency).sum(),
-            until: None,
-            until_empty: false,
-            grace: state.config.server.shutdown_grace(),
-        };
-        let worker_state = state.clone();
-        state
-            .tasks
-            .spawn("search indexer", move |cancel| async move {
-                crate::queue::worker::run(&worker_state, queues, limits, &cancel).await;
-            });
-    }
-
     /// Adds the engine's probe to `/health` (none for PostgreSQL, which
     /// the kernel's own probe covers).
     pub fn add_probe(&self, probes: &mut Probes) {
@@ -498,65 +474,6 @@ impl Search {
             let backend = backend.clone();
             async move { backend.probe().await.map_err(|e| e.to_string()) }
         });
-    }
-}
-
-/// One page of results for `req`, through the cache (pages up to
-/// [`MAX_CACHED_PAGE`]).
-/// A type that does not exist is an error, found when the results are
-/// computed (a cached page was computed while it existed).
-pub async fn search(state: &AppState, req: &SearchRequest) -> Result<SearchResults, SearchError> {
-    let engine = state.search.backend();
-    if req.page > MAX_CACHED_PAGE {
-        return compute(state, req).await;
-    }
-    let key = req.cache_key(engine.name())?;
-    let cached = state
-        .cache
-        .get_or_load(&key, || async {
-            let results = compute(state, req).await?;
-            let mut tags = vec![CacheTag::new(SEARCH_TAG)?, CacheTag::new("item_list:all")?];
-            tags.extend(results.results.iter().map(|h| crate::item::item_tag(h.id)));
-            let bytes = serde_json::to_vec(&results)
-                .map_err(|e| SearchError::Index(format!("results: {e}")))?;
-            Ok::<_, SearchError>(Some(Loaded {
-                bytes: Bytes::from(bytes),
-                tags,
-            }))
-        })
-        .await?;
-    match cached {
-        Some(c) => serde_json::from_slice(&c.bytes)
-            .map_err(|e| SearchError::Index(format!("cached results: {e}"))),
-        None => compute(state, req).await,
-    }
-}
-
-/// Results straight from the engine.
-async fn compute(state: &AppState, req: &SearchRequest) -> Result<SearchResults, SearchError> {
-    if let Some(t) = &req.item_type
-        && !type_exists(state, t).await?
-    {
-        return Err(SearchError::UnknownType(t.clone()));
-    }
-    state.search.backend().search(state, req).await
-}
-
-/// Whether item type `name` exists, through the kernel's type cache.
-async fn type_exists(state: &AppState, name: &str) -> Result<bool, SearchError> {
-    match crate::item::get_type(&state.db, name).await {
-        Ok(_) => Ok(true),
-        Err(crate::item::ItemError::TypeNotFound(_)) => Ok(false),
-        Err(crate::item::ItemError::Db(e)) => Err(e.into()),
-        Err(e) => Err(SearchError::Db(DbError::Unavailable(e.to_string()))),
-    }
-}
-
-/// Drops every cached search result (after the index changed other than
-/// through an item write).
-pub async fn forget_results(state: &AppState) {
-    if let Ok(tag) = CacheTag::new(SEARCH_TAG) {
-        state.cache.invalidate(&[tag]).await;
     }
 }
 

@@ -9,10 +9,13 @@ use uuid::Uuid;
 
 use super::{SearchBackend, SearchError, SearchHit, SearchRequest, SearchResults, snippet_html};
 use crate::db::timed;
-use crate::item::{Change, Effects};
-use crate::state::AppState;
 
-pub struct PgSearch;
+/// The engine over the site's own database.
+pub struct PgSearch {
+    pub db: sqlx::PgPool,
+    /// `search.max_ranked`: matches ranked at most per query.
+    pub max_ranked: u32,
+}
 
 /// Recomputes the vectors of `ids` as the configuration says now.
 pub async fn recompute(conn: &mut PgConnection, ids: &[Uuid]) -> Result<u64, SearchError> {
@@ -51,33 +54,20 @@ impl SearchBackend for PgSearch {
         "postgres"
     }
 
-    fn on_write<'a>(
-        &'a self,
-        _state: &'a AppState,
-        _tx: &'a mut PgConnection,
-        _change: &'a Change,
-        _effects: &'a mut Effects,
-    ) -> BoxFuture<'a, Result<(), SearchError>> {
-        // The trigger indexed the row in this transaction.
-        Box::pin(async { Ok(()) })
-    }
-
-    fn index_item(&self, state: &AppState, id: Uuid) -> BoxFuture<'_, Result<(), SearchError>> {
-        let db = state.db.clone();
+    fn index_item(&self, id: Uuid) -> BoxFuture<'_, Result<(), SearchError>> {
         Box::pin(async move {
-            let mut conn = db.acquire().await?;
+            let mut conn = self.db.acquire().await?;
             recompute(&mut conn, &[id]).await.map(|_| ())
         })
     }
 
-    fn delete_item(&self, _state: &AppState, _id: Uuid) -> BoxFuture<'_, Result<(), SearchError>> {
+    fn delete_item(&self, _id: Uuid) -> BoxFuture<'_, Result<(), SearchError>> {
         // The vector goes with the row.
         Box::pin(async { Ok(()) })
     }
 
     fn reindex<'a>(
         &'a self,
-        _state: &'a AppState,
         tx: &'a mut PgConnection,
         ids: &'a [Uuid],
     ) -> BoxFuture<'a, Result<u64, SearchError>> {
@@ -86,7 +76,6 @@ impl SearchBackend for PgSearch {
 
     fn search<'a>(
         &'a self,
-        state: &'a AppState,
         req: &'a SearchRequest,
     ) -> BoxFuture<'a, Result<SearchResults, SearchError>> {
         Box::pin(async move {
@@ -106,8 +95,8 @@ impl SearchBackend for PgSearch {
                     .bind(req.item_type.as_deref())
                     .bind(i64::from(req.per_page))
                     .bind(req.offset() as i64)
-                    .bind(i64::from(state.config.search.max_ranked))
-                    .fetch_one(&state.db),
+                    .bind(i64::from(self.max_ranked))
+                    .fetch_one(&self.db),
             )
             .await?;
             let results = row
@@ -125,7 +114,7 @@ impl SearchBackend for PgSearch {
                     snippet: snippet_html(&snippet),
                 })
                 .collect();
-            let ranked = u64::from(state.config.search.max_ranked);
+            let ranked = u64::from(self.max_ranked);
             let matched = row.total.max(0) as u64;
             Ok(SearchResults {
                 query: req.query.clone(),

@@ -62,7 +62,7 @@ pub(crate) async fn search_api(
     let Query(raw) = query?;
     account.require(permission::ACCESS_CONTENT)?;
     let req = SearchRequest::parse(&raw, state.search.settings())?;
-    Ok(Json(super::search(&state, &req).await?))
+    Ok(Json(super::query::search(&state, &req).await?))
 }
 
 /// The search page: a form, and the results of `q` with snippets and
@@ -87,7 +87,7 @@ pub(crate) async fn search_page(
     account.require(permission::ACCESS_CONTENT)?;
     let asked = raw.q.as_deref().is_some_and(|q| !q.trim().is_empty());
     let results = match SearchRequest::parse(&raw, state.search.settings()) {
-        Ok(req) => Some(super::search(&state, &req).await?),
+        Ok(req) => Some(super::query::search(&state, &req).await?),
         Err(SearchError::QueryRequired) => None,
         Err(e) => return Err(e.into()),
     };

@@ -21,10 +21,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use tantivy::collector::sort_key::{SortBySimilarityScore, SortByString};
 use tantivy::collector::{Count, TopDocs};
@@ -52,13 +50,6 @@ use super::{
     Document, SearchBackend, SearchError, SearchHit, SearchRequest, SearchResults, SearchSettings,
     Weight, snippet_html,
 };
-use crate::item::{Change, Effects};
-use crate::queue::worker::{QueueInfo, Verdict, Worker};
-use crate::queue::{Failure, Job, NewJob, Queue, QueueBackend};
-use crate::state::AppState;
-
-/// The kernel queue that feeds the index: one job per written item.
-pub const QUEUE: &str = "search";
 
 /// The analyzer every text field uses, as registered on the index.
 const ANALYZER: &str = "trovato_english";
@@ -101,6 +92,8 @@ const STOP_WORDS: &str = "\
 /// blocking work can move a handle onto tokio's blocking pool.
 pub struct TantivySearch {
     engine: Arc<Engine>,
+    /// Where the items are read from when one is indexed.
+    db: sqlx::PgPool,
 }
 
 impl TantivySearch {
@@ -109,22 +102,14 @@ impl TantivySearch {
     /// When another process holds the writer, the index opens for reading
     /// only; any other failure (a directory that cannot be created, an
     /// index of another schema) is an error, so the kernel fails at start.
-    pub fn open(dir: &Path, settings: &SearchSettings) -> Result<Self, SearchError> {
-        let at = |e: &dyn std::fmt::Display| SearchError::Index(format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(dir).map_err(|e| at(&e))?;
-        let directory = MmapDirectory::open(dir).map_err(|e| at(&e))?;
-        let index = Index::open_or_create(directory, schema()).map_err(|e| {
-            at(&format!(
-                "{e} (an index of another version: remove the directory and reindex)"
-            ))
-        })?;
-        let budget = settings
-            .tantivy_writer_mb
-            .saturating_mul(1024 * 1024)
-            .clamp(WRITER_BUDGET_MIN, WRITER_BUDGET_MAX);
-        let engine = Engine::new(index, budget).map_err(|e| at(&e))?;
+    pub fn open(
+        dir: &Path,
+        settings: &SearchSettings,
+        db: sqlx::PgPool,
+    ) -> Result<Self, SearchError> {
         Ok(Self {
-            engine: Arc::new(engine),
+            engine: Arc::new(Engine::open(dir, settings)?),
+            db,
         })
     }
 
@@ -148,124 +133,38 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// A queued feed job's payload.
-#[derive(Debug, Serialize, Deserialize)]
-struct FeedJob {
-    id: Uuid,
-}
-
-/// The kernel's `search` queue: worked by cron for up to 30 s a pass, four
-/// items at a time (each job commits its own change under the writer lock), and by `trovato queue work`.
-pub fn queue_info() -> QueueInfo {
-    QueueInfo {
-        name: QUEUE.to_owned(),
-        worker: Worker::Kernel(Arc::new(|state, job| {
-            Box::pin(async move { feed(&state, &job).await })
-        })),
-        cron_budget: Duration::from_secs(30),
-        concurrency: 4,
-    }
-}
-
-async fn feed(state: &AppState, job: &Job) -> Verdict {
-    let FeedJob { id } = match serde_json::from_str(job.payload.get()) {
-        Ok(j) => j,
-        Err(e) => {
-            return Verdict::Failed(Failure::Fail {
-                error: format!("not a search feed job: {e}"),
-            });
-        }
-    };
-    match state.search.backend().index_item(state, id).await {
-        Ok(()) => Verdict::Ack,
-        Err(e) => Verdict::Failed(Failure::Retry {
-            delay: None,
-            error: e.to_string(),
-        }),
-    }
-}
-
 impl SearchBackend for TantivySearch {
     fn name(&self) -> &'static str {
         "tantivy"
     }
 
-    /// The feed, if this process holds (or can take) the index writer: a
-    /// process that cannot write the index leaves its jobs to the one
-    /// that can.
-    fn queues(&self) -> Vec<QueueInfo> {
-        if self.engine.take_writer() {
-            vec![queue_info()]
-        } else {
-            Vec::new()
-        }
+    fn fed_by_queue(&self) -> bool {
+        true
     }
 
-    fn on_write<'a>(
-        &'a self,
-        state: &'a AppState,
-        tx: &'a mut PgConnection,
-        change: &'a Change,
-        effects: &'a mut Effects,
-    ) -> BoxFuture<'a, Result<(), SearchError>> {
-        Box::pin(async move {
-            // A live item edited in another stage keeps its row, and so its
-            // index entry (the rule of `hook::SearchIndex`).
-            let row_written =
-                change.stage.is_live() || change.item.stage_id == change.stage.as_str();
-            if !row_written {
-                return Ok(());
-            }
-            let id = change.item.id;
-            let job = NewJob::new(&FeedJob { id })?;
-            if state.queues.backend() == QueueBackend::Postgres {
-                crate::queue::store_pg::push_in(
-                    &mut *tx,
-                    QUEUE,
-                    job,
-                    state.queues.settings().max_attempts,
-                )
-                .await?;
-            } else {
-                // Redis cannot join the transaction: enqueue after the
-                // commit. A lost push leaves the entry stale until the
-                // item's next write or a reindex.
-                let state = state.clone();
-                effects.after_commit("search feed", async move {
-                    if let Err(e) = state.queues.push(QUEUE, job).await {
-                        tracing::error!(item = %id, error = %e,
-                            "could not enqueue the item for the search index; a reindex repairs it");
-                    }
-                });
-            }
-            Ok(())
-        })
+    /// Only the process that holds (or can take) the index writer works
+    /// the feed: one that cannot write the index leaves its jobs to the
+    /// one that can.
+    fn works_feed(&self) -> bool {
+        self.engine.take_writer()
     }
 
-    fn index_item(&self, state: &AppState, id: Uuid) -> BoxFuture<'_, Result<(), SearchError>> {
-        let state = state.clone();
+    fn index_item(&self, id: Uuid) -> BoxFuture<'_, Result<(), SearchError>> {
         Box::pin(async move {
             let docs = {
-                let mut conn = state.db.acquire().await?;
+                let mut conn = self.db.acquire().await?;
                 super::documents(&mut conn, &[id]).await?
             };
             let op = match docs.into_iter().find(|d| d.id == id) {
                 Some(doc) if doc.searchable => Op::Upsert(doc),
                 _ => Op::Delete(id),
             };
-            self.apply(vec![op]).await?;
-            super::forget_results(&state).await;
-            Ok(())
+            self.apply(vec![op]).await
         })
     }
 
-    fn delete_item(&self, state: &AppState, id: Uuid) -> BoxFuture<'_, Result<(), SearchError>> {
-        let state = state.clone();
-        Box::pin(async move {
-            self.apply(vec![Op::Delete(id)]).await?;
-            super::forget_results(&state).await;
-            Ok(())
-        })
+    fn delete_item(&self, id: Uuid) -> BoxFuture<'_, Result<(), SearchError>> {
+        Box::pin(self.apply(vec![Op::Delete(id)]))
     }
 
     /// Returns how many of `ids` have a row (as the PostgreSQL engine
@@ -275,7 +174,6 @@ impl SearchBackend for TantivySearch {
     /// run again.
     fn reindex<'a>(
         &'a self,
-        state: &'a AppState,
         tx: &'a mut PgConnection,
         ids: &'a [Uuid],
     ) -> BoxFuture<'a, Result<u64, SearchError>> {
@@ -295,14 +193,12 @@ impl SearchBackend for TantivySearch {
                 })
                 .collect();
             self.apply(ops).await?;
-            super::forget_results(state).await;
             Ok(found)
         })
     }
 
     fn search<'a>(
         &'a self,
-        _state: &'a AppState,
         req: &'a SearchRequest,
     ) -> BoxFuture<'a, Result<SearchResults, SearchError>> {
         let engine = self.engine.clone();
@@ -461,6 +357,23 @@ struct WriterSlot {
 }
 
 impl Engine {
+    /// The index in `dir` (see [`TantivySearch::open`]).
+    fn open(dir: &Path, settings: &SearchSettings) -> Result<Self, SearchError> {
+        let at = |e: &dyn std::fmt::Display| SearchError::Index(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(|e| at(&e))?;
+        let directory = MmapDirectory::open(dir).map_err(|e| at(&e))?;
+        let index = Index::open_or_create(directory, schema()).map_err(|e| {
+            at(&format!(
+                "{e} (an index of another version: remove the directory and reindex)"
+            ))
+        })?;
+        let budget = settings
+            .tantivy_writer_mb
+            .saturating_mul(1024 * 1024)
+            .clamp(WRITER_BUDGET_MIN, WRITER_BUDGET_MAX);
+        Engine::new(index, budget).map_err(|e| at(&e))
+    }
+
     fn new(index: Index, budget: usize) -> Result<Self, String> {
         let fields = Fields::of(&index.schema())?;
         let analyzer = analyzer();
@@ -1273,27 +1186,18 @@ mod tests {
     fn a_second_opener_of_a_directory_reads_but_cannot_write() {
         let dir = std::env::temp_dir().join(format!("trovato-tantivy-{}", Uuid::new_v4()));
         let settings = SearchSettings::default();
-        let first = TantivySearch::open(&dir, &settings).unwrap();
-        let second = TantivySearch::open(&dir, &settings).unwrap();
+        let first = Engine::open(&dir, &settings).unwrap();
+        let second = Engine::open(&dir, &settings).unwrap();
         first
-            .engine
             .apply(vec![Op::Upsert(doc(1, "t", "Shared lantern", &[]))])
             .unwrap();
-        assert!(
-            second
-                .engine
-                .apply(vec![Op::Delete(Uuid::from_u128(1))])
-                .is_err()
-        );
-        second.engine.reader.reload().unwrap();
-        assert_eq!(ids(&second.engine, req("lantern")), vec![1]);
+        assert!(second.apply(vec![Op::Delete(Uuid::from_u128(1))]).is_err());
+        second.reader.reload().unwrap();
+        assert_eq!(ids(&second, req("lantern")), vec![1]);
         // Once the holder is gone, the writer is taken on the next call.
         drop(first);
-        second
-            .engine
-            .apply(vec![Op::Delete(Uuid::from_u128(1))])
-            .unwrap();
-        assert!(ids(&second.engine, req("lantern")).is_empty());
+        second.apply(vec![Op::Delete(Uuid::from_u128(1))]).unwrap();
+        assert!(ids(&second, req("lantern")).is_empty());
         drop(second);
         let _ = std::fs::remove_dir_all(&dir);
     }

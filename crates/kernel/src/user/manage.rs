@@ -472,7 +472,11 @@ pub async fn delete(
             other => UserError::Db(DbError::Unavailable(other.to_string())),
         })?;
     if !uses.is_empty() {
-        return Err(UserError::InUse { id, uses });
+        return Err(UserError::InUse {
+            id,
+            items: crate::item::references::items_phrase(&uses),
+            uses: crate::item::references::uses_json(&uses),
+        });
     }
     let heir = match reassign_to {
         None => None,

@@ -75,10 +75,13 @@ pub enum UserError {
     LastAdministrator,
     /// Items' user reference fields name the user; deleting them would
     /// leave those values pointing nowhere.
-    #[error("user {id} is referenced by {}; remove those references first", crate::item::references::items_phrase(.uses))]
+    #[error("user {id} is referenced by {items}; remove those references first")]
     InUse {
         id: Uuid,
-        uses: Vec<crate::item::references::ItemReference>,
+        /// How many items hold the references ("3 items").
+        items: String,
+        /// The references, as the error body's details list them.
+        uses: serde_json::Value,
     },
     /// An unsafe request of a browser session (or a login form) without
     /// its CSRF token.
@@ -147,7 +150,7 @@ impl HttpError for UserError {
 
     fn error_details(&self) -> serde_json::Value {
         match self {
-            UserError::InUse { uses, .. } => crate::item::references::uses_json(uses),
+            UserError::InUse { uses, .. } => uses.clone(),
             _ => serde_json::Value::Null,
         }
     }

@@ -65,7 +65,7 @@ impl Site {
         assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
         let cancel = CancellationToken::new();
         let mut queues = vec![trovato::batch::queue_info()];
-        queues.extend(app.state.search.queues());
+        queues.extend(trovato::search::feed::queues(&app.state.search));
         let state = app.state.clone();
         let c = cancel.clone();
         let workers = vec![tokio::spawn(async move {
