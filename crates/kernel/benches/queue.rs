@@ -120,7 +120,7 @@ async fn main() {
         backend: QueueBackend::Redis,
         ..QueueSettings::default()
     };
-    let ours = our_throughput(Queues::new(&settings, &db, &kv, Vec::new()), secs).await;
+    let ours = our_throughput(Queues::new(&settings, &db, &kv), secs).await;
     let client = redis::Client::open(redis_url.as_str()).expect("redis url");
     let raw = client
         .get_multiplexed_async_connection()
@@ -154,7 +154,7 @@ async fn main() {
 
     // PostgreSQL: ours, then the bare claim + delete through sqlx.
     let settings = QueueSettings::default();
-    let queues = Queues::new(&settings, &db, &kv, Vec::new());
+    let queues = Queues::new(&settings, &db, &kv);
     let _ = queues.purge("bench.noop").await;
     let ours_pg = our_throughput(queues.clone(), secs).await;
     let _ = queues.purge("bench.noop").await;

@@ -116,6 +116,7 @@ impl Kernel {
             }
             .into());
         };
+        install_extensions();
         let metrics = crate::observe::metrics::install();
         let timeout = config.server.connect_timeout();
         let db = db::connect(db_url, config.db.max_connections, timeout).await?;
@@ -142,7 +143,7 @@ impl Kernel {
         let search = crate::search::Search::open(&config.search, &config.server.data_dir, &db)?;
         let mut kernel_queues = vec![crate::batch::queue_info()];
         kernel_queues.extend(crate::search::feed::queues(&search));
-        let queues = crate::queue::Queues::new(&config.queue, &db, &kv, kernel_queues);
+        let queues = crate::queue::Queues::new(&config.queue, &db, &kv);
         plugins.set_queue_sink(Arc::new(crate::queue::PluginPushes::new(queues.clone())));
         let mut probes = Probes::kernel(&db, &kv);
         files.add_probe(&mut probes);
@@ -159,6 +160,7 @@ impl Kernel {
             cache,
             files,
             queues,
+            kernel_queues: kernel_queues.into(),
             search,
             tasks,
         });
@@ -181,4 +183,25 @@ impl Kernel {
         drop(state);
         embedded.stop().await;
     }
+}
+
+/// The subsystems that follow item writes, in the order their hooks run
+/// (see [`crate::item::write::WriteHook`]). A subsystem that follows item
+/// writes adds its hook here and nowhere else.
+static WRITE_HOOKS: &[&dyn crate::item::write::WriteHook] = &[
+    &crate::file::usage::FileUsage,
+    &crate::search::hook::SearchIndex,
+];
+
+/// Batch operations of subsystems above the batch runner.
+fn subsystem_operations() -> Vec<Arc<dyn crate::batch::Operation>> {
+    vec![Arc::new(crate::search::config::Reindex)]
+}
+
+/// Hands the lower subsystems what follows them: write hooks to the item
+/// write path, operations to the batch runner. The kernel is the one place
+/// that names both sides, so neither imports the other.
+fn install_extensions() {
+    crate::item::write::install_hooks(WRITE_HOOKS);
+    crate::batch::ops::install_subsystem_ops(subsystem_operations);
 }

@@ -13,6 +13,7 @@ use crate::observe::health::Probes;
 use crate::page::templates::Templates;
 use crate::plugin::Plugins;
 use crate::queue::Queues;
+use crate::queue::info::QueueInfo;
 use crate::search::Search;
 use crate::settings::Config;
 use crate::tasks::Tasks;
@@ -49,6 +50,9 @@ pub struct Shared {
     pub files: Files,
     /// The job queues (the configured backend).
     pub queues: Queues,
+    /// The kernel's own queues with their workers (batch chunks, the
+    /// search feed where this process writes the index).
+    pub kernel_queues: Arc<[QueueInfo<AppState>]>,
     /// Every background task and post-commit effect runs here.
     pub tasks: Tasks,
     /// The search engine.

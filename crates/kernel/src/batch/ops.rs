@@ -1,7 +1,7 @@
 //! Batch operations: the kernel's, and those plugins declare in
 //! `tap_batch_info` (their chunks go to the plugin's `tap_batch_chunk`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -526,7 +526,7 @@ impl Operation for PluginOperation {
 
 /// The kernel's operations.
 fn kernel_ops() -> Vec<Arc<dyn Operation>> {
-    vec![
+    let mut ops: Vec<Arc<dyn Operation>> = vec![
         Arc::new(SetStatus {
             status: Some(ItemStatus::Published),
         }),
@@ -537,8 +537,27 @@ fn kernel_ops() -> Vec<Arc<dyn Operation>> {
         Arc::new(FilesRecount),
         Arc::new(RebuildListings),
         Arc::new(Noop),
-        Arc::new(crate::search::config::Reindex),
-    ]
+    ];
+    if let Some(subsystem_ops) = SUBSYSTEM_OPS.get() {
+        ops.extend(subsystem_ops());
+    }
+    ops
+}
+
+/// The operations subsystems above the batch runner provide (a search
+/// reindex), as the kernel installed them at boot.
+static SUBSYSTEM_OPS: OnceLock<OperationList> = OnceLock::new();
+
+/// What makes a list of operations.
+pub type OperationList = fn() -> Vec<Arc<dyn Operation>>;
+
+/// Installs the operations of subsystems the batch runner cannot name
+/// (they depend on it). The kernel does this when it connects; the first
+/// list installed stays.
+pub fn install_subsystem_ops(ops: OperationList) {
+    if SUBSYSTEM_OPS.set(ops).is_err() {
+        tracing::debug!("subsystem batch operations already installed");
+    }
 }
 
 /// Every operation: the kernel's, then each active plugin's

@@ -8,6 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::usage::FileUse;
 use super::{FileError, FileInfo, FileRecord, FileStatus, serve, upload, usage};
 use crate::error::{AppError, ErrorBody};
 use crate::state::AppState;
@@ -26,18 +27,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Routes that bound their own request body (`files.max_upload_bytes`)
 /// instead of `server.max_body_bytes`.
 pub const OWN_BODY_LIMIT: &[&str] = &["/file/upload"];
-
-/// One use of a file by an item revision.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct FileUse {
-    pub item_id: Uuid,
-    pub revision_id: Uuid,
-    pub field: String,
-    /// The stage the revision was written in.
-    pub stage: String,
-    /// The item's current title.
-    pub title: String,
-}
 
 /// A file's metadata and where it is used.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

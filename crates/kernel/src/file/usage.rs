@@ -28,7 +28,7 @@ use crate::state::AppState;
 use crate::user::Account;
 use crate::user::access::AuthMethod;
 
-/// The file write hook (listed in `item::write::HOOKS`).
+/// The file write hook (installed by the kernel, `kernel::WRITE_HOOKS`).
 pub struct FileUsage;
 
 /// The files an item's fields reference: (field name, file id).
@@ -220,6 +220,18 @@ async fn may_reference(
     }
 }
 
+/// One use of a file by an item revision.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct FileUse {
+    pub item_id: Uuid,
+    pub revision_id: Uuid,
+    pub field: String,
+    /// The stage the revision was written in.
+    pub stage: String,
+    /// The item's current title.
+    pub title: String,
+}
+
 /// What one cleanup pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct CleanupReport {
@@ -322,13 +334,10 @@ pub async fn purge_logged(state: &AppState) {
 }
 
 /// The uses of `file`.
-pub async fn uses_of(
-    db: &sqlx::PgPool,
-    file: Uuid,
-) -> Result<Vec<super::routes::FileUse>, FileError> {
+pub async fn uses_of(db: &sqlx::PgPool, file: Uuid) -> Result<Vec<FileUse>, FileError> {
     Ok(timed(
         "file.uses",
-        sqlx::query_as::<_, super::routes::FileUse>(
+        sqlx::query_as::<_, FileUse>(
             "SELECT u.item_id, u.revision_id, u.field, r.stage_id AS stage, i.title
              FROM file_usage u
              JOIN item_revision r ON r.id = u.revision_id

@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use crate::cache::{CacheKey, CacheTag, Loaded};
 use crate::db::DbError;
-use crate::stage::StageId;
+use crate::stage::id::StageId;
 use crate::state::AppState;
 use crate::tasks::TaskError;
 

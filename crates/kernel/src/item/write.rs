@@ -19,6 +19,7 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::OnceLock;
 
 use chrono::Utc;
 use futures::future::BoxFuture;
@@ -32,7 +33,7 @@ use super::{
 };
 use crate::cache::CacheTag;
 use crate::plugin::Tap;
-use crate::stage::StageId;
+use crate::stage::id::StageId;
 use crate::state::AppState;
 
 /// The name of the task that commits a write and runs its effects.
@@ -119,7 +120,7 @@ pub struct Change {
 /// A subsystem that follows item writes (file usage, the search index).
 ///
 /// Hooks run inside the write's transaction, after the kernel wrote the
-/// row and its revision, in the order of [`HOOKS`]. A hook's error fails
+/// row and its revision, in the order [`install_hooks`] gave. A hook's error fails
 /// the write (for a publish: the whole publish) and nothing of it is
 /// committed; report a client's mistake as [`ItemError::Invalid`]. Work
 /// outside the database (deleting a stored object whose last use went
@@ -136,14 +137,25 @@ pub trait WriteHook: Send + Sync {
     ) -> BoxFuture<'a, Result<(), ItemError>>;
 }
 
-/// Every write hook, in the order they run. A subsystem that follows item
-/// writes adds its hook here and nowhere else. The kernel's own effects,
-/// cache invalidation and the item taps, are not hooks: [`apply`] records
-/// them for every write.
-static HOOKS: &[&dyn WriteHook] = &[
-    &crate::file::usage::FileUsage,
-    &crate::search::hook::SearchIndex,
-];
+/// The write hooks, in the order they run, as the kernel installed them
+/// at boot ([`install_hooks`]). The kernel's own effects, cache
+/// invalidation and the item taps, are not hooks: [`apply`] records them
+/// for every write.
+static HOOKS: OnceLock<&'static [&'static dyn WriteHook]> = OnceLock::new();
+
+/// Installs the subsystems that follow item writes, in the order their
+/// hooks run. The kernel does this when it connects, naming every such
+/// subsystem in one list (so this module knows none of them). The list is
+/// the process's: the first one installed stays.
+pub fn install_hooks(hooks: &'static [&'static dyn WriteHook]) {
+    if HOOKS.set(hooks).is_err() {
+        tracing::debug!("write hooks already installed");
+    }
+}
+
+fn hooks() -> &'static [&'static dyn WriteHook] {
+    HOOKS.get().copied().unwrap_or_default()
+}
 
 /// What follows the commit of one or more writes. Built by [`apply`],
 /// run by [`commit`].
@@ -229,7 +241,7 @@ pub async fn apply(
         } => publish_revision(tx, &stage, id, revision).await?,
         Write::PublishCreated { stage, id } => publish_created(tx, &stage, id).await?,
     };
-    for hook in HOOKS {
+    for hook in hooks() {
         tracing::debug!(hook = hook.name(), item = %change.item.id, "write hook");
         hook.in_transaction(state, tx, &change, effects).await?;
     }

@@ -15,6 +15,7 @@
 //! [`store_redis::RedisQueue`]. [`Queues`] is the configured one, as
 //! [`crate::state::AppState`] holds it; [`worker`] runs jobs.
 
+pub mod info;
 pub mod settings;
 pub mod store_pg;
 pub mod store_redis;
@@ -280,8 +281,6 @@ pub trait Queue: Send + Sync {
 pub struct Queues {
     backend: Backend,
     settings: QueueSettings,
-    /// The kernel's own queues (batch chunks, and later indexing).
-    kernel: std::sync::Arc<Vec<worker::QueueInfo>>,
 }
 
 #[derive(Clone)]
@@ -300,14 +299,8 @@ macro_rules! delegate {
 }
 
 impl Queues {
-    /// The configured backend; `kernel` are the kernel subsystems' queues
-    /// with their workers.
-    pub fn new(
-        settings: &QueueSettings,
-        db: &sqlx::PgPool,
-        kv: &crate::kv::Kv,
-        kernel: Vec<worker::QueueInfo>,
-    ) -> Self {
+    /// The configured backend.
+    pub fn new(settings: &QueueSettings, db: &sqlx::PgPool, kv: &crate::kv::Kv) -> Self {
         let backend = match settings.backend {
             QueueBackend::Postgres => {
                 Backend::Pg(store_pg::PgQueue::new(db.clone(), settings.max_attempts))
@@ -320,13 +313,7 @@ impl Queues {
         Self {
             backend,
             settings: settings.clone(),
-            kernel: std::sync::Arc::new(kernel),
         }
-    }
-
-    /// The kernel's own queues.
-    pub fn kernel_queues(&self) -> &[worker::QueueInfo] {
-        &self.kernel
     }
 
     pub fn settings(&self) -> &QueueSettings {

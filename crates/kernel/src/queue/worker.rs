@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::time::Instant;
@@ -23,44 +22,14 @@ use super::{Failure, Job, Nacked, Queue, QueueError, check_name};
 use crate::plugin::tap::Tap;
 use crate::state::AppState;
 
-/// A worker's verdict on one job.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    Ack,
-    Failed(Failure),
-}
+pub use super::info::Verdict;
 
 /// A kernel job handler.
-pub type KernelWorker = Arc<dyn Fn(AppState, Job) -> BoxFuture<'static, Verdict> + Send + Sync>;
-
+pub type KernelWorker = super::info::KernelWorker<AppState>;
 /// Who works a queue.
-#[derive(Clone)]
-pub enum Worker {
-    /// The plugin that declared it, through `tap_queue_worker`.
-    Plugin(String),
-    Kernel(KernelWorker),
-}
-
-impl std::fmt::Debug for Worker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Worker::Plugin(p) => write!(f, "plugin {p}"),
-            Worker::Kernel(_) => f.write_str("kernel"),
-        }
-    }
-}
-
+pub type Worker = super::info::Worker<AppState>;
 /// A declared queue.
-#[derive(Debug, Clone)]
-pub struct QueueInfo {
-    pub name: String,
-    pub worker: Worker,
-    /// How long cron works this queue per pass (zero: cron leaves it to
-    /// `trovato queue work`).
-    pub cron_budget: Duration,
-    /// Jobs of this queue worked at once.
-    pub concurrency: usize,
-}
+pub type QueueInfo = super::info::QueueInfo<AppState>;
 
 /// One queue as `tap_queue_info` declares it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -87,8 +56,7 @@ pub const MAX_CONCURRENCY: usize = 64;
 /// first declaration; a bad declaration is logged and skipped.
 pub async fn declared(state: &AppState) -> BTreeMap<String, QueueInfo> {
     let mut queues: BTreeMap<String, QueueInfo> = state
-        .queues
-        .kernel_queues()
+        .kernel_queues
         .iter()
         .map(|q| (q.name.clone(), q.clone()))
         .collect();

@@ -1,4 +1,4 @@
-//! The search write hook (listed in `item::write::HOOKS`): plugins' extra
+//! The search write hook (installed by the kernel, `kernel::WRITE_HOOKS`): plugins' extra
 //! text for the written row, stored in `item.search_extra` where the
 //! trigger reads it, and the engine's follow-up of the write.
 //!

@@ -7,14 +7,13 @@
 //! `tap_item_update` for each.
 
 pub mod admin;
+pub mod id;
 pub mod routes;
-
-use std::fmt;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -26,10 +25,12 @@ use crate::item::{self, Effects, Failures, ItemError, Write};
 use crate::state::AppState;
 use crate::user::{Account, permission};
 
+pub use id::{InvalidStageId, StageId};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
-    #[error("invalid stage id `{0}`: use 1-32 of a-z, 0-9, _ starting with a letter")]
-    InvalidId(String),
+    #[error(transparent)]
+    InvalidId(#[from] InvalidStageId),
     #[error("stage `{0}` not found")]
     NotFound(String),
     #[error("stage `{0}` already exists")]
@@ -87,38 +88,6 @@ impl StageError {
             }
             _ => Value::Null,
         }
-    }
-}
-
-/// A stage id: `live` or `[a-z][a-z0-9_]{0,31}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct StageId(String);
-
-impl StageId {
-    pub fn parse(raw: &str) -> Result<Self, StageError> {
-        if crate::text::is_machine_name(raw, 32) {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(StageError::InvalidId(raw.to_owned()))
-        }
-    }
-
-    pub fn live() -> Self {
-        Self(crate::cache::LIVE.to_owned())
-    }
-
-    pub fn is_live(&self) -> bool {
-        self.0 == crate::cache::LIVE
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for StageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -433,7 +402,7 @@ impl FromRequestParts<AppState> for SelectedStage {
         });
         let from_header = parts.headers.get(STAGE_HEADER).map(|v| match v.to_str() {
             Ok(raw) => StageId::parse(raw.trim()),
-            Err(_) => Err(StageError::InvalidId(
+            Err(_) => Err(InvalidStageId(
                 String::from_utf8_lossy(v.as_bytes()).into_owned(),
             )),
         });
