@@ -17,6 +17,7 @@ mod errors;
 mod faults;
 mod files;
 mod kv;
+mod layering;
 mod login_flood;
 mod nginx;
 mod observe;
