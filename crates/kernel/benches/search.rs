@@ -455,7 +455,7 @@ async fn main() {
                 for r in &reqs {
                     let t = Instant::now();
                     st.search.backend().search(r).await.expect("search");
-                    out.push(t.elapsed());
+                    out.push((t.elapsed(), r.query.clone()));
                 }
                 out.sort();
                 out
@@ -465,6 +465,12 @@ async fn main() {
         run(tstate.clone()).await;
         let pg = run(state.clone()).await;
         let tv = run(tstate.clone()).await;
+        // The slowest queries, for a look at their plans.
+        for (took, q) in pg.iter().rev().take(3) {
+            eprintln!("search bench: PostgreSQL engine, {len}-word, {took:?}: {q}");
+        }
+        let pg: Vec<Duration> = pg.into_iter().map(|(d, _)| d).collect();
+        let tv: Vec<Duration> = tv.into_iter().map(|(d, _)| d).collect();
         percentile_rows(
             &format!("search: {len}-word query, {{p}}, tantivy engine vs PostgreSQL engine"),
             &tv,
