@@ -20,7 +20,8 @@
 //! and BENCH_KERNEL (the kernel serving that database). Items already in
 //! the database are kept (only the missing ones are made);
 //! BENCH_SEARCH_ITEMS sets how many (default 1 000 000),
-//! BENCH_SEARCH_QUERIES the queries per length (default 200). Prints rows of `| measure | ours | limit | ratio |`.
+//! BENCH_SEARCH_QUERIES the queries per length (default 200),
+//! BENCH_SEARCH_ONLY some of the parts (`queries,rum,engines,save`). Prints rows of `| measure | ours | limit | ratio |`.
 
 use std::time::{Duration, Instant};
 
@@ -283,259 +284,277 @@ async fn main() {
     .await;
     generate(&db, n, &words).await;
 
-    // 1. The endpoint against its SQL, on queries new to the cache.
-    let http = reqwest::Client::new();
-    let api_get = |q| {
-        let http = http.clone();
-        let url = format!("{kernel}/api/search");
-        async move {
-            let r = http
-                .get(url)
-                .query(&[("q", q)])
-                .send()
-                .await
-                .expect("GET /api/search");
-            assert!(r.status().is_success(), "{}", r.status());
-            r.bytes().await.expect("body");
-        }
-    };
-    for len in 1..=3 {
-        let qs = queries(&words, len, per_length, 0xC0FFEE + len as u64);
-        let raw_sql = |q: String| {
-            let db = db.clone();
+    // BENCH_SEARCH_ONLY=queries,rum,engines,save runs those parts alone.
+    let only = std::env::var("BENCH_SEARCH_ONLY").unwrap_or_default();
+    let want = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
+
+    if want("queries") {
+        // 1. The endpoint against its SQL, on queries new to the cache.
+        let http = reqwest::Client::new();
+        let api_get = |q| {
+            let http = http.clone();
+            let url = format!("{kernel}/api/search");
             async move {
-                sqlx::query(trovato::search::pg::SEARCH_SQL)
-                    .bind(q)
-                    .bind(None::<String>)
-                    .bind(10i64)
-                    .bind(0i64)
-                    .bind(i64::from(
-                        trovato::search::SearchSettings::default().max_ranked,
-                    ))
-                    .fetch_one(&db)
+                let r = http
+                    .get(url)
+                    .query(&[("q", q)])
+                    .send()
                     .await
-                    .expect("search SQL");
+                    .expect("GET /api/search");
+                assert!(r.status().is_success(), "{}", r.status());
+                r.bytes().await.expect("body");
             }
         };
-        // Warm the buffers for these queries, then measure each side.
-        latencies(&qs, raw_sql).await;
-        let sql = latencies(&qs, raw_sql).await;
-        let api = latencies(&qs, &api_get).await;
-        let cached = latencies(&qs, &api_get).await;
-        percentile_rows(
-            &format!("search: {len}-word query, {{p}}, /api/search (uncached) vs its SQL direct"),
-            &api,
-            &sql,
-        );
+        for len in 1..=3 {
+            let qs = queries(&words, len, per_length, 0xC0FFEE + len as u64);
+            let raw_sql = |q: String| {
+                let db = db.clone();
+                async move {
+                    sqlx::query(trovato::search::pg::SEARCH_SQL)
+                        .bind(q)
+                        .bind(None::<String>)
+                        .bind(10i64)
+                        .bind(0i64)
+                        .bind(i64::from(
+                            trovato::search::SearchSettings::default().max_ranked,
+                        ))
+                        .fetch_one(&db)
+                        .await
+                        .expect("search SQL");
+                }
+            };
+            // Warm the buffers for these queries, then measure each side.
+            latencies(&qs, raw_sql).await;
+            let sql = latencies(&qs, raw_sql).await;
+            let api = latencies(&qs, &api_get).await;
+            let cached = latencies(&qs, &api_get).await;
+            percentile_rows(
+                &format!(
+                    "search: {len}-word query, {{p}}, /api/search (uncached) vs its SQL direct"
+                ),
+                &api,
+                &sql,
+            );
+            row(
+                &format!("search: {len}-word query, p50, /api/search cached vs its SQL direct"),
+                ms(percentile(&cached, 0.5)),
+                ms(percentile(&sql, 0.5)),
+                "ms",
+            );
+        }
+    }
+
+    if want("rum") {
+        // 2. Ranked top-20: GIN (ts_rank_cd) against RUM (<=>).
+        let top20 = queries(&words, 2, per_length, 0xBEEF);
+        let gin = latencies(&top20, |q| {
+            let db = db.clone();
+            async move {
+                sqlx::query(
+                    "SELECT id FROM item, search_query($1, NULL) AS q
+                 WHERE stage_id = 'live' AND status = 1 AND search_vector @@ q
+                 ORDER BY ts_rank_cd(search_vector, q) DESC LIMIT 20",
+                )
+                .bind(q)
+                .fetch_all(&db)
+                .await
+                .expect("GIN top 20");
+            }
+        })
+        .await;
+        let rum = sqlx::query("CREATE EXTENSION IF NOT EXISTS rum")
+            .execute(&db)
+            .await;
+        match rum {
+            Err(e) => println!("| search: ranked top-20, RUM | not measured: {e} | | |"),
+            Ok(_) => {
+                let t = Instant::now();
+                sqlx::query(
+                    "CREATE INDEX IF NOT EXISTS bench_item_search_rum ON item
+                 USING rum (search_vector rum_tsvector_ops)
+                 WHERE stage_id = 'live' AND status = 1",
+                )
+                .execute(&db)
+                .await
+                .expect("RUM index");
+                eprintln!(
+                    "search bench: RUM index built in {:.0} s",
+                    t.elapsed().as_secs_f64()
+                );
+                let rum_sql = "SELECT id FROM item, search_query($1, NULL) AS q
+                 WHERE stage_id = 'live' AND status = 1 AND search_vector @@ q
+                 ORDER BY search_vector <=> q LIMIT 20";
+                let rum_query = |q| {
+                    let db = db.clone();
+                    async move {
+                        sqlx::query(rum_sql)
+                            .bind(q)
+                            .fetch_all(&db)
+                            .await
+                            .expect("RUM");
+                    }
+                };
+                latencies(&top20, &rum_query).await;
+                let rum = latencies(&top20, &rum_query).await;
+                percentile_rows(
+                    "search: ranked top-20 of 2-word queries, {p}, RUM (<=>) vs GIN (ts_rank_cd)",
+                    &rum,
+                    &gin,
+                );
+                // The kernel's queries keep to GIN.
+                sqlx::query("DROP INDEX IF EXISTS bench_item_search_rum")
+                    .execute(&db)
+                    .await
+                    .expect("drop RUM");
+            }
+        }
+    }
+
+    if want("engines") {
+        // 3. PostgreSQL reindex throughput, 500 items per statement as the
+        // batch chunks do.
+        let ids: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM item WHERE type = 'bench_doc' ORDER BY id")
+                .fetch_all(&db)
+                .await
+                .expect("ids");
+        let sample = &ids[..ids.len().min(100_000)];
+        let t = Instant::now();
+        for chunk in sample.chunks(500) {
+            let mut tx = db.begin().await.expect("tx");
+            trovato::search::pg::recompute(&mut tx, chunk)
+                .await
+                .expect("recompute");
+            tx.commit().await.expect("commit");
+        }
+        let pg_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
+
+        // 4. Tantivy: index everything through the trait, then the same
+        // queries as the PostgreSQL engine, both in this process.
+        let mut tconfig = config.clone();
+        tconfig.search.backend = trovato::search::SearchBackendKind::Tantivy;
+        tconfig.server.data_dir =
+            std::env::temp_dir().join(format!("trovato-bench-tantivy-{}", Uuid::now_v7().simple()));
+        tconfig.redis.prefix = "trovato-bench-search-t:".into();
+        let tstate = trovato::Kernel::connect(tconfig.clone())
+            .await
+            .expect("tantivy kernel");
+        let t = Instant::now();
+        for chunk in ids.chunks(5_000) {
+            let mut tx = tstate.db.begin().await.expect("tx");
+            tstate
+                .search
+                .backend()
+                .reindex(&mut tx, chunk)
+                .await
+                .expect("tantivy reindex");
+            tx.commit().await.expect("commit");
+        }
+        let tantivy_rate = ids.len() as f64 / t.elapsed().as_secs_f64();
         row(
-            &format!("search: {len}-word query, p50, /api/search cached vs its SQL direct"),
-            ms(percentile(&cached, 0.5)),
-            ms(percentile(&sql, 0.5)),
+            "search: reindex, items/s, tantivy vs PostgreSQL (500 per statement)",
+            tantivy_rate,
+            pg_rate,
+            "items/s",
+        );
+        for len in 1..=3 {
+            let qs = queries(&words, len, per_length, 0xFACE + len as u64);
+            let reqs: Vec<SearchRequest> = qs.iter().map(|q| request(q, 10)).collect();
+            let run = |st: trovato::AppState| {
+                let reqs = reqs.clone();
+                async move {
+                    let mut out = Vec::with_capacity(reqs.len());
+                    for r in &reqs {
+                        let t = Instant::now();
+                        st.search.backend().search(r).await.expect("search");
+                        out.push((t.elapsed(), r.query.clone()));
+                    }
+                    out.sort();
+                    out
+                }
+            };
+            run(state.clone()).await;
+            run(tstate.clone()).await;
+            let pg = run(state.clone()).await;
+            let tv = run(tstate.clone()).await;
+            // The slowest queries, for a look at their plans.
+            for (took, q) in pg.iter().rev().take(3) {
+                eprintln!("search bench: PostgreSQL engine, {len}-word, {took:?}: {q}");
+            }
+            let pg: Vec<Duration> = pg.into_iter().map(|(d, _)| d).collect();
+            let tv: Vec<Duration> = tv.into_iter().map(|(d, _)| d).collect();
+            percentile_rows(
+                &format!("search: {len}-word query, {{p}}, tantivy engine vs PostgreSQL engine"),
+                &tv,
+                &pg,
+            );
+        }
+        let _ = std::fs::remove_dir_all(&tconfig.server.data_dir);
+        let _ = tstate.kv.delete_prefixed("").await;
+    }
+
+    if want("save") {
+        // 5. A save with 5 indexed fields against one with none.
+        let five = ["field_a", "field_b", "field_c", "field_d", "field_e"];
+        ensure_type(&state, "bench_plain", &five, &[]).await;
+        ensure_type(
+            &state,
+            "bench_indexed",
+            &five,
+            &[
+                ("field_a", "B"),
+                ("field_b", "B"),
+                ("field_c", "C"),
+                ("field_d", "C"),
+                ("field_e", "D"),
+            ],
+        )
+        .await;
+        let mut rng = Rng(0x5EED);
+        let mut text = |k: usize| {
+            (0..k)
+                .map(|_| words[rng.zipf(words.len()) - 1].as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        // Enough saves that the GIN pending list is merged into the index
+        // several times (about every 3 000 indexed saves at the default 4 MB
+        // `gin_pending_list_limit`), so the mean carries that cost as a site
+        // pays it, not as luck places a merge inside or outside the window.
+        let saves = 8_000;
+        let mut plain = Duration::ZERO;
+        let mut indexed = Duration::ZERO;
+        for i in 0..saves * 2 {
+            let item_type = if i % 2 == 0 {
+                "bench_plain"
+            } else {
+                "bench_indexed"
+            };
+            let mut fields = serde_json::Map::new();
+            for f in five {
+                fields.insert(f.to_owned(), json!({"value": text(40)}));
+            }
+            let new: trovato::item::NewItem = serde_json::from_value(json!({
+                "type": item_type, "title": text(3), "fields": fields,
+            }))
+            .expect("new item");
+            let t = Instant::now();
+            trovato::item::create(&state, &trovato::stage::StageId::live(), None, new)
+                .await
+                .expect("save");
+            let took = t.elapsed();
+            if i % 2 == 0 {
+                plain += took;
+            } else {
+                indexed += took;
+            }
+        }
+        row(
+            "search: item save (create, 5 text fields of 40 words), mean, 5 fields indexed vs none",
+            ms(indexed) / saves as f64,
+            ms(plain) / saves as f64,
             "ms",
         );
     }
-
-    // 2. Ranked top-20: GIN (ts_rank_cd) against RUM (<=>).
-    let top20 = queries(&words, 2, per_length, 0xBEEF);
-    let gin = latencies(&top20, |q| {
-        let db = db.clone();
-        async move {
-            sqlx::query(
-                "SELECT id FROM item, search_query($1, NULL) AS q
-                 WHERE stage_id = 'live' AND status = 1 AND search_vector @@ q
-                 ORDER BY ts_rank_cd(search_vector, q) DESC LIMIT 20",
-            )
-            .bind(q)
-            .fetch_all(&db)
-            .await
-            .expect("GIN top 20");
-        }
-    })
-    .await;
-    let rum = sqlx::query("CREATE EXTENSION IF NOT EXISTS rum")
-        .execute(&db)
-        .await;
-    match rum {
-        Err(e) => println!("| search: ranked top-20, RUM | not measured: {e} | | |"),
-        Ok(_) => {
-            let t = Instant::now();
-            sqlx::query(
-                "CREATE INDEX IF NOT EXISTS bench_item_search_rum ON item
-                 USING rum (search_vector rum_tsvector_ops)
-                 WHERE stage_id = 'live' AND status = 1",
-            )
-            .execute(&db)
-            .await
-            .expect("RUM index");
-            eprintln!(
-                "search bench: RUM index built in {:.0} s",
-                t.elapsed().as_secs_f64()
-            );
-            let rum_sql = "SELECT id FROM item, search_query($1, NULL) AS q
-                 WHERE stage_id = 'live' AND status = 1 AND search_vector @@ q
-                 ORDER BY search_vector <=> q LIMIT 20";
-            let rum_query = |q| {
-                let db = db.clone();
-                async move {
-                    sqlx::query(rum_sql)
-                        .bind(q)
-                        .fetch_all(&db)
-                        .await
-                        .expect("RUM");
-                }
-            };
-            latencies(&top20, &rum_query).await;
-            let rum = latencies(&top20, &rum_query).await;
-            percentile_rows(
-                "search: ranked top-20 of 2-word queries, {p}, RUM (<=>) vs GIN (ts_rank_cd)",
-                &rum,
-                &gin,
-            );
-            // The kernel's queries keep to GIN.
-            sqlx::query("DROP INDEX IF EXISTS bench_item_search_rum")
-                .execute(&db)
-                .await
-                .expect("drop RUM");
-        }
-    }
-
-    // 3. PostgreSQL reindex throughput, 500 items per statement as the
-    // batch chunks do.
-    let ids: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM item WHERE type = 'bench_doc' ORDER BY id")
-            .fetch_all(&db)
-            .await
-            .expect("ids");
-    let sample = &ids[..ids.len().min(100_000)];
-    let t = Instant::now();
-    for chunk in sample.chunks(500) {
-        let mut tx = db.begin().await.expect("tx");
-        trovato::search::pg::recompute(&mut tx, chunk)
-            .await
-            .expect("recompute");
-        tx.commit().await.expect("commit");
-    }
-    let pg_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
-
-    // 4. Tantivy: index everything through the trait, then the same
-    // queries as the PostgreSQL engine, both in this process.
-    let mut tconfig = config.clone();
-    tconfig.search.backend = trovato::search::SearchBackendKind::Tantivy;
-    tconfig.server.data_dir =
-        std::env::temp_dir().join(format!("trovato-bench-tantivy-{}", Uuid::now_v7().simple()));
-    tconfig.redis.prefix = "trovato-bench-search-t:".into();
-    let tstate = trovato::Kernel::connect(tconfig.clone())
-        .await
-        .expect("tantivy kernel");
-    let t = Instant::now();
-    for chunk in ids.chunks(5_000) {
-        let mut tx = tstate.db.begin().await.expect("tx");
-        tstate
-            .search
-            .backend()
-            .reindex(&mut tx, chunk)
-            .await
-            .expect("tantivy reindex");
-        tx.commit().await.expect("commit");
-    }
-    let tantivy_rate = ids.len() as f64 / t.elapsed().as_secs_f64();
-    row(
-        "search: reindex, items/s, tantivy vs PostgreSQL (500 per statement)",
-        tantivy_rate,
-        pg_rate,
-        "items/s",
-    );
-    for len in 1..=3 {
-        let qs = queries(&words, len, per_length, 0xFACE + len as u64);
-        let reqs: Vec<SearchRequest> = qs.iter().map(|q| request(q, 10)).collect();
-        let run = |st: trovato::AppState| {
-            let reqs = reqs.clone();
-            async move {
-                let mut out = Vec::with_capacity(reqs.len());
-                for r in &reqs {
-                    let t = Instant::now();
-                    st.search.backend().search(r).await.expect("search");
-                    out.push((t.elapsed(), r.query.clone()));
-                }
-                out.sort();
-                out
-            }
-        };
-        run(state.clone()).await;
-        run(tstate.clone()).await;
-        let pg = run(state.clone()).await;
-        let tv = run(tstate.clone()).await;
-        // The slowest queries, for a look at their plans.
-        for (took, q) in pg.iter().rev().take(3) {
-            eprintln!("search bench: PostgreSQL engine, {len}-word, {took:?}: {q}");
-        }
-        let pg: Vec<Duration> = pg.into_iter().map(|(d, _)| d).collect();
-        let tv: Vec<Duration> = tv.into_iter().map(|(d, _)| d).collect();
-        percentile_rows(
-            &format!("search: {len}-word query, {{p}}, tantivy engine vs PostgreSQL engine"),
-            &tv,
-            &pg,
-        );
-    }
-    let _ = std::fs::remove_dir_all(&tconfig.server.data_dir);
-
-    // 5. A save with 5 indexed fields against one with none.
-    let five = ["field_a", "field_b", "field_c", "field_d", "field_e"];
-    ensure_type(&state, "bench_plain", &five, &[]).await;
-    ensure_type(
-        &state,
-        "bench_indexed",
-        &five,
-        &[
-            ("field_a", "B"),
-            ("field_b", "B"),
-            ("field_c", "C"),
-            ("field_d", "C"),
-            ("field_e", "D"),
-        ],
-    )
-    .await;
-    let mut rng = Rng(0x5EED);
-    let mut text = |k: usize| {
-        (0..k)
-            .map(|_| words[rng.zipf(words.len()) - 1].as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let saves = 500;
-    let mut plain = Duration::ZERO;
-    let mut indexed = Duration::ZERO;
-    for i in 0..saves * 2 {
-        let item_type = if i % 2 == 0 {
-            "bench_plain"
-        } else {
-            "bench_indexed"
-        };
-        let mut fields = serde_json::Map::new();
-        for f in five {
-            fields.insert(f.to_owned(), json!({"value": text(40)}));
-        }
-        let new: trovato::item::NewItem = serde_json::from_value(json!({
-            "type": item_type, "title": text(3), "fields": fields,
-        }))
-        .expect("new item");
-        let t = Instant::now();
-        trovato::item::create(&state, &trovato::stage::StageId::live(), None, new)
-            .await
-            .expect("save");
-        let took = t.elapsed();
-        if i % 2 == 0 {
-            plain += took;
-        } else {
-            indexed += took;
-        }
-    }
-    row(
-        "search: item save (create, 5 text fields of 40 words), mean, 5 fields indexed vs none",
-        ms(indexed) / saves as f64,
-        ms(plain) / saves as f64,
-        "ms",
-    );
     let _ = state.kv.delete_prefixed("").await;
-    let _ = tstate.kv.delete_prefixed("").await;
 }
