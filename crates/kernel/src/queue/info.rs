@@ -21,19 +21,11 @@ pub enum Verdict {
 pub type KernelWorker<S> = Arc<dyn Fn(S, Job) -> BoxFuture<'static, Verdict> + Send + Sync>;
 
 /// Who works a queue.
+#[derive(Clone)]
 pub enum Worker<S> {
     /// The plugin that declared it, through `tap_queue_worker`.
     Plugin(String),
     Kernel(KernelWorker<S>),
-}
-
-impl<S> Clone for Worker<S> {
-    fn clone(&self) -> Self {
-        match self {
-            Worker::Plugin(p) => Worker::Plugin(p.clone()),
-            Worker::Kernel(k) => Worker::Kernel(k.clone()),
-        }
-    }
 }
 
 impl<S> std::fmt::Debug for Worker<S> {
@@ -46,6 +38,7 @@ impl<S> std::fmt::Debug for Worker<S> {
 }
 
 /// A declared queue.
+#[derive(Clone)]
 pub struct QueueInfo<S> {
     pub name: String,
     pub worker: Worker<S>,
@@ -54,26 +47,4 @@ pub struct QueueInfo<S> {
     pub cron_budget: Duration,
     /// Jobs of this queue worked at once.
     pub concurrency: usize,
-}
-
-impl<S> Clone for QueueInfo<S> {
-    fn clone(&self) -> Self {
-        Self {
-            name: self.name.clone(),
-            worker: self.worker.clone(),
-            cron_budget: self.cron_budget,
-            concurrency: self.concurrency,
-        }
-    }
-}
-
-impl<S> std::fmt::Debug for QueueInfo<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueueInfo")
-            .field("name", &self.name)
-            .field("worker", &self.worker)
-            .field("cron_budget", &self.cron_budget)
-            .field("concurrency", &self.concurrency)
-            .finish()
-    }
 }
