@@ -16,6 +16,9 @@ pub const HOST_MODULE: &str = "trovato";
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
 /// Host functions of [`HOST_MODULE`] (ABI v1).
 pub const HOST_FUNCTIONS: &[&str] = &["log", "queue_push"];
+/// The host functions that may wait (on Redis or PostgreSQL): a module
+/// importing one runs every call asynchronously.
+pub const ASYNC_HOST_FUNCTIONS: &[&str] = &["queue_push"];
 
 /// Where `trovato::queue_push` sends a plugin's jobs: the kernel's queues,
 /// set once at start (a runtime without one, as `trovato plugin invoke`
@@ -67,6 +70,15 @@ pub struct Host {
     pub deadline: Instant,
     /// Set by the epoch callback when the deadline passed.
     pub timed_out: bool,
+    /// What runs synchronously right now (the start function,
+    /// `trovato_alloc`, `trovato_free`): it cannot yield, so the epoch
+    /// callback bounds its CPU time instead.
+    pub sync_call: Option<&'static str>,
+    /// The thread's CPU time when the current synchronous call first
+    /// reached an epoch deadline.
+    pub sync_cpu_start: Option<std::time::Duration>,
+    /// The synchronous call stopped for running too long.
+    pub stalled: Option<&'static str>,
     pub log_lines: u32,
     pub wasi: Option<Wasi>,
     /// Where `queue_push` goes, if anywhere.

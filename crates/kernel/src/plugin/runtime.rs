@@ -37,14 +37,20 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// millisecond (nearly all of them) runs without a context switch, and a
 /// runaway one holds its worker thread for at most two ticks.
 const FIRST_YIELD_TICKS: u64 = 2;
+/// The CPU time a synchronous call (the start function, `trovato_alloc`,
+/// `trovato_free`) may use past its first [`FIRST_YIELD_TICKS`] before it
+/// is stopped: such a call cannot yield, so a runaway one holds its worker
+/// about as long as a tap's first slice. Counted in the thread's CPU time,
+/// not wall time, so a thread the OS preempted is not stopped for it.
+const SYNC_CPU_LIMIT: Duration = Duration::from_millis(2);
 /// The wasm stack a guest may use; deeper recursion traps.
 pub const WASM_STACK_BYTES: usize = 512 * 1024;
 /// The native stack each async invocation runs on (wasm stack plus room
 /// for host calls).
 const ASYNC_STACK_BYTES: usize = 2 * 1024 * 1024;
 /// Extra time granted past the deadline before the invocation's future is
-/// dropped: the backstop for a guest blocked in a host call, where epoch
-/// checks do not run.
+/// dropped: the backstop for a guest blocked in a host call that waits
+/// (`queue_push`, WASI), where epoch checks do not run.
 const DEADLINE_GRACE: Duration = Duration::from_millis(50);
 
 /// The bounds every invocation runs under.
@@ -214,6 +220,10 @@ fn start_epoch_ticker(engine: &Engine) {
 pub struct Compiled {
     pre: InstancePre<Host>,
     uses_wasi: bool,
+    /// No import may wait (no WASI, no `queue_push`): instantiation,
+    /// `trovato_alloc` and `trovato_free` run synchronously, skipping a
+    /// fiber each; only the tap runs as a future.
+    sync_calls: bool,
     /// The plugin's name, shared by every invocation's [`Host`].
     plugin: Arc<str>,
     /// The ABI exports, resolved once: looking an export up by index in a
@@ -287,9 +297,12 @@ impl Runtime {
                 reason: format!("{e:#}"),
             })?;
         let mut uses_wasi = false;
+        let mut waits = false;
         for import in module.imports() {
             match import.module() {
-                host::HOST_MODULE if host::HOST_FUNCTIONS.contains(&import.name()) => {}
+                host::HOST_MODULE if host::HOST_FUNCTIONS.contains(&import.name()) => {
+                    waits |= host::ASYNC_HOST_FUNCTIONS.contains(&import.name());
+                }
                 host::WASI_MODULE => uses_wasi = true,
                 m => {
                     return Err(PluginError::UnknownImport {
@@ -387,6 +400,7 @@ impl Runtime {
         Ok(Compiled {
             pre,
             uses_wasi,
+            sync_calls: !uses_wasi && !waits,
             plugin: Arc::from(plugin),
             memory,
             alloc,
@@ -423,6 +437,9 @@ impl Runtime {
             },
             deadline: Instant::now() + budget,
             timed_out: false,
+            sync_call: None,
+            sync_cpu_start: None,
+            stalled: None,
             log_lines: 0,
             wasi: module.uses_wasi.then(Wasi::default),
             sink: self.sink.get().cloned(),
@@ -432,12 +449,26 @@ impl Runtime {
         store.limiter(|h| &mut h.limits);
         store.set_epoch_deadline(FIRST_YIELD_TICKS);
         store.epoch_deadline_callback(|mut ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                ctx.data_mut().timed_out = true;
-                Err(Trap::Interrupt.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
+            let h = ctx.data_mut();
+            if Instant::now() >= h.deadline {
+                h.timed_out = true;
+                return Err(Trap::Interrupt.into());
             }
+            let Some(export) = h.sync_call else {
+                return Ok(UpdateDeadline::Yield(1));
+            };
+            // A synchronous call cannot yield: from its first deadline on,
+            // count the CPU time it spends.
+            let cpu = thread_cpu_time();
+            match h.sync_cpu_start {
+                None => h.sync_cpu_start = Some(cpu),
+                Some(start) if cpu.saturating_sub(start) >= SYNC_CPU_LIMIT => {
+                    h.stalled = Some(export);
+                    return Err(Trap::Interrupt.into());
+                }
+                Some(_) => {}
+            }
+            Ok(UpdateDeadline::Continue(1))
         });
         let run = call(
             &mut store,
@@ -447,7 +478,15 @@ impl Runtime {
             self.bounds.output_bytes,
             &self.instances,
         );
-        let result = match tokio::time::timeout(budget + DEADLINE_GRACE, run).await {
+        // A module that imports nothing that waits cannot block in a host
+        // call, so the epoch deadline alone bounds it and no timer is armed
+        // (arming one per call wakes the runtime's timer thread each time).
+        let ran = if module.sync_calls {
+            Ok(run.await)
+        } else {
+            tokio::time::timeout(budget + DEADLINE_GRACE, run).await
+        };
+        let result = match ran {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(Failure::Plugin(e))) => Err(e),
             Ok(Err(Failure::Wasm(e))) => Err(classify(e, store.data(), duration_ms(budget))),
@@ -473,6 +512,30 @@ impl Runtime {
             other => other,
         })
     }
+}
+
+/// This thread's CPU time (zero if the clock cannot be read: then only
+/// the invocation's deadline stops a synchronous call).
+fn thread_cpu_time() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// Runs `f`, one synchronous call into the guest named `what`, under the
+/// CPU bound of [`SYNC_CPU_LIMIT`].
+fn run_sync<R>(
+    store: &mut Store<Host>,
+    what: &'static str,
+    f: impl FnOnce(&mut Store<Host>) -> wasmtime::Result<R>,
+) -> wasmtime::Result<R> {
+    store.set_epoch_deadline(FIRST_YIELD_TICKS);
+    let h = store.data_mut();
+    h.sync_call = Some(what);
+    h.sync_cpu_start = None;
+    let result = f(store);
+    store.data_mut().sync_call = None;
+    result
 }
 
 fn duration_ms(d: Duration) -> u64 {
@@ -510,6 +573,16 @@ impl From<wasmtime::Error> for Failure {
 /// reported as such whatever the error's text.
 fn classify(e: wasmtime::Error, host: &Host, after_ms: u64) -> PluginError {
     let (plugin, tap) = (host.plugin.to_string(), host.tap.to_string());
+    if let Some(what) = host.stalled {
+        return PluginError::Trap {
+            plugin,
+            tap,
+            reason: format!(
+                "{what} used over {} ms of CPU time without returning",
+                duration_ms(SYNC_CPU_LIMIT)
+            ),
+        };
+    }
     if host.timed_out {
         return PluginError::Timeout {
             plugin,
@@ -575,7 +648,11 @@ async fn call(
         let h = store.data();
         Failure::Plugin(make(h.plugin.to_string(), h.tap.to_string()))
     };
-    let instance = module.pre.instantiate_async(&mut *store).await?;
+    let instance = if module.sync_calls {
+        run_sync(store, "the start function", |s| module.pre.instantiate(s))?
+    } else {
+        module.pre.instantiate_async(&mut *store).await?
+    };
     let _live = LiveInstance::new(instances);
     let memory = match instance.get_module_export(&mut *store, &module.memory) {
         Some(Extern::Memory(m)) => m,
@@ -599,7 +676,11 @@ async fn call(
             limit_bytes: h.limits.memory_bytes,
         }));
     };
-    let ptr = alloc.call_async(&mut *store, len).await?;
+    let ptr = if module.sync_calls {
+        run_sync(store, "trovato_alloc", |s| alloc.call(s, len))?
+    } else {
+        alloc.call_async(&mut *store, len).await?
+    };
     if memory
         .write(&mut *store, ptr as u32 as usize, input.as_bytes())
         .is_err()
@@ -613,6 +694,8 @@ async fn call(
             ),
         }));
     }
+    // The tap starts with a fresh first slice.
+    store.set_epoch_deadline(FIRST_YIELD_TICKS);
     let packed = tap_fn.call_async(&mut *store, (ptr, len)).await? as u64;
     if packed == 0 {
         return Ok(None);
@@ -660,8 +743,12 @@ async fn call(
     };
     if let Some(export) = &module.free {
         let free = typed_export::<(i32, i32), ()>(store, instance, export, "trovato_free")?;
-        free.call_async(&mut *store, (out_ptr as i32, out_len as i32))
-            .await?;
+        let args = (out_ptr as i32, out_len as i32);
+        if module.sync_calls {
+            run_sync(store, "trovato_free", |s| free.call(s, args))?;
+        } else {
+            free.call_async(&mut *store, args).await?;
+        }
     }
     Ok(Some(output))
 }

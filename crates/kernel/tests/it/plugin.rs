@@ -453,6 +453,14 @@ fn fault_cases() -> Vec<(&'static str, Expect)> {
         ("infinite_loop", |e| {
             matches!(e, PluginError::Timeout { .. })
         }),
+        (
+            "looping_alloc",
+            |e| matches!(e, PluginError::Trap { reason, .. } if reason.contains("trovato_alloc used over")),
+        ),
+        (
+            "looping_start",
+            |e| matches!(e, PluginError::Trap { reason, .. } if reason.contains("the start function used over")),
+        ),
         ("grow_bomb", |e| {
             matches!(e, PluginError::OutOfMemory { .. })
         }),
@@ -525,14 +533,16 @@ async fn every_fault_fixture_yields_its_error_is_counted_and_the_kernel_keeps_se
     assert_eq!(ok.len(), 1, "only fresh_memory succeeds: {all:?}");
     assert_eq!(
         all.len(),
-        9,
-        "the 8 run-time faults and fresh_memory ran: {all:?}"
+        11,
+        "the 10 run-time faults and fresh_memory ran: {all:?}"
     );
 
     let text = app.get("/metrics").await.text().await.expect("metrics");
     for (name, kind) in [
         ("trap", "trap"),
         ("infinite_loop", "timeout"),
+        ("looping_alloc", "trap"),
+        ("looping_start", "trap"),
         ("grow_bomb", "out_of_memory"),
         ("deep_recursion", "stack_overflow"),
         ("bad_utf8", "invalid_utf8"),
