@@ -149,6 +149,15 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1
 OURS=$(median "${OURS_RUNS[@]}")
 NGINX=$(median "${NGINX_RUNS[@]}")
 echo "item page req/s runs: ours ${OURS_RUNS[*]}; nginx ${NGINX_RUNS[*]}" >&2
+if [[ -n "${BENCH_PERF_OUT:-}" ]]; then
+    # One more run of ours under perf (call graphs), for bench/README.md's
+    # profile of the cached page: perf report -i "$BENCH_PERF_OUT".
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d12s "http://127.0.0.1:$PORT/item/$ID" >/dev/null &
+    WRK_PID=$!
+    sleep 1
+    perf record -F 999 -g -o "$BENCH_PERF_OUT" -p "$TROVATO_PID" -- sleep 8 >/dev/null 2>&1 || echo "perf record failed" >&2
+    wait "$WRK_PID" || true
+fi
 python3 - "$OURS" "$NGINX" "$SIZE" "$THREADS" "$CONNECTIONS" "$DURATION" <<'PY'
 import sys
 ours, nginx, size, t, c, d = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -78,18 +78,28 @@ pub fn app(state: AppState) -> Router {
 
 /// The kernel's router with `extra` routes mounted inside the same
 /// middleware (tests use it to add fault-injecting routes).
+///
+/// Two tiers. The layers that act by route (the CSRF rule, the body
+/// limits, panics caught into a 500) wrap each route, and so are rebuilt
+/// for every request; the rest (request id, span, metrics, error bodies and
+/// pages, security headers) wrap the whole router once, and read the route
+/// from the response ([`http::RouteOnResponse`]).
 pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     let body_limit = state.config.server.max_body_bytes;
     let (routes, mut document) = api().split_for_parts();
     openapi::describe_permissions(&mut document, state.permissions.registry());
-    Router::new()
+    let edge = Edge {
+        templates: state.templates.clone(),
+        security: page::security::SecurityHeaders::new(&state.config),
+    };
+    let routed = Router::new()
         .merge(extra)
         .merge(routes)
         .layer(Extension(openapi::Document::new(&document)))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
-        // Applied per route (innermost first), so each sees MatchedPath.
-        // CSRF sits inside the body limit, which bounds the form it reads.
+        // Innermost first. CSRF sits inside the body limit, which bounds
+        // the form it reads.
         .layer(from_fn_with_state(
             user::access::CsrfRule::new(state.clone(), [user::routes::CSRF_EXEMPT]),
             user::access::require_csrf,
@@ -103,16 +113,11 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
             http::limit_body,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(from_fn(http::json_errors))
-        .layer(from_fn_with_state(
-            state.templates.clone(),
-            page::errors::html_errors,
-        ))
-        .layer(from_fn_with_state(
-            page::security::SecurityHeaders::new(&state.config),
-            page::security::add_security_headers,
-        ))
-        .layer(from_fn(http::record_metrics))
+        .layer(http::RouteOnResponse)
+        .with_state(state);
+    Router::new()
+        .fallback_service(routed)
+        .layer(from_fn_with_state(edge, edge_of_every_request))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(http::make_span)
@@ -122,7 +127,34 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
+}
+
+/// What [`edge_of_every_request`] needs, built once.
+#[derive(Clone)]
+struct Edge {
+    templates: std::sync::Arc<page::templates::Templates>,
+    security: page::security::SecurityHeaders,
+}
+
+/// Around every answer, innermost first: a framework error body becomes
+/// the JSON error shape, a JSON error to a browser's page request becomes
+/// an HTML page, the security headers are added, and the request is
+/// counted in `trovato_http_request_duration_seconds`.
+async fn edge_of_every_request(
+    axum::extract::State(edge): axum::extract::State<Edge>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let start = std::time::Instant::now();
+    let method = req.method().clone();
+    let credentials = page::security::has_credentials(req.headers());
+    let page_request = page::errors::PageRequest::of(&req);
+    let resp = next.run(req).await;
+    let resp = http::json_error_body(resp).await;
+    let mut resp = page::errors::html_error_page(&edge.templates, page_request, resp).await;
+    page::security::add_security_headers(&edge.security, credentials, &mut resp);
+    http::record_request(&method, start, &resp);
+    resp
 }
 
 /// [`declared_routes`] as (method, path) pairs.

@@ -221,17 +221,91 @@ impl From<QueryRejection> for AppError {
     }
 }
 
-/// The route template of a request, or `unmatched`: the only path label
-/// spans and metrics ever carry.
-pub fn route_label(req: &Request) -> String {
-    req.extensions()
+/// The route template a response answered, or `unmatched`: the only path
+/// label spans and metrics ever carry. The router's [`RouteOnResponse`]
+/// layer puts the template on the response.
+pub fn route_of(resp: &Response) -> &str {
+    resp.extensions()
         .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned())
+        .map_or("unmatched", MatchedPath::as_str)
 }
 
-/// The request span: request id, method, route template; status and latency
-/// are recorded when the response is ready.
+/// Copies each request's matched route template ([`MatchedPath`]) onto its
+/// response, so what wraps the router once (the request span, metrics,
+/// error pages) can name the route. Applied to every route, outside the
+/// other per-route layers, so their own answers (a CSRF refusal, a 413)
+/// carry it too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteOnResponse;
+
+impl<S> tower::Layer<S> for RouteOnResponse {
+    type Service = RouteOnResponseService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RouteOnResponseService { inner }
+    }
+}
+
+/// The service of [`RouteOnResponse`].
+#[derive(Debug, Clone)]
+pub struct RouteOnResponseService<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for RouteOnResponseService<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = RouteOnResponseFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        RouteOnResponseFuture {
+            inner: self.inner.call(req),
+            route,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RouteOnResponseService`].
+    pub struct RouteOnResponseFuture<F> {
+        #[pin]
+        inner: F,
+        route: Option<MatchedPath>,
+    }
+}
+
+impl<F, E> Future for RouteOnResponseFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(route) = this.route.take() {
+            resp.extensions_mut().insert(route);
+        }
+        std::task::Poll::Ready(Ok(resp))
+    }
+}
+
+/// The request span: request id and method; the route template, status
+/// and latency are recorded when the response is ready.
 pub fn make_span(req: &Request) -> Span {
     let request_id = req
         .headers()
@@ -242,16 +316,17 @@ pub fn make_span(req: &Request) -> Span {
         "request",
         request_id = %request_id,
         method = %req.method(),
-        route = %route_label(req),
+        route = tracing::field::Empty,
         status = tracing::field::Empty,
         latency_ms = tracing::field::Empty,
     )
 }
 
 pub fn on_response(resp: &Response, latency: std::time::Duration, span: &Span) {
+    span.record("route", route_of(resp));
     span.record("status", resp.status().as_u16());
     span.record("latency_ms", latency.as_secs_f64() * 1000.0);
-    // Status and latency are fields of the span this event belongs to.
+    // Route, status and latency are fields of the span this event belongs to.
     tracing::info!("request completed");
 }
 
@@ -265,26 +340,21 @@ fn status_class(s: StatusCode) -> &'static str {
     }
 }
 
-/// Records `trovato_http_request_duration_seconds{method, route, status}`.
-pub async fn record_metrics(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let route = route_label(&req);
-    let resp = next.run(req).await;
+/// Records `trovato_http_request_duration_seconds{method, route, status}`
+/// for `resp`, answered to a `method` request that started at `start`.
+pub fn record_request(method: &axum::http::Method, start: Instant, resp: &Response) {
     metrics::histogram!(
         "trovato_http_request_duration_seconds",
-        "method" => method,
-        "route" => route,
+        "method" => method.as_str().to_owned(),
+        "route" => route_of(resp).to_owned(),
         "status" => status_class(resp.status()),
     )
     .record(start.elapsed().as_secs_f64());
-    resp
 }
 
-/// Rewrites error responses that are not already JSON or HTML (framework
+/// Rewrites an error response that is not already JSON or HTML (framework
 /// rejections, 405s, body-limit 413s) into the JSON error shape.
-pub async fn json_errors(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+pub async fn json_error_body(resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
@@ -316,6 +386,7 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
             out.headers_mut().insert(name.clone(), value.clone());
         }
     }
+    out.extensions_mut().extend(parts.extensions);
     out
 }
 

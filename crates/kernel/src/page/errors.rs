@@ -5,11 +5,8 @@
 //! nothing but the status for a 5xx (whose cause was logged where it
 //! happened). Everything else keeps the JSON error body.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::templates::Templates;
@@ -31,12 +28,11 @@ pub const JSON_ROUTES: &[&str] = &[
 
 /// Whether the request is a browser asking for a page. `path` is the
 /// matched route's template, or the raw path of an unmatched request.
-fn wants_html(headers: &HeaderMap, path: &str) -> bool {
+fn wants_html(accept: Option<&HeaderValue>, path: &str) -> bool {
     if path == "/api" || path.starts_with("/api/") || JSON_ROUTES.contains(&path) {
         return false;
     }
-    headers
-        .get(header::ACCEPT)
+    accept
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| {
             accept
@@ -55,28 +51,46 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// Largest JSON error body read to find its message.
 const BODY_LIMIT: usize = 64 * 1024;
 
-/// Turns JSON error answers to page requests into HTML pages.
-pub async fn html_errors(
-    State(templates): State<Arc<Templates>>,
-    req: Request,
-    next: Next,
+/// What an error page needs to know of its request, taken before the
+/// request is handled: what it accepts, and where it asked to go.
+pub struct PageRequest {
+    accept: Option<HeaderValue>,
+    uri: Uri,
+}
+
+impl PageRequest {
+    pub fn of(req: &Request) -> Self {
+        Self {
+            accept: req.headers().get(header::ACCEPT).cloned(),
+            uri: req.uri().clone(),
+        }
+    }
+}
+
+/// Turns a JSON error answer to a page request into an HTML page. The
+/// route is the one the router matched (a [`MatchedPath`] the response
+/// carries), or the raw path of an unmatched request.
+pub async fn html_error_page(
+    templates: &Templates,
+    request: PageRequest,
+    resp: Response,
 ) -> Response {
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
-    let html = wants_html(req.headers(), &route);
-    let destination = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".to_owned());
-    let resp = next.run(req).await;
     let status = resp.status();
-    if !html || !(status.is_client_error() || status.is_server_error()) || !is_json(resp.headers())
-    {
+    if !(status.is_client_error() || status.is_server_error()) || !is_json(resp.headers()) {
         return resp;
     }
+    let route = resp
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| request.uri.path(), MatchedPath::as_str);
+    if !wants_html(request.accept.as_ref(), route) {
+        return resp;
+    }
+    let destination = request
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
     let (parts, body) = resp.into_parts();
     let message = if status.is_server_error() {
         None
@@ -87,8 +101,9 @@ pub async fn html_errors(
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| v["message"].as_str().map(sentence))
     };
-    let page = render(&templates, status, message.as_deref(), &destination);
+    let page = render(templates, status, message.as_deref(), &destination);
     let mut out = (status, page).into_response();
+    out.extensions_mut().extend(parts.extensions);
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             out.headers_mut().insert(name.clone(), value.clone());
@@ -166,19 +181,15 @@ mod tests {
 
     #[test]
     fn browsers_asking_for_pages_get_html_and_api_paths_never_do() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"),
-        );
-        assert!(wants_html(&h, "/item/x"));
-        assert!(!wants_html(&h, "/api/items"));
-        assert!(!wants_html(&h, "/health"), "health keeps its reason codes");
-        assert!(!wants_html(&h, "/batch/{id}/status"));
-        assert!(!wants_html(&HeaderMap::new(), "/item/x"));
-        let mut json = HeaderMap::new();
-        json.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        assert!(!wants_html(&json, "/item/x"));
+        let h = HeaderValue::from_static("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8");
+        let h = Some(&h);
+        assert!(wants_html(h, "/item/x"));
+        assert!(!wants_html(h, "/api/items"));
+        assert!(!wants_html(h, "/health"), "health keeps its reason codes");
+        assert!(!wants_html(h, "/batch/{id}/status"));
+        assert!(!wants_html(None, "/item/x"));
+        let json = HeaderValue::from_static("application/json");
+        assert!(!wants_html(Some(&json), "/item/x"));
         assert_eq!(sentence("item x not found"), "Item x not found.");
     }
 

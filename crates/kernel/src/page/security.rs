@@ -6,9 +6,7 @@
 //! `Cache-Control: private, no-store`: it may show that user's name,
 //! tokens or stage, and no shared or browser cache keeps it.
 
-use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::settings::Config;
@@ -57,10 +55,6 @@ fn origin_of(url: &str) -> Option<String> {
     origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
-fn has_credentials(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::AUTHORIZATION) || cookie(headers, session::COOKIE).is_some()
-}
-
 fn is_html(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -68,14 +62,15 @@ fn is_html(headers: &HeaderMap) -> bool {
         .is_some_and(|ct| ct.starts_with("text/html"))
 }
 
+/// Whether the request carries credentials (a bearer token or the
+/// session cookie): its HTML answer is then private to it.
+pub fn has_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || cookie(headers, session::COOKIE).is_some()
+}
+
 /// Adds the headers: `nosniff` on every answer, the rest on HTML.
-pub async fn add_security_headers(
-    State(security): State<SecurityHeaders>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let credentials = has_credentials(req.headers());
-    let mut resp = next.run(req).await;
+/// `credentials`: [`has_credentials`] of the request.
+pub fn add_security_headers(security: &SecurityHeaders, credentials: bool, resp: &mut Response) {
     let headers = resp.headers_mut();
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     if is_html(headers) {
@@ -86,7 +81,6 @@ pub async fn add_security_headers(
             headers.insert(header::CACHE_CONTROL, PRIVATE);
         }
     }
-    resp
 }
 
 #[cfg(test)]
