@@ -45,7 +45,11 @@ pub(crate) fn spawn(
         loop {
             let session = async {
                 // On a cluster, each attempt tries the next node.
-                let mut pubsub = kv.subscriber_client().get_async_pubsub().await?;
+                let client = kv
+                    .subscriber_client()
+                    .await
+                    .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
+                let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };

@@ -9,7 +9,13 @@
 //! The server may be a Redis Cluster (`redis+cluster://host:port,...`):
 //! then commands are routed by key, and keys a script or multi-key command
 //! touches together share a hash tag ([`Kv::slot_key`]), since a cluster
-//! runs such a command only when all its keys are in one slot.
+//! runs such a command only when all its keys are in one slot. It may also
+//! be a master watched by Redis Sentinels (`redis+sentinel://`, see
+//! [`sentinel`]): then the kernel follows the master through a failover.
+
+mod sentinel;
+
+pub use sentinel::SentinelUrl;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,7 +40,7 @@ use crate::error::HttpError;
 #[serde(default, deny_unknown_fields)]
 #[command(next_help_heading = "Redis")]
 pub struct RedisSettings {
-    /// Redis URL (`redis://`, `rediss://`, `redis+unix://`), or a Redis Cluster by some of its nodes (`redis+cluster://host:port,host:port`); unset starts an embedded Redis under the data dir.
+    /// Redis URL (`redis://`, `rediss://`, `redis+unix://`), a Redis Cluster by some of its nodes (`redis+cluster://host:port,host:port`), or a master watched by Redis Sentinels (`redis+sentinel://host:port,host:port/<master>[/<db>]`); unset starts an embedded Redis under the data dir.
     #[arg(
         id = "redis.url",
         long = "redis-url",
@@ -64,6 +70,12 @@ impl Default for RedisSettings {
 impl RedisSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.url {
+            if let Some(parsed) = sentinel::parse(url) {
+                return match parsed {
+                    Ok(_) => self.validate_prefix(),
+                    Err(message) => Err(ConfigError::invalid::<Self>("redis.url", message)),
+                };
+            }
             match cluster_nodes(url) {
                 Some(Ok(_)) => {}
                 Some(Err(message)) => {
@@ -79,10 +91,15 @@ impl RedisSettings {
                         "unix",
                         "redis+cluster",
                         "rediss+cluster",
+                        "redis+sentinel",
                     ],
                 )?,
             }
         }
+        self.validate_prefix()
+    }
+
+    fn validate_prefix(&self) -> Result<(), ConfigError> {
         let prefix_ok = !self.prefix.is_empty()
             && self
                 .prefix
@@ -162,7 +179,7 @@ fn parse_cluster_nodes(scheme: &str, rest: &str) -> Result<Vec<String>, String> 
 /// list kept.
 pub fn redact(url: &str) -> String {
     match url.split_once("://") {
-        Some((scheme, rest)) if cluster_nodes(url).is_some() => {
+        Some((scheme, rest)) if cluster_nodes(url).is_some() || sentinel::parse(url).is_some() => {
             let hosts = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
             format!("{scheme}://{hosts}")
         }
@@ -179,6 +196,7 @@ enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
     Plain(MultiplexedConnection),
+    Sentinel(sentinel::SentinelConn),
 }
 
 impl ConnectionLike for Conn {
@@ -187,6 +205,7 @@ impl ConnectionLike for Conn {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
             Conn::Plain(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => Box::pin(c.command(cmd)),
         }
     }
 
@@ -200,6 +219,7 @@ impl ConnectionLike for Conn {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Plain(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Sentinel(c) => Box::pin(c.pipeline(cmd, offset, count)),
         }
     }
 
@@ -208,6 +228,7 @@ impl ConnectionLike for Conn {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
             Conn::Plain(c) => c.get_db(),
+            Conn::Sentinel(c) => c.db(),
         }
     }
 }
@@ -223,6 +244,8 @@ enum Mode {
         node_clients: Vec<redis::Client>,
         next_subscriber: AtomicUsize,
     },
+    /// The master the Sentinels name (the same shared connection).
+    Sentinel(sentinel::SentinelConn),
 }
 
 /// The shared Redis handle: connection plus key prefix.
@@ -288,17 +311,33 @@ impl Kv {
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, KvError> {
         let shown = redact(url);
         let unavailable = |e: &dyn std::fmt::Display| KvError::Unavailable(format!("{shown}: {e}"));
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(COMMAND_TIMEOUT)
+            // Reconnect quickly: 50 ms, 100 ms, ... capped at 500 ms.
+            .set_exponent_base(2)
+            .set_factor(50)
+            .set_max_delay(500)
+            .set_number_of_retries(3);
+        if let Some(parsed) = sentinel::parse(url) {
+            let parsed = parsed.map_err(|e| unavailable(&e))?;
+            let conn = tokio::time::timeout(
+                timeout,
+                sentinel::SentinelConn::connect(&parsed, config, timeout),
+            )
+            .await
+            .map_err(|_| unavailable(&"timed out"))?
+            .map_err(|e| unavailable(&e))?;
+            return Ok(Self {
+                conn: Conn::Sentinel(conn.clone()),
+                mode: Arc::new(Mode::Sentinel(conn)),
+                connect_timeout: timeout,
+                prefix: prefix.into(),
+            });
+        }
         let (conn, mode) = match cluster_nodes(url) {
             None => {
                 let client = redis::Client::open(url).map_err(|e| unavailable(&e))?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(timeout)
-                    .set_response_timeout(COMMAND_TIMEOUT)
-                    // Reconnect quickly: 50 ms, 100 ms, ... capped at 500 ms.
-                    .set_exponent_base(2)
-                    .set_factor(50)
-                    .set_max_delay(500)
-                    .set_number_of_retries(3);
                 let conn = tokio::time::timeout(
                     timeout,
                     ConnectionManager::new_with_config(client.clone(), config),
@@ -340,10 +379,19 @@ impl Kv {
     /// Opens a [`Dedicated`] connection to the same server (or cluster).
     pub async fn dedicated(&self) -> Result<Dedicated, KvError> {
         let unavailable = |e: RedisError| KvError::Unavailable(e.to_string());
+        let config =
+            redis::AsyncConnectionConfig::new().set_connection_timeout(self.connect_timeout);
         let conn = match &*self.mode {
             Mode::Single(client) => {
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(self.connect_timeout);
+                let conn = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(unavailable)?;
+                Conn::Plain(conn)
+            }
+            Mode::Sentinel(s) => {
+                // Asked afresh: a caller opens a new one after a failure.
+                let client = s.find_master().await.map_err(unavailable)?;
                 let conn = client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
@@ -371,11 +419,17 @@ impl Kv {
 
     /// A client to one server on which a plain `SUBSCRIBE` receives every
     /// `PUBLISH` (a cluster forwards each to all its nodes): the server
-    /// itself, or on a cluster the configured nodes in turn, so a
-    /// subscriber that lost its node reconnects to the next one.
-    pub fn subscriber_client(&self) -> redis::Client {
-        match &*self.mode {
+    /// itself, on a cluster the configured nodes in turn, so a subscriber
+    /// that lost its node reconnects to the next one, and under Sentinel
+    /// the master the Sentinels name now.
+    pub async fn subscriber_client(&self) -> Result<redis::Client, KvError> {
+        Ok(match &*self.mode {
             Mode::Single(client) => client.clone(),
+            Mode::Sentinel(s) => match s.find_master().await {
+                Ok(client) => client,
+                // The Sentinels are away: the master as last found.
+                Err(_) => s.client(),
+            },
             Mode::Cluster {
                 node_clients,
                 next_subscriber,
@@ -386,7 +440,7 @@ impl Kv {
                 // list is never empty.
                 node_clients[i % node_clients.len()].clone()
             }
-        }
+        })
     }
 
     /// The namespace prefix, e.g. `trovato:`.
@@ -615,6 +669,29 @@ mod tests {
             ..RedisSettings::default()
         };
         assert!(ok.validate().is_ok());
+    }
+
+    #[test]
+    fn a_sentinel_url_validates_and_is_redacted_like_a_cluster_url() {
+        let settings = |url: &str| RedisSettings {
+            url: Some(url.into()),
+            ..RedisSettings::default()
+        };
+        assert!(
+            settings("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/cache/1")
+                .validate()
+                .is_ok()
+        );
+        for bad in [
+            "redis+sentinel://10.0.0.1:26379",
+            "redis+sentinel://10.0.0.1:26379/cache/x",
+        ] {
+            assert!(settings(bad).validate().is_err(), "{bad} validated");
+        }
+        assert_eq!(
+            redact("redis+sentinel://app:secret@10.0.0.1:26379,10.0.0.2:26379/cache"),
+            "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/cache"
+        );
     }
 
     #[test]

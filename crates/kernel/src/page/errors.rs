@@ -32,13 +32,11 @@ fn wants_html(accept: Option<&HeaderValue>, path: &str) -> bool {
     if path == "/api" || path.starts_with("/api/") || JSON_ROUTES.contains(&path) {
         return false;
     }
-    accept
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| {
-            accept
-                .split(',')
-                .any(|m| m.split(';').next().is_some_and(|m| m.trim() == "text/html"))
-        })
+    accept.and_then(|v| v.to_str().ok()).is_some_and(|accept| {
+        accept
+            .split(',')
+            .any(|m| m.split(';').next().is_some_and(|m| m.trim() == "text/html"))
+    })
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

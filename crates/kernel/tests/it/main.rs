@@ -28,6 +28,7 @@ mod plugin;
 mod queue;
 mod roles;
 mod search;
+mod sentinel;
 mod stage;
 mod storage;
 mod user;

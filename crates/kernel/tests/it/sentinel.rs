@@ -1,0 +1,295 @@
+//! Redis Sentinel: the kernel's Redis handle follows the master through a
+//! failover Sentinel runs, and through the master's process being killed.
+//! Each test starts its own master, replica and Sentinel (redis-server on
+//! free loopback ports, data under a temporary directory).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use trovato::kv::Kv;
+
+use crate::harness::{PATIENCE, eventually, free_port};
+
+const MASTER_NAME: &str = "trovato";
+
+/// One redis-server process, killed when dropped.
+struct Server {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start(dir: &std::path::Path, name: &str, args: &[String], sentinel: bool) -> Self {
+        let port = free_port();
+        let conf = dir.join(format!("{name}.conf"));
+        let mut text = format!(
+            "port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\n",
+            dir.display()
+        );
+        for a in args {
+            text.push_str(a);
+            text.push('\n');
+        }
+        std::fs::write(&conf, text.replace("{port}", &port.to_string())).expect("config");
+        let mut cmd = Command::new("redis-server");
+        cmd.arg(&conf);
+        if sentinel {
+            cmd.arg("--sentinel");
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A master, its replica and one Sentinel watching them (quorum 1).
+struct Set {
+    _dir: TempDir,
+    master: Server,
+    replica: Server,
+    sentinel: Server,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn raw(url: &str) -> Option<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(url).ok()?;
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
+async fn role(url: &str) -> Option<String> {
+    let mut c = raw(url).await?;
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut c).await.ok()?;
+    redis::from_redis_value(role.first()?).ok()
+}
+
+/// The port the Sentinel names as master now.
+async fn sentinel_master(sentinel: &Server) -> Option<u16> {
+    let mut c = raw(&sentinel.url()).await?;
+    let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
+        .arg("get-master-addr-by-name")
+        .arg(MASTER_NAME)
+        .query_async(&mut c)
+        .await
+        .ok()?;
+    addr.map(|(_, port)| port)
+}
+
+/// Whether the Sentinel sees `replicas` replicas of the master.
+async fn sentinel_sees_replicas(sentinel: &Server, replicas: usize) -> bool {
+    let Some(mut c) = raw(&sentinel.url()).await else {
+        return false;
+    };
+    let found: Result<Vec<redis::Value>, _> = redis::cmd("SENTINEL")
+        .arg("replicas")
+        .arg(MASTER_NAME)
+        .query_async(&mut c)
+        .await;
+    found.is_ok_and(|r| r.len() >= replicas)
+}
+
+async fn start_set() -> Set {
+    let dir = std::env::temp_dir().join(format!(
+        "trovato-sentinel-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let master = Server::start(&dir, "master", &[], false);
+    let replica = Server::start(
+        &dir,
+        "replica",
+        &[format!("replicaof 127.0.0.1 {}", master.port)],
+        false,
+    );
+    let sentinel = Server::start(
+        &dir,
+        "sentinel",
+        &[
+            format!("sentinel monitor {MASTER_NAME} 127.0.0.1 {} 1", master.port),
+            format!("sentinel down-after-milliseconds {MASTER_NAME} 1000"),
+            format!("sentinel failover-timeout {MASTER_NAME} 10000"),
+        ],
+        true,
+    );
+    let set = Set {
+        _dir: TempDir(dir),
+        master,
+        replica,
+        sentinel,
+    };
+    let replica_url = set.replica.url();
+    let synced = eventually(PATIENCE, || {
+        let url = replica_url.clone();
+        async move {
+            let Some(mut c) = raw(&url).await else {
+                return false;
+            };
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            info.contains("master_link_status:up")
+        }
+    })
+    .await;
+    assert!(synced.is_some(), "the replica never synced");
+    let seen = eventually(PATIENCE, || sentinel_sees_replicas(&set.sentinel, 1)).await;
+    assert!(seen.is_some(), "the Sentinel never found the replica");
+    set
+}
+
+async fn kv_for(set: &Set) -> Kv {
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{}/{MASTER_NAME}",
+        set.sentinel.port
+    );
+    Kv::connect(&url, "trovato-sentinel-test:", Duration::from_secs(5))
+        .await
+        .expect("connects through the Sentinel")
+}
+
+async fn set_key(kv: &Kv, key: &str, value: &str) -> bool {
+    kv.query::<()>(redis::cmd("SET").arg(kv.key(key)).arg(value))
+        .await
+        .is_ok()
+}
+
+/// What the server at `url` holds under the kernel key `key`.
+async fn stored(url: &str, kv: &Kv, key: &str) -> Option<String> {
+    let mut c = raw(url).await?;
+    c.get(kv.key(key)).await.ok()?
+}
+
+#[tokio::test]
+async fn writes_go_to_the_new_master_after_a_sentinel_failover() {
+    let set = start_set().await;
+    let kv = kv_for(&set).await;
+    assert!(
+        set_key(&kv, "before", "1").await,
+        "a write before the failover"
+    );
+    assert_eq!(
+        stored(&set.master.url(), &kv, "before").await.as_deref(),
+        Some("1"),
+        "the write went to the master"
+    );
+
+    // Refused (NOGOODSLAVE) until the Sentinel has fresh word of the
+    // replica.
+    let sentinel_url = set.sentinel.url();
+    let started = eventually(PATIENCE, || async {
+        let Some(mut c) = raw(&sentinel_url).await else {
+            return false;
+        };
+        redis::cmd("SENTINEL")
+            .arg("failover")
+            .arg(MASTER_NAME)
+            .query_async::<()>(&mut c)
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(started.is_some(), "the Sentinel never started a failover");
+    let replica_port = set.replica.port;
+    let promoted = eventually(PATIENCE, || async {
+        sentinel_master(&set.sentinel).await == Some(replica_port)
+            && role(&set.replica.url()).await.as_deref() == Some("master")
+            && role(&set.master.url()).await.as_deref() == Some("slave")
+    })
+    .await;
+    assert!(promoted.is_some(), "the failover never completed");
+
+    // The old master now refuses writes (or Sentinel closed the handle's
+    // connection to it while reconfiguring it); either failure makes the
+    // handle ask the Sentinel, and the write goes to the new master.
+    let wrote = eventually(PATIENCE, || set_key(&kv, "after", "2")).await;
+    assert!(wrote.is_some(), "no write succeeded after the failover");
+    assert_eq!(
+        stored(&set.replica.url(), &kv, "after").await.as_deref(),
+        Some("2"),
+        "the write went to the new master"
+    );
+    let subscriber = kv.subscriber_client().await.expect("subscriber client");
+    assert_eq!(
+        subscriber.get_connection_info().addr.to_string(),
+        format!("127.0.0.1:{replica_port}"),
+        "subscribers go to the new master"
+    );
+}
+
+#[tokio::test]
+async fn the_handle_follows_the_master_when_its_process_is_killed() {
+    let mut set = start_set().await;
+    let kv = kv_for(&set).await;
+    assert!(set_key(&kv, "before", "1").await);
+    let replica_url = set.replica.url();
+    let replicated = eventually(PATIENCE, || async {
+        stored(&replica_url, &kv, "before").await.as_deref() == Some("1")
+    })
+    .await;
+    assert!(replicated.is_some(), "the write never reached the replica");
+    set.master.kill();
+    let replica_port = set.replica.port;
+    let promoted = eventually(PATIENCE, || async {
+        sentinel_master(&set.sentinel).await == Some(replica_port)
+            && role(&set.replica.url()).await.as_deref() == Some("master")
+    })
+    .await;
+    assert!(
+        promoted.is_some(),
+        "the Sentinel never promoted the replica"
+    );
+    // Commands may fail while the handle finds the new master; each
+    // failure makes it ask the Sentinel.
+    let wrote = eventually(PATIENCE, || set_key(&kv, "after", "2")).await;
+    assert!(wrote.is_some(), "no write succeeded after the kill");
+    assert_eq!(
+        stored(&set.replica.url(), &kv, "after").await.as_deref(),
+        Some("2"),
+        "the write went to the promoted replica"
+    );
+    assert_eq!(
+        stored(&set.replica.url(), &kv, "before").await.as_deref(),
+        Some("1"),
+        "what was written before the kill is still there"
+    );
+}
