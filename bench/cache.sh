@@ -155,7 +155,8 @@ if [[ -n "${BENCH_PERF_OUT:-}" ]]; then
     wrk -t"$THREADS" -c"$CONNECTIONS" -d12s "http://127.0.0.1:$PORT/item/$ID" >/dev/null &
     WRK_PID=$!
     sleep 1
-    perf record -F 999 -g -o "$BENCH_PERF_OUT" -p "$TROVATO_PID" -- sleep 8 >/dev/null 2>&1 || echo "perf record failed" >&2
+    perf record -F 499 --call-graph "${BENCH_PERF_CALL_GRAPH:-fp}" -o "$BENCH_PERF_OUT" \
+        -p "$TROVATO_PID" -- sleep 8 >/dev/null 2>&1 || echo "perf record failed" >&2
     wait "$WRK_PID" || true
 fi
 python3 - "$OURS" "$NGINX" "$SIZE" "$THREADS" "$CONNECTIONS" "$DURATION" <<'PY'
