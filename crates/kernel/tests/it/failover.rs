@@ -1,7 +1,8 @@
-//! Redis Sentinel: the kernel's Redis handle follows the master through a
-//! failover Sentinel runs, and through the master's process being killed.
-//! Each test starts its own master, replica and Sentinel (redis-server on
-//! free loopback ports, data under a temporary directory).
+//! Redis failover: the kernel's Redis handle follows the master through a
+//! failover Sentinel runs and through the master's process being killed,
+//! and keeps working on a Redis Cluster whose primary is killed. Each test
+//! starts its own servers (redis-server on free loopback ports, data under
+//! a temporary directory), apart from the shared test Redis.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -125,13 +126,18 @@ async fn sentinel_sees_replicas(sentinel: &Server, replicas: usize) -> bool {
     found.is_ok_and(|r| r.len() >= replicas)
 }
 
-async fn start_set() -> Set {
+fn temp_dir(kind: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
-        "trovato-sentinel-{}-{}",
+        "trovato-{kind}-{}-{}",
         std::process::id(),
         free_port()
     ));
     std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+async fn start_set() -> Set {
+    let dir = temp_dir("sentinel");
     let master = Server::start(&dir, "master", &[], false);
     let replica = Server::start(
         &dir,
@@ -292,4 +298,184 @@ async fn the_handle_follows_the_master_when_its_process_is_killed() {
         Some("1"),
         "what was written before the kill is still there"
     );
+}
+
+/// `CLUSTER NODES` of the node at `url`: (port, is a primary, slot ranges)
+/// of each node that is not failed.
+async fn cluster_nodes(url: &str) -> Option<Vec<(u16, bool, Vec<(u16, u16)>)>> {
+    let mut c = raw(url).await?;
+    let text: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut c)
+        .await
+        .ok()?;
+    let mut nodes = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        if flags.contains("fail") {
+            continue;
+        }
+        let port = addr
+            .split('@')
+            .next()
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())?;
+        let slots = fields
+            .iter()
+            .skip(8)
+            .filter_map(|r| match r.split_once('-') {
+                Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                None => r.parse().ok().map(|n| (n, n)),
+            })
+            .collect();
+        nodes.push((port, flags.contains("master"), slots));
+    }
+    Some(nodes)
+}
+
+async fn cluster_ok(url: &str) -> bool {
+    let Some(mut c) = raw(url).await else {
+        return false;
+    };
+    let info: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(&mut c)
+        .await
+        .unwrap_or_default();
+    info.contains("cluster_state:ok")
+}
+
+#[tokio::test]
+async fn a_cluster_keeps_serving_every_slot_after_a_primary_is_killed() {
+    let dir = temp_dir("cluster");
+    let mut nodes: Vec<Server> = (0..6)
+        .map(|i| {
+            Server::start(
+                &dir,
+                &format!("node{i}"),
+                &[
+                    "cluster-enabled yes".into(),
+                    "cluster-config-file nodes-{port}.conf".into(),
+                    "cluster-node-timeout 1000".into(),
+                    "repl-diskless-sync-delay 0".into(),
+                ],
+                false,
+            )
+        })
+        .collect();
+    let _dir = TempDir(dir);
+    for n in &nodes {
+        let url = n.url();
+        let up = eventually(PATIENCE, || async { raw(&url).await.is_some() }).await;
+        assert!(up.is_some(), "a cluster node never started");
+    }
+    let mut create = Command::new("redis-cli");
+    create.arg("--cluster").arg("create");
+    for n in &nodes {
+        create.arg(format!("127.0.0.1:{}", n.port));
+    }
+    let created = create
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-cli runs");
+    assert!(created.success(), "redis-cli --cluster create failed");
+    for n in &nodes {
+        let url = n.url();
+        let ok = eventually(PATIENCE, || cluster_ok(&url)).await;
+        assert!(ok.is_some(), "the cluster never became ok");
+        // A replica that never synced may not take over.
+        let synced = eventually(PATIENCE, || async {
+            let Some(mut c) = raw(&url).await else {
+                return false;
+            };
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            info.contains("role:master") || info.contains("master_link_status:up")
+        })
+        .await;
+        assert!(synced.is_some(), "a replica never synced");
+    }
+
+    let url = format!(
+        "redis+cluster://{}",
+        nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let kv = Kv::connect(&url, "trovato-cluster-kill:", Duration::from_secs(5))
+        .await
+        .expect("connects to the cluster");
+    // Keys in many slots, so every primary holds some.
+    let keys: Vec<String> = (0..60).map(|i| format!("key-{i}")).collect();
+    for k in &keys {
+        assert!(set_key(&kv, k, "before").await, "write {k}");
+    }
+
+    // Kill the primary that holds the slot of the first key.
+    let first = nodes[0].url();
+    let mut c = raw(&first).await.expect("node");
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(kv.key(&keys[0]))
+        .query_async(&mut c)
+        .await
+        .expect("keyslot");
+    let before = cluster_nodes(&first).await.expect("cluster nodes");
+    let (victim, _, _) = before
+        .iter()
+        .find(|(_, primary, slots)| {
+            *primary && slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+        })
+        .expect("a primary holds the slot")
+        .clone();
+    let index = nodes
+        .iter()
+        .position(|n| n.port == victim)
+        .expect("one of ours");
+    nodes[index].kill();
+    let survivor = nodes
+        .iter()
+        .find(|n| n.port != victim)
+        .expect("a survivor")
+        .url();
+
+    // A replica takes the slot over.
+    let promoted = eventually(PATIENCE, || async {
+        let Some(now) = cluster_nodes(&survivor).await else {
+            return false;
+        };
+        cluster_ok(&survivor).await
+            && now.iter().any(|(port, primary, slots)| {
+                *port != victim && *primary && slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+            })
+    })
+    .await;
+    assert!(
+        promoted.is_some(),
+        "no replica took over the killed primary's slots"
+    );
+
+    // Every key can be written again, the killed primary's included, and
+    // reads back what was written.
+    for k in &keys {
+        let wrote = eventually(PATIENCE, || set_key(&kv, k, "after")).await;
+        assert!(wrote.is_some(), "{k} cannot be written after the kill");
+    }
+    for k in &keys {
+        let got: Option<String> = kv
+            .query(redis::cmd("GET").arg(kv.key(k)))
+            .await
+            .expect("read after the kill");
+        assert_eq!(got.as_deref(), Some("after"), "{k}");
+    }
 }
