@@ -269,6 +269,11 @@ where
 
     fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
         let route = req.extensions().get::<MatchedPath>().cloned();
+        // The request span is current here: events the handler logs carry
+        // the route too.
+        if let Some(route) = &route {
+            Span::current().record("route", route.as_str());
+        }
         RouteOnResponseFuture {
             inner: self.inner.call(req),
             route,
@@ -304,8 +309,9 @@ where
     }
 }
 
-/// The request span: request id and method; the route template, status
-/// and latency are recorded when the response is ready.
+/// The request span: request id and method; the route template once the
+/// router has matched it ([`RouteOnResponse`]), status and latency when the
+/// response is ready.
 pub fn make_span(req: &Request) -> Span {
     let request_id = req
         .headers()
@@ -323,6 +329,7 @@ pub fn make_span(req: &Request) -> Span {
 }
 
 pub fn on_response(resp: &Response, latency: std::time::Duration, span: &Span) {
+    // Again for the answers no route matched (`unmatched`).
     span.record("route", route_of(resp));
     span.record("status", resp.status().as_u16());
     span.record("latency_ms", latency.as_secs_f64() * 1000.0);

@@ -164,6 +164,13 @@ async fn a_session_started_on_one_process_is_valid_on_another() {
     .expect("user");
     pool.close().await;
     let client = crate::harness::client();
+    let refused = client
+        .post(a.url("/user/login"))
+        .json(&serde_json::json!({"name": "pat", "password": "wrong"}))
+        .send()
+        .await
+        .expect("failed login on A");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     let resp = client
         .post(a.url("/user/login"))
         .json(&serde_json::json!({"name": "pat", "password": "correct horse battery"}))
@@ -192,7 +199,11 @@ async fn a_session_started_on_one_process_is_valid_on_another() {
     let logs = a.logs.lock().map(|l| l.clone()).unwrap_or_default();
     let line = logs
         .iter()
-        .find(|l| l.contains("request completed") && l.contains("\"route\":\"/user/login\""))
+        .find(|l| {
+            l.contains("request completed")
+                && l.contains("\"route\":\"/user/login\"")
+                && l.contains("\"status\":200")
+        })
         .unwrap_or_else(|| panic!("no request line for /user/login in {logs:?}"));
     let v: Value = serde_json::from_str(line).expect("JSON log line");
     assert_eq!(v["span"]["status"], 200, "{line}");
@@ -202,6 +213,13 @@ async fn a_session_started_on_one_process_is_valid_on_another() {
         !v["span"]["request_id"].as_str().unwrap_or("").is_empty(),
         "{line}"
     );
+    // An event the handler logs carries the route as well.
+    let failed = logs
+        .iter()
+        .find(|l| l.contains("login failed"))
+        .unwrap_or_else(|| panic!("no failed-login line in {logs:?}"));
+    let v: Value = serde_json::from_str(failed).expect("JSON log line");
+    assert_eq!(v["span"]["route"], "/user/login", "{failed}");
 }
 
 #[tokio::test]
