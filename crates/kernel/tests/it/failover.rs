@@ -101,6 +101,20 @@ async fn role(url: &str) -> Option<String> {
     redis::from_redis_value(role.first()?).ok()
 }
 
+/// Whether the server at `url` is a master, or a replica that has synced
+/// with its master (one that never synced may not take over).
+async fn replication_ready(url: &str) -> bool {
+    let Some(mut c) = raw(url).await else {
+        return false;
+    };
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut c)
+        .await
+        .unwrap_or_default();
+    info.contains("role:master") || info.contains("master_link_status:up")
+}
+
 /// The port the Sentinel names as master now.
 async fn sentinel_master(sentinel: &Server) -> Option<u16> {
     let mut c = raw(&sentinel.url()).await?;
@@ -162,21 +176,7 @@ async fn start_set() -> Set {
         sentinel,
     };
     let replica_url = set.replica.url();
-    let synced = eventually(PATIENCE, || {
-        let url = replica_url.clone();
-        async move {
-            let Some(mut c) = raw(&url).await else {
-                return false;
-            };
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query_async(&mut c)
-                .await
-                .unwrap_or_default();
-            info.contains("master_link_status:up")
-        }
-    })
-    .await;
+    let synced = eventually(PATIENCE, || replication_ready(&replica_url)).await;
     assert!(synced.is_some(), "the replica never synced");
     let seen = eventually(PATIENCE, || sentinel_sees_replicas(&set.sentinel, 1)).await;
     assert!(seen.is_some(), "the Sentinel never found the replica");
@@ -388,19 +388,7 @@ async fn a_cluster_keeps_serving_every_slot_after_a_primary_is_killed() {
         let url = n.url();
         let ok = eventually(PATIENCE, || cluster_ok(&url)).await;
         assert!(ok.is_some(), "the cluster never became ok");
-        // A replica that never synced may not take over.
-        let synced = eventually(PATIENCE, || async {
-            let Some(mut c) = raw(&url).await else {
-                return false;
-            };
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query_async(&mut c)
-                .await
-                .unwrap_or_default();
-            info.contains("role:master") || info.contains("master_link_status:up")
-        })
-        .await;
+        let synced = eventually(PATIENCE, || replication_ready(&url)).await;
         assert!(synced.is_some(), "a replica never synced");
     }
 
