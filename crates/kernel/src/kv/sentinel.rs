@@ -238,12 +238,12 @@ impl SentinelConn {
 
     /// Sends `cmd`, following the master if it moved.
     pub(super) async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
-        let mut conn = self.current().conn;
+        let Master { client, mut conn } = self.current();
         let err = match conn.req_packed_command(cmd).await {
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
-        self.after_failure(err, async || {
+        self.after_failure(err, &client, async || {
             self.current().conn.req_packed_command(cmd).await
         })
         .await
@@ -256,12 +256,12 @@ impl SentinelConn {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
-        let mut conn = self.current().conn;
+        let Master { client, mut conn } = self.current();
         let err = match conn.req_packed_commands(cmd, offset, count).await {
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
-        self.after_failure(err, async || {
+        self.after_failure(err, &client, async || {
             self.current()
                 .conn
                 .req_packed_commands(cmd, offset, count)
@@ -270,16 +270,22 @@ impl SentinelConn {
         .await
     }
 
+    /// After `err` from the master `used`: asks the Sentinels for the
+    /// master, unless another command already moved the connection away
+    /// from `used` (commands failing together during a failover ask once).
     async fn after_failure<T>(
         &self,
         err: RedisError,
+        used: &redis::Client,
         again: impl AsyncFnOnce() -> RedisResult<T>,
     ) -> RedisResult<T> {
         let sign = failover_sign(&err);
         if matches!(sign, Failover::No) {
             return Err(err);
         }
-        if let Err(e) = self.find_master().await {
+        let moved_already =
+            self.current().client.get_connection_info().addr != used.get_connection_info().addr;
+        if !moved_already && let Err(e) = self.find_master().await {
             tracing::debug!(error = %e, "cannot ask the Redis Sentinels for the master");
             return Err(err);
         }
