@@ -15,8 +15,6 @@
 
 mod sentinel;
 
-pub use sentinel::SentinelUrl;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
