@@ -45,11 +45,7 @@ pub(crate) fn spawn(
         loop {
             let session = async {
                 // On a cluster, each attempt tries the next node.
-                let client = kv
-                    .subscriber_client()
-                    .await
-                    .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
-                let mut pubsub = client.get_async_pubsub().await?;
+                let mut pubsub = kv.subscriber_client().await.get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };

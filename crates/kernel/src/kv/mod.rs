@@ -159,18 +159,29 @@ fn parse_cluster_nodes(scheme: &str, rest: &str) -> Result<Vec<String>, String> 
         Some((user, hosts)) => (format!("{user}@"), hosts),
         None => (String::new(), rest),
     };
-    let mut nodes = Vec::new();
-    for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-        let node = format!("{scheme}://{userinfo}{host}");
-        match url::Url::parse(&node) {
-            Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => nodes.push(node),
-            _ => return Err(format!("`{host}` is not a host:port")),
-        }
-    }
+    let nodes = host_urls(&format!("{scheme}://{userinfo}"), hosts)?;
     if nodes.is_empty() {
         return Err("names no node".into());
     }
     Ok(nodes)
+}
+
+/// Each host of the comma-separated `hosts` list as the URL `{base}{host}`
+/// (`base` is the scheme and any credentials), refusing what is not a
+/// host:port. Blank entries are skipped.
+fn host_urls(base: &str, hosts: &str) -> Result<Vec<String>, String> {
+    hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|host| {
+            let node = format!("{base}{host}");
+            match url::Url::parse(&node) {
+                Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => Ok(node),
+                _ => Err(format!("`{host}` is not a host:port")),
+            }
+        })
+        .collect()
 }
 
 /// `url` for logs and errors: credentials hidden, a cluster URL's node
@@ -420,8 +431,8 @@ impl Kv {
     /// itself, on a cluster the configured nodes in turn, so a subscriber
     /// that lost its node reconnects to the next one, and under Sentinel
     /// the master the Sentinels name now.
-    pub async fn subscriber_client(&self) -> Result<redis::Client, KvError> {
-        Ok(match &*self.mode {
+    pub async fn subscriber_client(&self) -> redis::Client {
+        match &*self.mode {
             Mode::Single(client) => client.clone(),
             Mode::Sentinel(s) => match s.find_master().await {
                 Ok(client) => client,
@@ -438,7 +449,7 @@ impl Kv {
                 // list is never empty.
                 node_clients[i % node_clients.len()].clone()
             }
-        })
+        }
     }
 
     /// The namespace prefix, e.g. `trovato:`.

@@ -62,16 +62,8 @@ fn parse_rest(rest: &str) -> Result<SentinelUrl, String> {
             (user, pass)
         }
     };
-    let mut sentinels = Vec::new();
-    for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-        let node = format!("redis://{host}");
-        match url::Url::parse(&node) {
-            Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) && u.path().is_empty() => {
-                sentinels.push(node)
-            }
-            _ => return Err(format!("`{host}` is not a host:port")),
-        }
-    }
+    // The authority holds no `/`, so each entry is a bare host:port.
+    let sentinels = super::host_urls("redis://", hosts)?;
     if sentinels.is_empty() {
         return Err("names no Sentinel".into());
     }
@@ -197,29 +189,18 @@ impl SentinelConn {
     /// connection to it if it is not the one in use.
     pub(super) async fn find_master(&self) -> RedisResult<redis::Client> {
         let mut sentinels = self.shared.sentinels.lock().await;
-        let client =
-            tokio::time::timeout(self.shared.connect_timeout, sentinels.async_get_client())
-                .await
-                .map_err(|_| {
-                    RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "no Sentinel answered in time",
-                    ))
-                })??;
+        let client = self
+            .within("no Sentinel answered in time", sentinels.async_get_client())
+            .await?;
         let moved =
             self.current().client.get_connection_info().addr != client.get_connection_info().addr;
         if moved {
-            let conn = tokio::time::timeout(
-                self.shared.connect_timeout,
-                ConnectionManager::new_with_config(client.clone(), self.shared.config.clone()),
-            )
-            .await
-            .map_err(|_| {
-                RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
+            let conn = self
+                .within(
                     "the new master did not answer",
-                ))
-            })??;
+                    ConnectionManager::new_with_config(client.clone(), self.shared.config.clone()),
+                )
+                .await?;
             tracing::warn!(
                 master = %client.get_connection_info().addr,
                 "Redis master moved (Sentinel failover); now using it"
@@ -234,6 +215,19 @@ impl SentinelConn {
             };
         }
         Ok(client)
+    }
+
+    /// `step`, given the connect timeout; `late` says what did not answer.
+    async fn within<T>(
+        &self,
+        late: &'static str,
+        step: impl Future<Output = RedisResult<T>>,
+    ) -> RedisResult<T> {
+        tokio::time::timeout(self.shared.connect_timeout, step)
+            .await
+            .map_err(|_| {
+                RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, late))
+            })?
     }
 
     /// Sends `cmd`, following the master if it moved.

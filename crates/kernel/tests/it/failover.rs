@@ -104,15 +104,24 @@ async fn role(url: &str) -> Option<String> {
 /// Whether the server at `url` is a master, or a replica that has synced
 /// with its master (one that never synced may not take over).
 async fn replication_ready(url: &str) -> bool {
+    let info = text_reply(url, &["INFO", "replication"]).await;
+    info.contains("role:master") || info.contains("master_link_status:up")
+}
+
+/// The text the server at `url` answers `command` with; empty if it does
+/// not answer.
+async fn text_reply(url: &str, command: &[&str]) -> String {
     let Some(mut c) = raw(url).await else {
-        return false;
+        return String::new();
     };
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
+    let Some((name, args)) = command.split_first() else {
+        return String::new();
+    };
+    redis::cmd(name)
+        .arg(args)
         .query_async(&mut c)
         .await
-        .unwrap_or_default();
-    info.contains("role:master") || info.contains("master_link_status:up")
+        .unwrap_or_default()
 }
 
 /// The port the Sentinel names as master now.
@@ -254,7 +263,7 @@ async fn writes_go_to_the_new_master_after_a_sentinel_failover() {
         Some("2"),
         "the write went to the new master"
     );
-    let subscriber = kv.subscriber_client().await.expect("subscriber client");
+    let subscriber = kv.subscriber_client().await;
     assert_eq!(
         subscriber.get_connection_info().addr.to_string(),
         format!("127.0.0.1:{replica_port}"),
@@ -337,15 +346,9 @@ async fn cluster_nodes(url: &str) -> Option<Vec<(u16, bool, Vec<(u16, u16)>)>> {
 }
 
 async fn cluster_ok(url: &str) -> bool {
-    let Some(mut c) = raw(url).await else {
-        return false;
-    };
-    let info: String = redis::cmd("CLUSTER")
-        .arg("INFO")
-        .query_async(&mut c)
+    text_reply(url, &["CLUSTER", "INFO"])
         .await
-        .unwrap_or_default();
-    info.contains("cluster_state:ok")
+        .contains("cluster_state:ok")
 }
 
 #[tokio::test]
