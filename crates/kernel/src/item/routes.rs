@@ -21,8 +21,7 @@ use crate::http::JsonBody;
 use crate::stage::routes::StageParams;
 use crate::stage::{SelectedStage, StageId};
 use crate::state::AppState;
-use crate::user::access::cookie;
-use crate::user::{Account, permission, role, session};
+use crate::user::{Account, permission, role};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -681,9 +680,7 @@ pub(crate) async fn item_page(
     Path(raw_id): Path<String>,
 ) -> Result<Response, AppError> {
     let id = parse_id(&raw_id)?;
-    let credentials =
-        headers.contains_key(header::AUTHORIZATION) || cookie(&headers, session::COOKIE).is_some();
-    if stage.is_live() && !credentials {
+    if stage.is_live() && !crate::page::security::has_credentials(&headers) {
         if !anonymous_may_access(&state).await? {
             return Err(AppError::Unauthenticated);
         }
